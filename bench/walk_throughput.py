@@ -1,0 +1,109 @@
+"""Throughput, compile time and peak memory of `python -m tasks.walk` at a fixed small config. Prints JSON.
+
+    python bench/walk_throughput.py [--steps N] [--cold] [--out FILE] [key=value ...]
+
+- env_steps_per_s: control steps of all environments per wall-second, after the first (compiling) update, from the
+  `num_samples` / `elapsed_time_s` counters xax prints each update;
+- compile_s: wall time of the first update (XLA compilation of rollout + update, first validation render);
+- peak_rss_mb: peak resident memory of the training process (getrusage of the child).
+`--cold` disables JAX's persistent compilation cache so compile_s is a cold compile. Extra `key=value` arguments
+override the benchmark config (e.g. `preset=gpu num_envs=4096` on a GPU machine).
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BENCH_CONFIG = [
+    "preset=cpu",
+    "num_envs=32",
+    "batch_size=16",
+    "num_passes=2",
+    "rollout_length_frames=32",
+    "hidden_size=64",
+    "depth=1",
+    "render_length_seconds=0.2",
+    "render_width=64",
+    "render_height=48",
+    "export_kinfer=false",
+]
+
+
+def parse_duration_s(text: str) -> float:
+    """xax's short timedelta ('1m, 34s', '12s', '0s', '1h, 2m, 3s') in seconds."""
+    units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+    return sum(float(v) * units[u] for v, u in re.findall(r"(\d+(?:\.\d+)?)([dhms])", text))
+
+
+def run(steps: int, cold: bool, overrides: list[str]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="walk-bench-") as tmp:
+        args = [*BENCH_CONFIG, f"max_steps={steps}", f"exp_dir={tmp}/run", *overrides]
+        if cold:
+            args.append("compile.cache_dir=null")
+        cmd = [sys.executable, "-m", "tasks.walk", *args]
+        start = time.perf_counter()
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=dict(os.environ, PYTHONUNBUFFERED="1")
+        )
+        wall_s = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"training failed with exit code {proc.returncode}")
+
+    samples: list[tuple[int, int, float]] = []
+    compile_s = None
+    for line in proc.stdout.splitlines():
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        if "state" in record and "elapsed_time_s" in record["state"]:
+            s = record["state"]
+            samples.append((int(s["num_steps"]), int(s["num_samples"]), float(s["elapsed_time_s"])))
+        message = record.get("status", {}).get("message", "")
+        if message.startswith("Step 1 time:"):
+            compile_s = parse_duration_s(message.split(":", 1)[1])
+    steady = [s for s in samples if s[0] >= 2 and s[2] > 0]
+    if len(steady) < 2:
+        raise SystemExit(f"not enough updates logged to measure throughput ({len(samples)} state lines)")
+    (_, n0, t0), (_, n1, t1) = steady[0], steady[-1]
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "benchmark": "tasks.walk throughput",
+        "config": [a for a in args if not a.startswith("exp_dir=")],
+        "updates": steps,
+        "env_steps_per_s": round((n1 - n0) / (t1 - t0), 1),
+        "measured_updates": steady[-1][0] - steady[0][0],
+        "compile_s": compile_s,
+        "cold_compile": cold,
+        "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1),
+        "wall_s": round(wall_s, 1),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30, help="PPO updates to run (the first one compiles)")
+    parser.add_argument("--cold", action="store_true", help="disable JAX's persistent compilation cache")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args, overrides = parser.parse_known_args()
+    result = run(args.steps, args.cold, overrides)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

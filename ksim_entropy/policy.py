@@ -1,0 +1,141 @@
+"""A recurrent (LSTM) actor-critic for position-controlled robots, plus the carry it threads through time.
+
+The actor maps one observation vector to a diagonal Gaussian over absolute joint position targets (rad):
+mean = nominal pose + network output, std = clip((softplus(raw) + min_std) · var_scale, max=max_std).
+Its carry is a plain array of shape (depth, 2, hidden) (LSTM hidden and cell states), so it flattens into the
+kinfer carry unchanged.
+"""
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import xax
+from jaxtyping import Array, PRNGKeyArray
+
+__all__ = ["LSTMStack", "RecurrentActor", "RecurrentActorCritic", "RecurrentCritic"]
+
+
+class LSTMStack(eqx.Module):
+    """Linear input projection followed by `depth` stacked LSTM cells."""
+
+    input_proj: eqx.nn.Linear
+    cells: tuple[eqx.nn.LSTMCell, ...]
+
+    def __init__(self, key: PRNGKeyArray, *, num_inputs: int, hidden_size: int, depth: int) -> None:
+        if depth < 1 or hidden_size < 1 or num_inputs < 1:
+            raise ValueError(f"LSTMStack needs positive sizes, got {num_inputs=}, {hidden_size=}, {depth=}")
+        proj_key, *cell_keys = jax.random.split(key, depth + 1)
+        self.input_proj = eqx.nn.Linear(num_inputs, hidden_size, key=proj_key)
+        self.cells = tuple(eqx.nn.LSTMCell(hidden_size, hidden_size, key=k) for k in cell_keys)
+
+    @property
+    def carry_shape(self) -> tuple[int, int, int]:
+        """(depth, 2, hidden): per layer, the LSTM hidden state and cell state."""
+        return (len(self.cells), 2, self.cells[0].hidden_size)
+
+    def __call__(self, x_n: Array, carry: Array) -> tuple[Array, Array]:
+        x_n = self.input_proj(x_n)
+        next_carry = []
+        for cell, layer_carry in zip(self.cells, carry, strict=True):
+            h, c = cell(x_n, (layer_carry[0], layer_carry[1]))
+            next_carry.append(jnp.stack([h, c]))
+            x_n = h
+        return x_n, jnp.stack(next_carry)
+
+
+class RecurrentActor(eqx.Module):
+    """Gaussian policy over absolute joint targets (rad) around a fixed nominal pose."""
+
+    body: LSTMStack
+    head: eqx.nn.Linear
+    nominal_pose: tuple[float, ...] = eqx.field(static=True)
+    min_std: float = eqx.field(static=True)
+    max_std: float = eqx.field(static=True)
+    var_scale: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        key: PRNGKeyArray,
+        *,
+        num_inputs: int,
+        nominal_pose: Sequence[float],
+        hidden_size: int,
+        depth: int,
+        min_std: float,
+        max_std: float,
+        var_scale: float,
+    ) -> None:
+        if not 0.0 < min_std <= max_std:
+            raise ValueError(f"Need 0 < min_std <= max_std, got min_std={min_std}, max_std={max_std}")
+        body_key, head_key = jax.random.split(key)
+        num_joints = len(nominal_pose)
+        self.body = LSTMStack(body_key, num_inputs=num_inputs, hidden_size=hidden_size, depth=depth)
+        self.head = eqx.nn.Linear(hidden_size, 2 * num_joints, key=head_key)
+        self.nominal_pose = tuple(float(q) for q in nominal_pose)
+        self.min_std = min_std
+        self.max_std = max_std
+        self.var_scale = var_scale
+
+    def mean_and_std(self, obs_n: Array, carry: Array) -> tuple[Array, Array, Array]:
+        """Action mean (rad), action std (rad) and the next carry; plain array ops, so it exports to ONNX."""
+        x_n, next_carry = self.body(obs_n, carry)
+        out = self.head(x_n)
+        num_joints = len(self.nominal_pose)
+        mean_j = out[:num_joints] + jnp.asarray(self.nominal_pose, dtype=out.dtype)
+        std_j = jnp.minimum((jax.nn.softplus(out[num_joints:]) + self.min_std) * self.var_scale, self.max_std)
+        return mean_j, std_j, next_carry
+
+    def __call__(self, obs_n: Array, carry: Array) -> tuple[xax.Normal, Array]:
+        mean_j, std_j, next_carry = self.mean_and_std(obs_n, carry)
+        return xax.Normal(mean_j, std_j), next_carry
+
+
+class RecurrentCritic(eqx.Module):
+    """Scalar state-value estimate from (privileged) observations."""
+
+    body: LSTMStack
+    head: eqx.nn.Linear
+
+    def __init__(self, key: PRNGKeyArray, *, num_inputs: int, hidden_size: int, depth: int) -> None:
+        body_key, head_key = jax.random.split(key)
+        self.body = LSTMStack(body_key, num_inputs=num_inputs, hidden_size=hidden_size, depth=depth)
+        self.head = eqx.nn.Linear(hidden_size, 1, key=head_key)
+
+    def __call__(self, obs_n: Array, carry: Array) -> tuple[Array, Array]:
+        x_n, next_carry = self.body(obs_n, carry)
+        return self.head(x_n)[0], next_carry
+
+
+class RecurrentActorCritic(eqx.Module):
+    """Actor and critic with separate recurrent bodies (the critic may see privileged inputs)."""
+
+    actor: RecurrentActor
+    critic: RecurrentCritic
+
+    def __init__(
+        self,
+        key: PRNGKeyArray,
+        *,
+        num_actor_inputs: int,
+        num_critic_inputs: int,
+        nominal_pose: Sequence[float],
+        hidden_size: int,
+        depth: int,
+        min_std: float = 0.01,
+        max_std: float = 1.0,
+        var_scale: float = 0.5,
+    ) -> None:
+        actor_key, critic_key = jax.random.split(key)
+        self.actor = RecurrentActor(
+            actor_key,
+            num_inputs=num_actor_inputs,
+            nominal_pose=nominal_pose,
+            hidden_size=hidden_size,
+            depth=depth,
+            min_std=min_std,
+            max_std=max_std,
+            var_scale=var_scale,
+        )
+        self.critic = RecurrentCritic(critic_key, num_inputs=num_critic_inputs, hidden_size=hidden_size, depth=depth)

@@ -1,0 +1,53 @@
+"""Watch a `tasks.walk` checkpoint in ksim's interactive MuJoCo viewer: `python -m tasks.view CKPT [key=value ...]`.
+
+Needs a display (X11 or Wayland). Runs the policy on CPU MuJoCo (ksim `run_mode=view`); extra `key=value`
+arguments override the checkpoint's config (e.g. `viewer_num_seconds=20`). Nothing is written to the run directory:
+the viewer gets a fresh scratch `exp_dir`.
+"""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def has_display() -> bool:
+    """Whether an X11 or Wayland display is available for a window."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        sys.exit(__doc__)
+    ckpt, overrides = Path(args[0]), args[1:]
+    if not has_display():
+        sys.exit(
+            "error: no display (DISPLAY/WAYLAND_DISPLAY unset); the viewer opens a window. Use a desktop "
+            "session, `ssh -X`, or `xvfb-run python -m tasks.view ...` for an off-screen window"
+        )
+    if "MUJOCO_GL" not in os.environ:
+        os.environ["MUJOCO_GL"] = "glfw"  # a window, not the headless EGL default
+
+    from ksim_entropy.checkpoint import CheckpointError
+    from tasks.walk import KBotWalkingTask, _check_override_keys
+
+    _check_override_keys(overrides)
+    task_cls = KBotWalkingTask
+    try:
+        probe = task_cls(task_cls.load_config(ckpt)) if ckpt.is_file() else None
+        if probe is None:
+            raise CheckpointError(f"Checkpoint not found: {ckpt}")
+        probe.check_checkpoint(ckpt)
+    except CheckpointError as err:
+        sys.exit(f"error: {err}")
+    scratch = tempfile.mkdtemp(prefix="kbot-view-")
+    task_cls.launch(
+        str(ckpt),
+        use_cli=["run_mode=view", f"load_from_ckpt_path={ckpt}", f"exp_dir={scratch}", *overrides],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,541 @@
+"""Train the K-Bot to track planar velocity commands with PPO: `python -m tasks.walk [key=value ...]`.
+
+Presets: `preset=auto` (default) picks `gpu` when JAX sees a GPU, else `cpu` (a small smoke-sized run).
+Any config field can be overridden as `key=value` (ksim/xax CLI). At the end the final checkpoint is exported to
+`<exp_dir>/policy.kinfer`. A run never writes into an existing run directory: to resume, pass
+`load_from_ckpt_path=<old run>/checkpoints/ckpt.bin` and training continues in a new directory.
+"""
+
+import difflib
+import functools
+import logging
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TypedDict
+
+import jax
+import jax.numpy as jnp
+import ksim
+import mujoco
+import optax
+import xax
+from jaxtyping import Array, PRNGKeyArray, PyTree
+from omegaconf.errors import OmegaConfBaseException
+
+import ksim_entropy  # noqa: F401  (headless defaults before mujoco is imported)
+from ksim_entropy.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
+from ksim_entropy.export import KinferPolicy, export_kinfer
+from ksim_entropy.policy import RecurrentActorCritic
+from ksim_entropy.rewards import BaseVelocityTrackingReward, YawRateTrackingReward
+from ksim_entropy.robot import (
+    KBOT_NOMINAL_POSE_RAD,
+    RobotLoadError,
+    load_metadata,
+    load_robot_model,
+    resolve_robot_files,
+)
+
+logger = logging.getLogger(__name__)
+
+TASK_ID = "ksim_entropy.walk.v1"
+ARCHITECTURE_KEYS = ("hidden_size", "depth", "robot_source")
+COMMAND_NAMES = ("xvel", "yvel", "yawrate")
+GRAVITY_MPS2 = 9.81
+JOINT_VELOCITY_SCALE = 0.1  # policy input = joint velocity (rad/s) × 0.1
+
+
+@dataclass
+class WalkConfig(ksim.PPOConfig):
+    """Config for K-Bot velocity tracking. Units: m, s, rad, m/s, rad/s."""
+
+    task_id: str = xax.field(value=TASK_ID, help="Identifies checkpoints of this task; do not change.")
+    preset: str = xax.field(value="auto", help="auto | cpu | gpu: the defaults this run started from.")
+    robot_source: str = xax.field(value="local", help="'local' (shipped asset), a directory, or 'kscale:<name>'.")
+    scene: str = xax.field(value="smooth", help="mujoco-scenes terrain around the robot.")
+    export_kinfer: bool = xax.field(value=True, help="Export <exp_dir>/policy.kinfer when training ends.")
+
+    # Policy.
+    hidden_size: int = xax.field(value=128, help="LSTM width.")
+    depth: int = xax.field(value=2, help="Number of stacked LSTM cells.")
+    min_std: float = xax.field(value=0.01, help="Minimum action std (rad).")
+    max_std: float = xax.field(value=1.0, help="Maximum action std (rad).")
+    var_scale: float = xax.field(value=0.5, help="Scale on the softplus action std.")
+
+    # Optimiser.
+    learning_rate: float = xax.field(value=3e-4, help="Adam learning rate.")
+    grad_clip: float = xax.field(value=1.0, help="Global gradient-norm clip.")
+
+    # Commands [vx, vy, wz] in the heading frame.
+    xvel_range: tuple[float, float] = xax.field(value=(-0.5, 1.0), help="Forward velocity command range (m/s).")
+    yvel_range: tuple[float, float] = xax.field(value=(-0.3, 0.3), help="Lateral velocity command range (m/s).")
+    yawrate_range: tuple[float, float] = xax.field(value=(-1.0, 1.0), help="Yaw-rate command range (rad/s).")
+    command_zero_prob: float = xax.field(value=0.1, help="Probability that a sampled command is zero (stand).")
+    command_switch_prob: float = xax.field(value=0.004, help="Per-control-step probability of a new command.")
+
+    # Rewards.
+    velocity_sigma_mps: float = xax.field(value=0.25, help="Width of the planar velocity tracking kernel.")
+    yawrate_sigma_radps: float = xax.field(value=0.5, help="Width of the yaw-rate tracking kernel.")
+
+    # Disturbances and episodes.
+    push_velocity_mps: float = xax.field(value=0.5, help="Max horizontal push velocity (m/s).")
+    push_interval_s: tuple[float, float] = xax.field(value=(3.0, 8.0), help="Time between pushes (s).")
+    episode_length_s: float = xax.field(value=20.0, help="Episodes end (successfully) after this time.")
+    min_base_height_m: float = xax.field(value=0.45, help="Fall when the base drops below this height.")
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    # CPU: a smoke-sized run that finishes in minutes on 2 cores (~500 env-steps/s after a ~2 min compile).
+    "cpu": {
+        "num_envs": 16,
+        "batch_size": 8,
+        "num_passes": 2,
+        "rollout_length_frames": 32,
+        "hidden_size": 64,
+        "depth": 1,
+        "iterations": 4,
+        "ls_iterations": 4,
+        "max_steps": 100,
+        "render_length_seconds": 1.0,
+        "render_width": 160,
+        "render_height": 120,
+        "valid_every_n_seconds": None,
+        "save_every_n_seconds": 300.0,
+    },
+    # GPU: the K-Bot recipe's scale (kscalelabs/kbot-joystick: 4096 envs, batch 512, 3 passes).
+    "gpu": {
+        "num_envs": 4096,
+        "batch_size": 512,
+        "num_passes": 3,
+        "rollout_length_frames": 32,
+        "hidden_size": 128,
+        "depth": 2,
+        "iterations": 8,
+        "ls_iterations": 8,
+        "max_steps": 2000,
+        "render_length_seconds": 5.0,
+        "valid_every_n_seconds": 600.0,
+        "save_every_n_seconds": 300.0,
+    },
+}
+
+COMMON_DEFAULTS: dict[str, object] = {
+    "dt": 0.004,  # 250 Hz physics, 50 Hz control: the K-Bot recipe (kbot-joystick)
+    "ctrl_dt": 0.02,
+    "entropy_coef": 0.004,  # kbot-joystick's value
+    "gamma": 0.97,  # MuJoCo Playground locomotion discount
+    "lam": 0.95,
+    "log_full_trajectory_every_n_seconds": None,
+}
+
+
+class Carry(TypedDict):
+    """Per-environment recurrent state: LSTM (h, c) per layer for the actor and the critic."""
+
+    actor: Array
+    critic: Array
+
+
+class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
+    """K-Bot velocity tracking on ksim 0.2.10's PPO with a recurrent actor-critic."""
+
+    # ---------------------------------------------------------------- robot
+    @functools.cached_property
+    def robot_files(self):  # noqa: ANN201
+        return resolve_robot_files(self.config.robot_source)
+
+    def get_mujoco_model(self) -> mujoco.MjModel:
+        return load_robot_model(self.robot_files, scene=self.config.scene)
+
+    def get_mujoco_model_metadata(self, mj_model: mujoco.MjModel) -> ksim.Metadata:
+        return load_metadata(self.robot_files, mj_model)
+
+    def joint_names(self, physics_model: ksim.PhysicsModel) -> list[str]:
+        return ksim.get_joint_names_in_order(physics_model)[1:]
+
+    def nominal_pose(self, physics_model: ksim.PhysicsModel) -> list[float]:
+        return [KBOT_NOMINAL_POSE_RAD.get(name, 0.0) for name in self.joint_names(physics_model)]
+
+    # ---------------------------------------------------------------- environment
+    def get_actuators(self, physics_model: ksim.PhysicsModel, metadata: ksim.Metadata | None = None) -> ksim.Actuators:
+        if metadata is None:
+            raise ValueError("K-Bot actuators need joint metadata (kp, kd, soft torque limits)")
+        return ksim.PositionActuators(physics_model=physics_model, metadata=metadata)
+
+    def get_physics_randomizers(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.PhysicsRandomizer]:
+        # Playground / ksim defaults: frictionloss ×U(0.5, 2), armature ×U(0.95, 1.05), floor friction =U(0.4, 1).
+        return {
+            "static_friction": ksim.StaticFrictionRandomizer(),
+            "armature": ksim.ArmatureRandomizer(),
+            "floor_friction": ksim.FloorFrictionRandomizer.from_geom_name(physics_model, "floor"),
+            "all_bodies_mass": ksim.AllBodiesMassMultiplicationRandomizer(),
+        }
+
+    def get_events(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Event]:
+        return {
+            "push": ksim.LinearPushEvent(
+                linvel=self.config.push_velocity_mps,
+                interval_range=self.config.push_interval_s,
+            ),
+        }
+
+    def get_resets(self, physics_model: ksim.PhysicsModel) -> list[ksim.Reset]:
+        zeros = dict(zip(self.joint_names(physics_model), self.nominal_pose(physics_model), strict=True))
+        return [
+            ksim.RandomJointPositionReset.create(physics_model, zeros=zeros, scale=0.1),
+            ksim.RandomJointVelocityReset(scale=0.5),
+            ksim.RandomHeadingReset(),
+        ]
+
+    def get_observations(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Observation]:
+        # Sensor noise: uniform, magnitudes of MuJoCo Playground's humanoids (joint pos 0.03 rad, gyro 0.2 rad/s,
+        # gravity 0.05 g) and kbot-joystick's joint velocity ±15°/s.
+        return {
+            "joint_position": ksim.JointPositionObservation(noise=ksim.AdditiveUniformNoise(mag=0.03)),
+            "joint_velocity": ksim.JointVelocityObservation(noise=ksim.AdditiveUniformNoise(mag=0.26)),
+            "projected_gravity": ksim.ProjectedGravityObservation.create(
+                physics_model=physics_model,
+                framequat_name="imu_site_quat",
+                noise=ksim.AdditiveUniformNoise(mag=0.05 * GRAVITY_MPS2),
+            ),
+            "imu_gyro": ksim.SensorObservation.create(
+                physics_model=physics_model,
+                sensor_name="imu_gyro",
+                noise=ksim.AdditiveUniformNoise(mag=0.2),
+            ),
+            "base_position": ksim.BasePositionObservation(),
+            "base_linear_velocity": ksim.BaseLinearVelocityObservation(in_robot_frame=True),
+            "base_angular_velocity": ksim.BaseAngularVelocityObservation(in_robot_frame=True),
+            "actuator_force": ksim.ActuatorForceObservation(),
+            "feet_contact": ksim.FeetContactObservation.create(
+                physics_model=physics_model,
+                foot_left_geom_names=[f"LFootBushing_GPF_1517_12_collision_capsule_{i}" for i in range(2)],
+                foot_right_geom_names=[f"RFootBushing_GPF_1517_12_collision_capsule_{i}" for i in range(2)],
+                floor_geom_names=["floor"],
+            ),
+        }
+
+    def get_commands(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Command]:
+        cfg = self.config
+        return {
+            "velocity": ksim.FloatVectorCommand(
+                ranges=(tuple(cfg.xvel_range), tuple(cfg.yvel_range), tuple(cfg.yawrate_range)),
+                zero_prob=cfg.command_zero_prob,
+                switch_prob=cfg.command_switch_prob,
+            ),
+        }
+
+    def get_rewards(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Reward]:
+        cfg = self.config
+        return {
+            "velocity_tracking": BaseVelocityTrackingReward(
+                command_name="velocity", sigma_mps=cfg.velocity_sigma_mps, scale=1.0
+            ),
+            "yawrate_tracking": YawRateTrackingReward(
+                command_name="velocity", sigma_radps=cfg.yawrate_sigma_radps, scale=0.5
+            ),
+            "stay_alive": ksim.StayAliveReward(scale=1.0),
+            "upright": ksim.UprightReward(scale=0.5),
+            "feet_air_time": ksim.FeetAirTimeReward(
+                ctrl_dt=cfg.ctrl_dt, period=0.35, contact_obs="feet_contact", scale=1.0
+            ),
+            "action_rate": ksim.ActionVelocityPenalty(scale=-0.05),
+            "torque": ksim.CtrlPenalty.create(physics_model, scale=-0.01),
+            "joint_velocity": ksim.JointVelocityPenalty(scale=-0.001),
+        }
+
+    def get_terminations(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Termination]:
+        return {
+            "fell": ksim.BadZTermination(min_z=self.config.min_base_height_m, max_z=2.0),
+            "tilted": ksim.NotUprightTermination(max_radians=1.0),
+            "episode_length": ksim.EpisodeLengthTermination(max_length_sec=self.config.episode_length_s),
+        }
+
+    def get_curriculum(self, physics_model: ksim.PhysicsModel) -> ksim.Curriculum:
+        return ksim.ConstantCurriculum(level=1.0)
+
+    # ---------------------------------------------------------------- model
+    def get_optimizer(self) -> optax.GradientTransformation:
+        return optax.chain(
+            optax.zero_nans(),
+            optax.clip_by_global_norm(self.config.grad_clip),
+            optax.adam(self.config.learning_rate),
+        )
+
+    num_actor_inputs = 2 * 20 + 3 + 3 + len(COMMAND_NAMES)
+    num_critic_inputs = num_actor_inputs + 3 + 3 + 1 + 20 + 2
+
+    def get_model(self, params: ksim.InitParams) -> RecurrentActorCritic:
+        nominal = self.nominal_pose(params.physics_model)
+        if len(nominal) != 20:
+            raise RobotLoadError(f"The walking task expects the 20-joint K-Bot, got {len(nominal)} joints")
+        return RecurrentActorCritic(
+            params.key,
+            num_actor_inputs=self.num_actor_inputs,
+            num_critic_inputs=self.num_critic_inputs,
+            nominal_pose=nominal,
+            hidden_size=self.config.hidden_size,
+            depth=self.config.depth,
+            min_std=self.config.min_std,
+            max_std=self.config.max_std,
+            var_scale=self.config.var_scale,
+        )
+
+    def get_initial_model_carry(self, model: RecurrentActorCritic, rng: PRNGKeyArray) -> Carry:
+        return {
+            "actor": jnp.zeros(model.actor.body.carry_shape, dtype=jnp.float32),
+            "critic": jnp.zeros(model.critic.body.carry_shape, dtype=jnp.float32),
+        }
+
+    @staticmethod
+    def actor_inputs(
+        nominal_pose: Array,
+        joint_angles: Array,
+        joint_angular_velocities: Array,
+        projected_gravity: Array,
+        gyroscope: Array,
+        command: Array,
+    ) -> Array:
+        """The actor's input vector from the quantities a K-Bot reports (rad, rad/s, m/s², rad/s, command)."""
+        return jnp.concatenate(
+            [
+                joint_angles - nominal_pose,
+                joint_angular_velocities * JOINT_VELOCITY_SCALE,
+                projected_gravity / GRAVITY_MPS2,
+                gyroscope,
+                command,
+            ],
+            axis=-1,
+        )
+
+    def _actor_obs(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree], cmd: PyTree) -> Array:
+        return self.actor_inputs(
+            jnp.asarray(model.actor.nominal_pose),
+            obs["noisy_joint_position"],
+            obs["noisy_joint_velocity"],
+            obs["noisy_projected_gravity"],
+            obs["noisy_imu_gyro"],
+            cmd["velocity"],
+        )
+
+    def _critic_obs(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree], cmd: PyTree) -> Array:
+        clean = self.actor_inputs(
+            jnp.asarray(model.actor.nominal_pose),
+            obs["joint_position"],
+            obs["joint_velocity"],
+            obs["projected_gravity"],
+            obs["imu_gyro"],
+            cmd["velocity"],
+        )
+        privileged = [
+            obs["base_linear_velocity"],
+            obs["base_angular_velocity"],
+            obs["base_position"][..., 2:3],
+            obs["actuator_force"] / 100.0,
+            obs["feet_contact"].any(axis=-2).astype(jnp.float32),  # (capsule, foot) -> per-foot contact
+        ]
+        return jnp.concatenate([clean, *privileged], axis=-1)
+
+    def sample_action(
+        self,
+        model: RecurrentActorCritic,
+        model_carry: Carry,
+        physics_model: ksim.PhysicsModel,
+        physics_state: ksim.PhysicsState,
+        observations: xax.FrozenDict[str, PyTree],
+        commands: xax.FrozenDict[str, PyTree],
+        rng: PRNGKeyArray,
+        argmax: bool,
+    ) -> ksim.Action:
+        dist, actor_carry = model.actor(self._actor_obs(model, observations, commands), model_carry["actor"])
+        action = dist.mode() if argmax else dist.sample(rng)
+        return ksim.Action(action=action, carry={"actor": actor_carry, "critic": model_carry["critic"]})
+
+    def get_ppo_variables(
+        self,
+        model: RecurrentActorCritic,
+        trajectory: ksim.Trajectory,
+        model_carry: Carry,
+        rng: PRNGKeyArray,
+    ) -> tuple[ksim.PPOVariables, Carry]:
+        initial = self.get_initial_model_carry(model, rng)
+
+        def step(carry: Carry, transition: ksim.Trajectory) -> tuple[Carry, ksim.PPOVariables]:
+            dist, actor_carry = model.actor(self._actor_obs(model, transition.obs, transition.command), carry["actor"])
+            value, critic_carry = model.critic(
+                self._critic_obs(model, transition.obs, transition.command), carry["critic"]
+            )
+            variables = ksim.PPOVariables(
+                log_probs=dist.log_prob(transition.action),
+                values=value,
+                entropy=dist.entropy(),
+            )
+            next_carry = jax.tree.map(
+                lambda reset, keep: jnp.where(transition.done, reset, keep),
+                initial,
+                {"actor": actor_carry, "critic": critic_carry},
+            )
+            return next_carry, variables
+
+        next_carry, variables = xax.scan(step, model_carry, trajectory, jit_level=ksim.JitLevel.RL_CORE)
+        return variables, next_carry
+
+    # ---------------------------------------------------------------- export
+    def kinfer_policy(self, model: RecurrentActorCritic) -> KinferPolicy:
+        """The deployable actor: deterministic (mean) action, LSTM state in the kinfer carry."""
+        actor = model.actor
+        carry_shape = actor.body.carry_shape
+        carry_size = int(carry_shape[0] * carry_shape[1] * carry_shape[2])
+        nominal = jnp.asarray(actor.nominal_pose, dtype=jnp.float32)
+
+        def init_fn() -> Array:
+            return jnp.zeros((carry_size,), dtype=jnp.float32)
+
+        def step_fn(
+            joint_angles: Array,
+            joint_angular_velocities: Array,
+            projected_gravity: Array,
+            gyroscope: Array,
+            command: Array,
+            carry: Array,
+        ) -> tuple[Array, Array]:
+            obs = self.actor_inputs(
+                nominal, joint_angles, joint_angular_velocities, projected_gravity, gyroscope, command
+            )
+            mean, _, next_carry = actor.mean_and_std(obs, carry.reshape(carry_shape))
+            return mean, next_carry.reshape(-1)
+
+        return KinferPolicy(
+            init_fn=init_fn,
+            step_fn=step_fn,
+            joint_names=tuple(self.joint_names_from_model()),
+            command_names=COMMAND_NAMES,
+            carry_size=carry_size,
+        )
+
+    def joint_names_from_model(self) -> list[str]:
+        return self.joint_names(load_robot_model(self.robot_files, scene=None))
+
+    def load_policy_model(self, ckpt_path: str | Path) -> RecurrentActorCritic:
+        """Weights of a checkpoint of this task, after checking it is one (clear error otherwise)."""
+        self.check_checkpoint(ckpt_path)
+        mj_model = self.get_mujoco_model()
+        params = ksim.InitParams(key=jax.random.PRNGKey(0), physics_model=mj_model)
+        try:
+            return self.load_ckpt(Path(ckpt_path), params, part="model")[0]
+        except Exception as err:  # equinox raises on shape/dtype mismatches
+            raise CheckpointError(f"Cannot load weights from {ckpt_path}: {err}") from err
+
+    def check_checkpoint(self, ckpt_path: str | Path) -> None:
+        info = inspect_checkpoint(ckpt_path)
+        check_compatible(
+            info,
+            task_id=TASK_ID,
+            current_config={k: getattr(self.config, k) for k in ARCHITECTURE_KEYS},
+            architecture_keys=ARCHITECTURE_KEYS,
+        )
+
+    # ---------------------------------------------------------------- lifecycle
+    def run(self) -> None:
+        if self.config.load_from_ckpt_path is not None:
+            self.check_checkpoint(self.config.load_from_ckpt_path)
+        super().run()
+
+    def on_training_end(self, state: xax.State) -> xax.State:
+        self._final_num_steps = int(state.num_steps)
+        return super().on_training_end(state)
+
+    def run_training(self) -> None:
+        self._final_num_steps = -1
+        super().run_training()
+        max_steps = self.config.max_steps
+        interrupted = not getattr(self, "_is_running", True)
+        if max_steps is not None and self._final_num_steps < max_steps and not interrupted:
+            raise RuntimeError(
+                f"Training stopped at step {self._final_num_steps} of {max_steps}: see the exception printed above"
+            )
+        ckpt = self.get_ckpt_path()
+        if self.config.export_kinfer and ckpt.exists():
+            out = self.exp_dir / "policy.kinfer"
+            export_kinfer(self.kinfer_policy(self.load_policy_model(ckpt)), out, overwrite=True)
+            logger.info("Exported %s", out)
+            print(f"Exported policy: {out}", flush=True)
+
+
+# -------------------------------------------------------------------- command line
+def default_device_preset() -> str:
+    """`gpu` when JAX's default backend is a GPU, else `cpu`."""
+    return "gpu" if jax.default_backend() == "gpu" else "cpu"
+
+
+def _split_preset(args: list[str]) -> tuple[str, list[str]]:
+    preset = "auto"
+    rest = []
+    for arg in args:
+        if arg.startswith("preset="):
+            preset = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    if preset == "auto":
+        preset = default_device_preset()
+    if preset not in PRESETS:
+        raise SystemExit(f"error: unknown preset '{preset}'; choose from auto, {', '.join(PRESETS)}")
+    return preset, rest
+
+
+def _check_override_keys(args: list[str]) -> None:
+    known = {f.name for f in fields(WalkConfig)}
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0].split(".", 1)[0]
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise SystemExit(
+                f"error: unknown config key '{key}' in '{arg}'.{hint} (`python -m tasks.walk -h` lists all)"
+            )
+
+
+def _new_run_dir(root: Path) -> Path:
+    run_id = 0
+    while (root / f"run_{run_id:03d}").exists():
+        run_id += 1
+    return root / f"run_{run_id:03d}"
+
+
+def build_config(args: list[str]) -> WalkConfig:
+    """Merge preset defaults and `key=value` overrides into a config; exit with a clear message on bad input."""
+    preset, rest = _split_preset(args)
+    _check_override_keys(rest)
+    base = {**COMMON_DEFAULTS, **PRESETS[preset], "preset": preset}
+    base = {k: v for k, v in base.items() if k in {f.name for f in fields(WalkConfig)}}
+    try:
+        config = KBotWalkingTask.get_config(base, use_cli=rest if rest else False)
+    except OmegaConfBaseException as err:
+        raise SystemExit(f"error: bad config override: {err}") from err
+    if config.exp_dir is None:
+        config.exp_dir = str(_new_run_dir(Path("runs") / "walk").resolve())
+    exp_dir = Path(config.exp_dir).expanduser()
+    if exp_dir.exists() and any(exp_dir.iterdir()):
+        raise SystemExit(
+            f"error: exp_dir {exp_dir} already holds a run and would be overwritten. Pick a new exp_dir; to resume, "
+            f"pass load_from_ckpt_path={exp_dir}/checkpoints/ckpt.bin with a new (or no) exp_dir."
+        )
+    return config
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point: `python -m tasks.walk [preset=...] [key=value ...]`."""
+    args = sys.argv[1:] if argv is None else argv
+    if "-h" in args or "--help" in args:
+        KBotWalkingTask.get_config({**COMMON_DEFAULTS, **PRESETS["cpu"]}, use_cli=["--help"])
+    config = build_config(args)
+    try:
+        KBotWalkingTask.launch(config, use_cli=[])
+    except (CheckpointError, RobotLoadError) as err:
+        raise SystemExit(f"error: {err}") from err
+
+
+if __name__ == "__main__":
+    main()

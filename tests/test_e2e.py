@@ -1,0 +1,179 @@
+"""End to end through the real command line: train the K-Bot for 2 PPO updates, checkpoint, resume into a new run
+directory, export `.kinfer`, load and step it in kinfer's runtime and onnxruntime, and match the JAX policy.
+
+Each training run compiles the MJX step (~1.5-3 min cold on 2 CPU cores; JAX's cache makes the resume faster).
+"""
+
+import datetime
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from kinfer.rust_bindings import ModelProviderABC, PyModelRunner
+
+from ksim_entropy.checkpoint import CheckpointError, inspect_checkpoint
+from ksim_entropy.export import KinferSession
+from tasks.export import export_checkpoint
+from tasks.walk import KBotWalkingTask
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "preset=cpu",
+    "num_envs=4",
+    "batch_size=2",
+    "num_passes=1",
+    "rollout_length_frames=8",
+    "hidden_size=16",
+    "depth=1",
+    "render_length_seconds=0.2",
+    "render_width=64",
+    "render_height=48",
+]
+
+
+def walk(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.walk", *TINY, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_digest(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): sha256(p) for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("e2e") / "first"
+    proc = walk("max_steps=2", f"exp_dir={run_dir}")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return run_dir
+
+
+def test_training_writes_checkpoint_logs_and_kinfer(first_run):
+    ckpt = first_run / "checkpoints" / "ckpt.bin"
+    info = inspect_checkpoint(ckpt)
+    assert info.num_steps == 2
+    assert info.config["task_id"] == "ksim_entropy.walk.v1"
+    assert any(first_run.rglob("events.out.tfevents*")), "no TensorBoard event files"
+    session = KinferSession(first_run / "policy.kinfer")
+    assert len(session.metadata["joint_names"]) == 20
+
+
+def test_resume_continues_in_a_new_directory_and_keeps_the_old_one(first_run, tmp_path):
+    before = tree_digest(first_run)
+    resumed = tmp_path / "resumed"
+    proc = walk("max_steps=3", f"load_from_ckpt_path={first_run / 'checkpoints' / 'ckpt.bin'}", f"exp_dir={resumed}")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert inspect_checkpoint(resumed / "checkpoints" / "ckpt.bin").num_steps == 3
+    assert tree_digest(first_run) == before, "resuming modified the earlier run directory"
+
+
+def test_reusing_a_run_directory_is_refused(first_run):
+    before = tree_digest(first_run)
+    proc = walk("max_steps=4", f"exp_dir={first_run}")
+    assert proc.returncode != 0
+    assert "already holds a run" in proc.stderr
+    assert tree_digest(first_run) == before
+
+
+def test_resume_from_corrupt_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "ckpt.bin"
+    bad.write_bytes(b"\x1f\x8b\x08 definitely not a checkpoint")
+    proc = walk("max_steps=2", f"load_from_ckpt_path={bad}", f"exp_dir={tmp_path / 'run'}", timeout=300)
+    assert proc.returncode != 0
+    assert "Corrupt or truncated checkpoint" in proc.stderr
+
+
+class SensorReplay(ModelProviderABC):
+    def __new__(cls, *args, **kwargs):  # pyo3 base: __new__ takes no arguments
+        return super().__new__(cls)
+
+    def __init__(self, inputs: list[dict[str, np.ndarray]]) -> None:
+        super().__init__()
+        self.inputs = inputs
+        self.actions: list[np.ndarray] = []
+
+    def get_inputs(self, input_types, metadata):
+        return {name: self.inputs[len(self.actions)][name] for name in input_types if name != "carry"}
+
+    def take_action(self, action, metadata):
+        self.actions.append(np.asarray(action, dtype=np.float32).copy())
+
+
+def test_export_command_matches_the_trained_jax_policy(first_run, tmp_path):
+    ckpt = first_run / "checkpoints" / "ckpt.bin"
+    out = export_checkpoint(ckpt, tmp_path / "policy.kinfer")
+    task = KBotWalkingTask(KBotWalkingTask.load_config(ckpt))
+    policy = task.kinfer_policy(task.load_policy_model(ckpt))
+    step = jax.jit(policy.step_fn)
+
+    rng = np.random.default_rng(0)
+    names = policy.step_input_names[:-1]
+    inputs = [{n: rng.normal(size=policy.input_shape(n)).astype(np.float32) for n in names} for _ in range(100)]
+    provider = SensorReplay(inputs)
+    PyModelRunner(str(out), provider, None).run(datetime.timedelta(milliseconds=1), total_steps=len(inputs))
+
+    session = KinferSession(out)
+    carry_onnx, carry_jax = session.init(), policy.init_fn()
+    worst = 0.0
+    for sample, action_rust in zip(inputs, provider.actions, strict=True):
+        action_jax, carry_jax = step(*(jnp.asarray(sample[n]) for n in names), carry_jax)
+        action_onnx, carry_onnx = session.step({**sample, "carry": carry_onnx})
+        worst = max(worst, float(np.abs(action_rust - action_jax).max()), float(np.abs(action_onnx - action_jax).max()))
+    assert worst <= 1e-5, worst
+
+    # Never overwrite without being asked.
+    digest = sha256(out)
+    with pytest.raises(FileExistsError):
+        export_checkpoint(ckpt, out)
+    assert sha256(out) == digest
+
+
+def test_export_of_checkpoint_with_broken_weights_is_refused(first_run, tmp_path):
+    src = first_run / "checkpoints" / "ckpt.bin"
+    broken = tmp_path / "broken.bin"
+    with tarfile.open(src, "r:gz") as tar_in, tarfile.open(broken, "w:gz") as tar_out:
+        for member in tar_in.getmembers():
+            data = tar_in.extractfile(member).read()
+            if member.name == "model_0":
+                data = data[: len(data) // 3]
+            member.size = len(data)
+            tar_out.addfile(member, io.BytesIO(data))
+    with pytest.raises(CheckpointError, match="Cannot load weights"):
+        export_checkpoint(broken, tmp_path / "x.kinfer")
+    assert not (tmp_path / "x.kinfer").exists()
+
+
+def test_export_cli_reports_foreign_checkpoint(tmp_path):
+    foreign = tmp_path / "foreign.bin"
+    with tarfile.open(foreign, "w:gz") as tar:
+        for name, data in (("model_0", b"0"), ("state", b"{}"), ("config", b"num_envs: 4\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tasks.export", str(foreign)], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode != 0
+    assert "not a ksim-entropy task" in proc.stderr

@@ -1,0 +1,80 @@
+"""`python -m tasks.walk` argument handling: presets, overrides and bad input, all before anything compiles."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.walk import COMMON_DEFAULTS, PRESETS, WalkConfig, build_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cpu_preset_and_overrides(tmp_path):
+    config = build_config(["preset=cpu", "num_envs=8", "batch_size=4", f"exp_dir={tmp_path / 'run'}"])
+    assert isinstance(config, WalkConfig)
+    assert config.preset == "cpu"
+    assert (config.num_envs, config.batch_size) == (8, 4)
+    assert config.hidden_size == PRESETS["cpu"]["hidden_size"]
+    assert config.ctrl_dt == COMMON_DEFAULTS["ctrl_dt"] and config.dt == COMMON_DEFAULTS["dt"]
+    assert config.task_id == "ksim_entropy.walk.v1"
+
+
+def test_gpu_preset_is_the_full_recipe(tmp_path):
+    config = build_config(["preset=gpu", f"exp_dir={tmp_path / 'run'}"])
+    assert config.num_envs == 4096 and config.batch_size == 512
+
+
+def test_auto_preset_is_cpu_without_accelerator(tmp_path):
+    import jax
+
+    expected = "gpu" if jax.default_backend() == "gpu" else "cpu"
+    assert build_config([f"exp_dir={tmp_path / 'run'}"]).preset == expected
+
+
+def test_default_run_directory_is_new(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "walk" / "run_000").mkdir(parents=True)
+    config = build_config(["preset=cpu"])
+    assert Path(config.exp_dir).name == "run_001"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["num_envz=8"], "unknown config key 'num_envz'.*num_envs"),
+        (["preset=tpu"], "unknown preset 'tpu'"),
+        (["num_envs=lots"], "bad config override"),
+    ],
+)
+def test_bad_arguments_exit_with_a_clear_message(args, message, tmp_path):
+    with pytest.raises(SystemExit, match=message):
+        build_config([*args, f"exp_dir={tmp_path / 'run'}"])
+
+
+def test_existing_run_directory_is_never_reused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("precious")
+    with pytest.raises(SystemExit, match="already holds a run"):
+        build_config(["preset=cpu", f"exp_dir={run}"])
+    assert (run / "notes.txt").read_text() == "precious"
+
+
+def test_command_line_reports_unknown_key():
+    proc = subprocess.run(
+        [sys.executable, "-m", "tasks.walk", "learning_rat=1e-3"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode != 0
+    assert "unknown config key 'learning_rat'" in proc.stderr
+    assert "learning_rate" in proc.stderr
+
+
+def test_view_without_display_is_explained(tmp_path, monkeypatch):
+    from tasks import view
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(SystemExit, match="no display"):
+        view.main([str(tmp_path / "ckpt.bin")])
