@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import ksim_entropy  # noqa: F401  (headless defaults before mujoco is imported)
-from ksim_entropy.checkpoint import CheckpointError, inspect_checkpoint
+from ksim_entropy.checkpoint import CheckpointError
 from ksim_entropy.export import ExportError, export_kinfer
 from ksim_entropy.robot import RobotLoadError
-from tasks.walk import TASK_ID, KBotWalkingTask
+from tasks.walk import KBotWalkingTask
 
 
 def default_output(ckpt: Path) -> Path:
@@ -23,13 +23,7 @@ def default_output(ckpt: Path) -> Path:
 
 def export_checkpoint(ckpt: Path, out: Path | None = None, *, overwrite: bool = False) -> Path:
     """Load a walking-task checkpoint and write its actor as `.kinfer`; returns the written path."""
-    info = inspect_checkpoint(ckpt)
-    if info.config.get("task_id") != TASK_ID:
-        raise CheckpointError(
-            f"{ckpt} was written by task '{info.config.get('task_id') or 'unknown (not a ksim-entropy task)'}', "
-            f"not '{TASK_ID}'"
-        )
-    task = KBotWalkingTask(KBotWalkingTask.load_config(ckpt))
+    task = KBotWalkingTask.from_checkpoint(ckpt)
     out = default_output(ckpt) if out is None else out
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")

@@ -5,6 +5,7 @@ arguments override the checkpoint's config (e.g. `viewer_num_seconds=20`). Nothi
 the viewer gets a fresh scratch `exp_dir`.
 """
 
+import ctypes.util
 import os
 import sys
 import tempfile
@@ -14,6 +15,22 @@ from pathlib import Path
 def has_display() -> bool:
     """Whether an X11 or Wayland display is available for a window."""
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+# Shared libraries Qt 6's xcb platform plugin loads (PySide6 6.9), and the Debian packages that provide them.
+QT_XCB_LIBRARIES = {
+    "xcb-cursor": "libxcb-cursor0",
+    "xcb-icccm": "libxcb-icccm4",
+    "xcb-keysyms": "libxcb-keysyms1",
+    "xkbcommon-x11": "libxkbcommon-x11-0",
+}
+
+
+def missing_qt_libraries() -> list[str]:
+    """Debian packages of the Qt xcb dependencies not found on this Linux machine (empty elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    return [package for lib, package in QT_XCB_LIBRARIES.items() if ctypes.util.find_library(lib) is None]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
             "error: no display (DISPLAY/WAYLAND_DISPLAY unset); the viewer opens a window. Use a desktop "
             "session, `ssh -X`, or `xvfb-run python -m tasks.view ...` for an off-screen window"
         )
+    missing = missing_qt_libraries()
+    if missing:
+        sys.exit(f"error: the viewer's Qt window needs system libraries: `sudo apt-get install {' '.join(missing)}`")
     if "MUJOCO_GL" not in os.environ:
         os.environ["MUJOCO_GL"] = "glfw"  # a window, not the headless EGL default
 
@@ -34,17 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     from tasks.walk import KBotWalkingTask, _check_override_keys
 
     _check_override_keys(overrides)
-    task_cls = KBotWalkingTask
     try:
-        probe = task_cls(task_cls.load_config(ckpt)) if ckpt.is_file() else None
-        if probe is None:
-            raise CheckpointError(f"Checkpoint not found: {ckpt}")
-        probe.check_checkpoint(ckpt)
+        task = KBotWalkingTask.from_checkpoint(ckpt)
+        task.check_checkpoint(ckpt)
     except CheckpointError as err:
         sys.exit(f"error: {err}")
     scratch = tempfile.mkdtemp(prefix="kbot-view-")
-    task_cls.launch(
-        str(ckpt),
+    KBotWalkingTask.launch(
+        task.config,
         use_cli=["run_mode=view", f"load_from_ckpt_path={ckpt}", f"exp_dir={scratch}", *overrides],
     )
 

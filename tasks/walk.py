@@ -426,6 +426,21 @@ class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
         except Exception as err:  # equinox raises on shape/dtype mismatches
             raise CheckpointError(f"Cannot load weights from {ckpt_path}: {err}") from err
 
+    @classmethod
+    def from_checkpoint(cls, ckpt_path: str | Path) -> "KBotWalkingTask":
+        """The task as configured when `ckpt_path` was saved; `CheckpointError` if it is not this task's checkpoint."""
+        info = inspect_checkpoint(ckpt_path)
+        found = info.config.get("task_id")
+        if found != TASK_ID:
+            raise CheckpointError(
+                f"{ckpt_path} was written by task '{found or 'unknown (not a ksim-entropy task)'}', not '{TASK_ID}'"
+            )
+        try:
+            config = cls.load_config(ckpt_path)
+        except OmegaConfBaseException as err:
+            raise CheckpointError(f"{ckpt_path} has a config this version cannot read: {err}") from err
+        return cls(config)
+
     def check_checkpoint(self, ckpt_path: str | Path) -> None:
         info = inspect_checkpoint(ckpt_path)
         check_compatible(

@@ -124,7 +124,7 @@ class SensorReplay(ModelProviderABC):
 def test_export_command_matches_the_trained_jax_policy(first_run, tmp_path):
     ckpt = first_run / "checkpoints" / "ckpt.bin"
     out = export_checkpoint(ckpt, tmp_path / "policy.kinfer")
-    task = KBotWalkingTask(KBotWalkingTask.load_config(ckpt))
+    task = KBotWalkingTask.from_checkpoint(ckpt)
     policy = task.kinfer_policy(task.load_policy_model(ckpt))
     step = jax.jit(policy.step_fn)
 
