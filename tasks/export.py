@@ -4,11 +4,14 @@ OUT defaults to `policy.kinfer` in the checkpoint's run directory. An existing f
 `--overwrite`. The checkpoint is checked first (corrupt file, another task's checkpoint, incompatible network).
 """
 
+# isort: off
+import ksim_entropy  # noqa: F401  (must come first: headless defaults before anything imports mujoco)
+# isort: on
+
 import argparse
 import sys
 from pathlib import Path
 
-import ksim_entropy  # noqa: F401  (headless defaults before mujoco is imported)
 from ksim_entropy.checkpoint import CheckpointError
 from ksim_entropy.export import ExportError, export_kinfer
 from ksim_entropy.robot import RobotLoadError

@@ -6,6 +6,10 @@ Any config field can be overridden as `key=value` (ksim/xax CLI). At the end the
 `load_from_ckpt_path=<old run>/checkpoints/ckpt.bin` and training continues in a new directory.
 """
 
+# isort: off
+import ksim_entropy  # noqa: F401  (must come first: headless defaults before anything imports mujoco)
+# isort: on
+
 import difflib
 import functools
 import logging
@@ -23,7 +27,6 @@ import xax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 from omegaconf.errors import OmegaConfBaseException
 
-import ksim_entropy  # noqa: F401  (headless defaults before mujoco is imported)
 from ksim_entropy.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
 from ksim_entropy.export import KinferPolicy, export_kinfer
 from ksim_entropy.policy import RecurrentActorCritic
@@ -35,6 +38,7 @@ from ksim_entropy.robot import (
     load_robot_model,
     resolve_robot_files,
 )
+from ksim_entropy.terminations import UnstablePhysicsTermination
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +98,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "hidden_size": 64,
         "depth": 1,
         "iterations": 4,
-        "ls_iterations": 4,
+        "ls_iterations": 20,
         "max_steps": 100,
         "render_length_seconds": 1.0,
         "render_width": 160,
@@ -111,7 +115,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "hidden_size": 128,
         "depth": 2,
         "iterations": 8,
-        "ls_iterations": 8,
+        "ls_iterations": 20,
         "max_steps": 2000,
         "render_length_seconds": 5.0,
         "valid_every_n_seconds": 600.0,
@@ -119,6 +123,9 @@ PRESETS: dict[str, dict[str, object]] = {
     },
 }
 
+# Solver: K-Bot foot contacts blow up with few line-search iterations (MuJoCo and MJX, dt 0.004, Newton,
+# tolerance 1e-10): 4 line-search iterations diverged within 0.1-1.3 s under random PD targets, 20 did not
+# (tests/test_physics_stability.py). Newton iterations stay at the recipe's values.
 COMMON_DEFAULTS: dict[str, object] = {
     "dt": 0.004,  # 250 Hz physics, 50 Hz control: the K-Bot recipe (kbot-joystick)
     "ctrl_dt": 0.02,
@@ -249,6 +256,7 @@ class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
             "fell": ksim.BadZTermination(min_z=self.config.min_base_height_m, max_z=2.0),
             "tilted": ksim.NotUprightTermination(max_radians=1.0),
             "episode_length": ksim.EpisodeLengthTermination(max_length_sec=self.config.episode_length_s),
+            "unstable_physics": UnstablePhysicsTermination(),
         }
 
     def get_curriculum(self, physics_model: ksim.PhysicsModel) -> ksim.Curriculum:

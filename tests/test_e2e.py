@@ -42,7 +42,9 @@ TINY = [
 
 
 def walk(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # A user's shell: no MUJOCO_GL (this test process set it when it imported ksim_entropy).
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISABLE_TENSORBOARD")}
+    env["PYTHONUNBUFFERED"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "tasks.walk", *TINY, *args],
         cwd=ROOT,

@@ -1,5 +1,6 @@
 """`python -m tasks.walk` argument handling: presets, overrides and bad input, all before anything compiles."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,11 @@ def test_view_without_display_is_explained(tmp_path, monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(SystemExit, match="no display"):
         view.main([str(tmp_path / "ckpt.bin")])
+
+
+def test_training_entry_point_selects_headless_egl_before_mujoco_loads():
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "DISABLE_TENSORBOARD")}
+    code = "import tasks.walk, os, mujoco; print(mujoco.GLContext.__module__, os.environ['DISABLE_TENSORBOARD'])"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["mujoco.egl", "1"]
