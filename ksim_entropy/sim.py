@@ -31,6 +31,7 @@ class SimOptions:
     iterations: int = 4
     ls_iterations: int = 20
     scene: str = "smooth"
+    suspended: bool = False  # hold the base still (robot on a stand/gantry): joints move, the body does not fall
 
     def __post_init__(self) -> None:
         if not 0 < self.dt_s <= self.ctrl_dt_s:
@@ -89,11 +90,14 @@ class KBotSimulator:
     def reset(self, joint_angles_rad: np.ndarray | None = None) -> None:
         """Back to the model's initial base pose with the given (default: nominal) joint angles, at rest."""
         mujoco.mj_resetData(self.model, self.data)
+        if self.options.suspended:  # lift the feet clear of the floor
+            self.data.qpos[2] += 0.3
         q = self.nominal_pose_rad if joint_angles_rad is None else np.asarray(joint_angles_rad, dtype=float)
         if q.shape != (self.num_joints,):
             raise ValueError(f"joint_angles_rad must have shape ({self.num_joints},), got {q.shape}")
         self.data.qpos[7:] = q
         mujoco.mj_forward(self.model, self.data)
+        self._base_pose = self.data.qpos[:7].copy()
 
     def sensors(self) -> dict[str, np.ndarray]:
         """What the robot reports: joint angles (rad), velocities (rad/s), projected gravity, accel (m/s²), gyro."""
@@ -120,6 +124,9 @@ class KBotSimulator:
             torque = self.kp * error - self.kd * self.data.qvel[6:]
             self.data.ctrl[:] = np.clip(torque, -self.torque_limit_nm, self.torque_limit_nm)
             mujoco.mj_step(self.model, self.data)
+            if self.options.suspended:
+                self.data.qpos[:7] = self._base_pose
+                self.data.qvel[:6] = 0.0
 
 
 # kinfer input name -> sensor key (the NDJSON log uses the sensor keys)

@@ -55,3 +55,13 @@ def test_bad_targets_and_options_are_rejected(sim):
         sim.step(np.full(20, np.nan))
     with pytest.raises(ValueError, match="multiple"):
         SimOptions(dt_s=0.003, ctrl_dt_s=0.02)
+
+
+def test_suspended_robot_keeps_its_base_while_joints_move():
+    sim = KBotSimulator(resolve_robot_files("local"), SimOptions(suspended=True))
+    start = sim.data.qpos[:7].copy()
+    for k in range(50):  # 1 s of swinging legs
+        sim.step(sim.nominal_pose_rad + 0.3 * np.sin(0.2 * k))
+    np.testing.assert_allclose(sim.data.qpos[:7], start)
+    assert np.abs(sim.sensors()["joint_vels"]).max() > 0.1
+    np.testing.assert_allclose(sim.sensors()["projected_g"], [0.0, 0.0, -9.81], atol=1e-6)
