@@ -1,0 +1,255 @@
+"""Randomization distributions that know their own entropy, with widths that are traced arrays.
+
+A distribution is a frozen description (family, nominal centre, bounds at full width) plus a *width scale*
+``w ≥ 0`` passed at call time as a JAX array. `w` stretches the range about the centre, so changing it while
+training runs never recompiles a jitted step:
+
+- `Uniform(low, high)`: U(c − w·(c − low), c + w·(high − c)), c = `center` (default the midpoint). The maximum-
+  entropy distribution on a bounded interval. H = log(width) nats.
+- `LogUniform(low, high)`: log x ~ U(log c − w·(log c − log low), log c + w·(log high − log c)), c the geometric
+  centre by default; for strictly positive scale factors. H = log(log(b/a)) + (log a + log b)/2 nats.
+- `TruncatedNormal(mean, std, low, high)`: N(mean, (w·std)²) truncated to [mean − w·(mean − low), mean + w·(high −
+  mean)]. H = log(√(2πe) σ Z) + (α φ(α) − β φ(β)) / (2Z), α = (a − μ)/σ, β = (b − μ)/σ, Z = Φ(β) − Φ(α).
+
+All quantities are per dimension; a distribution may be vector-valued (one entry per joint, body, ...). Entropies
+are differential entropies in nats. `npd` is OpenAI ADR's figure (arXiv 1910.07113): the mean of log(range width)
+over dimensions; `normalized_npd` divides each width by a reference scale (|centre| for additive parameters, 1 for
+unitless scale factors) so that runs and robots with different units compare.
+"""
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import attrs
+import jax
+import jax.numpy as jnp
+import jax.scipy.special as jsp
+import numpy as np
+from jaxtyping import Array, ArrayLike, PRNGKeyArray
+
+__all__ = ["Distribution", "LogUniform", "TruncatedNormal", "Uniform", "npd"]
+
+_SQRT_2PI_E = math.sqrt(2.0 * math.pi * math.e)
+
+
+def _as_tuple(value: float | Sequence[float]) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.atleast_1d(np.asarray(value, dtype=float)).ravel())
+
+
+def _broadcast(name: str, *values: tuple[float, ...]) -> list[np.ndarray]:
+    try:
+        arrays = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in values))
+    except ValueError as err:
+        raise ValueError(f"{name}: parameter lengths do not match: {[len(v) for v in values]}") from err
+    return [np.asarray(a) for a in arrays]
+
+
+def _check_width(width: ArrayLike, shape: tuple[int, ...]) -> Array:
+    width = jnp.asarray(width, dtype=jnp.float32)
+    if width.ndim > 1 or (width.ndim == 1 and width.shape != shape and width.shape != (1,)):
+        raise ValueError(f"width scale must be a scalar or have shape {shape}, got {width.shape}")
+    return jnp.broadcast_to(width, shape)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class Distribution(ABC):
+    """A bounded (or truncated) per-dimension distribution whose spread is scaled by a traced width `w`."""
+
+    @property
+    @abstractmethod
+    def shape(self) -> tuple[int, ...]:
+        """Number of dimensions, as an array shape."""
+
+    @abstractmethod
+    def bounds(self, width: ArrayLike = 1.0) -> tuple[Array, Array]:
+        """Support [low, high] at width scale `width` (per dimension)."""
+
+    @abstractmethod
+    def sample(self, rng: PRNGKeyArray, width: ArrayLike = 1.0, batch_shape: tuple[int, ...] = ()) -> Array:
+        """Draw values of shape batch_shape + shape."""
+
+    @abstractmethod
+    def entropy(self, width: ArrayLike = 1.0) -> Array:
+        """Differential entropy per dimension (nats), closed form."""
+
+    @abstractmethod
+    def reference_scale(self) -> np.ndarray:
+        """Scale that makes widths unit-free for `normalized_npd` (|centre|, or 1 for scale factors)."""
+
+    def npd(self, width: ArrayLike = 1.0) -> Array:
+        """ADR nats per dimension: mean over dimensions of log(high − low)."""
+        low, high = self.bounds(width)
+        return jnp.mean(jnp.log(high - low))
+
+    def normalized_npd(self, width: ArrayLike = 1.0) -> Array:
+        """Mean over dimensions of log((high − low) / reference scale): comparable across units and robots."""
+        low, high = self.bounds(width)
+        return jnp.mean(jnp.log((high - low) / jnp.asarray(self.reference_scale(), dtype=jnp.float32)))
+
+
+def _checked_interval(name: str, low: np.ndarray, high: np.ndarray, center: np.ndarray) -> None:
+    if not (np.isfinite(low).all() and np.isfinite(high).all() and np.isfinite(center).all()):
+        raise ValueError(f"{name}: bounds must be finite, got low={low.tolist()}, high={high.tolist()}")
+    if np.any(low >= high):
+        raise ValueError(f"{name}: need low < high, got low={low.tolist()}, high={high.tolist()}")
+    if np.any(center < low) or np.any(center > high):
+        raise ValueError(f"{name}: centre {center.tolist()} outside [{low.tolist()}, {high.tolist()}]")
+
+
+@attrs.define(frozen=True, kw_only=True)
+class Uniform(Distribution):
+    """U(low, high) at width 1, stretched about `center` (default: midpoint) by the width scale."""
+
+    low: tuple[float, ...] = attrs.field(converter=_as_tuple)
+    high: tuple[float, ...] = attrs.field(converter=_as_tuple)
+    center: tuple[float, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(_as_tuple))
+    unitless: bool = attrs.field(default=False)
+
+    def __attrs_post_init__(self) -> None:
+        low, high = _broadcast("Uniform", self.low, self.high)
+        _checked_interval("Uniform", low, high, self._center_np())
+
+    def _center_np(self) -> np.ndarray:
+        low, high = _broadcast("Uniform", self.low, self.high)
+        return (low + high) / 2.0 if self.center is None else _broadcast("Uniform", self.center, low)[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return _broadcast("Uniform", self.low, self.high)[0].shape
+
+    def bounds(self, width: ArrayLike = 1.0) -> tuple[Array, Array]:
+        w = _check_width(width, self.shape)
+        low, high = (jnp.asarray(a, dtype=jnp.float32) for a in _broadcast("Uniform", self.low, self.high))
+        c = jnp.asarray(self._center_np(), dtype=jnp.float32)
+        return c - w * (c - low), c + w * (high - c)
+
+    def sample(self, rng: PRNGKeyArray, width: ArrayLike = 1.0, batch_shape: tuple[int, ...] = ()) -> Array:
+        low, high = self.bounds(width)
+        return jax.random.uniform(rng, batch_shape + self.shape, minval=low, maxval=high)
+
+    def entropy(self, width: ArrayLike = 1.0) -> Array:
+        low, high = self.bounds(width)
+        return jnp.log(high - low)
+
+    def reference_scale(self) -> np.ndarray:
+        if self.unitless:
+            return np.ones(self.shape)
+        c = np.abs(self._center_np())
+        return np.where(c > 0, c, 1.0)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class LogUniform(Distribution):
+    """log-uniform on [low, high] (low > 0) at width 1, stretched in log space about `center` (geometric centre)."""
+
+    low: tuple[float, ...] = attrs.field(converter=_as_tuple)
+    high: tuple[float, ...] = attrs.field(converter=_as_tuple)
+    center: tuple[float, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(_as_tuple))
+
+    def __attrs_post_init__(self) -> None:
+        low, high = _broadcast("LogUniform", self.low, self.high)
+        if np.any(low <= 0):
+            raise ValueError(f"LogUniform: need low > 0, got {low.tolist()}")
+        _checked_interval("LogUniform", low, high, self._center_np())
+
+    def _center_np(self) -> np.ndarray:
+        low, high = _broadcast("LogUniform", self.low, self.high)
+        return np.sqrt(low * high) if self.center is None else _broadcast("LogUniform", self.center, low)[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return _broadcast("LogUniform", self.low, self.high)[0].shape
+
+    def _log_bounds(self, width: ArrayLike) -> tuple[Array, Array]:
+        w = _check_width(width, self.shape)
+        low, high = (jnp.log(jnp.asarray(a, dtype=jnp.float32)) for a in _broadcast("LogUniform", self.low, self.high))
+        c = jnp.log(jnp.asarray(self._center_np(), dtype=jnp.float32))
+        return c - w * (c - low), c + w * (high - c)
+
+    def bounds(self, width: ArrayLike = 1.0) -> tuple[Array, Array]:
+        log_low, log_high = self._log_bounds(width)
+        return jnp.exp(log_low), jnp.exp(log_high)
+
+    def sample(self, rng: PRNGKeyArray, width: ArrayLike = 1.0, batch_shape: tuple[int, ...] = ()) -> Array:
+        log_low, log_high = self._log_bounds(width)
+        return jnp.exp(jax.random.uniform(rng, batch_shape + self.shape, minval=log_low, maxval=log_high))
+
+    def entropy(self, width: ArrayLike = 1.0) -> Array:
+        log_low, log_high = self._log_bounds(width)
+        return jnp.log(log_high - log_low) + (log_low + log_high) / 2.0
+
+    def reference_scale(self) -> np.ndarray:
+        return np.ones(self.shape)  # used for positive scale factors, which are unitless
+
+
+@attrs.define(frozen=True, kw_only=True)
+class TruncatedNormal(Distribution):
+    """N(mean, (w·std)²) truncated to [mean − w·(mean − low), mean + w·(high − mean)]."""
+
+    mean: tuple[float, ...] = attrs.field(converter=_as_tuple)
+    std: tuple[float, ...] = attrs.field(converter=_as_tuple)
+    low: tuple[float, ...] = attrs.field(converter=_as_tuple)
+    high: tuple[float, ...] = attrs.field(converter=_as_tuple)
+    unitless: bool = attrs.field(default=False)
+
+    def __attrs_post_init__(self) -> None:
+        mean, std, low, high = _broadcast("TruncatedNormal", self.mean, self.std, self.low, self.high)
+        if np.any(std <= 0) or not np.isfinite(std).all():
+            raise ValueError(f"TruncatedNormal: need finite std > 0, got {std.tolist()}")
+        _checked_interval("TruncatedNormal", low, high, mean)
+
+    def _params(self) -> list[Array]:
+        return [
+            jnp.asarray(a, dtype=jnp.float32)
+            for a in _broadcast("TruncatedNormal", self.mean, self.std, self.low, self.high)
+        ]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return _broadcast("TruncatedNormal", self.mean, self.std, self.low, self.high)[0].shape
+
+    def bounds(self, width: ArrayLike = 1.0) -> tuple[Array, Array]:
+        w = _check_width(width, self.shape)
+        mean, _, low, high = self._params()
+        return mean - w * (mean - low), mean + w * (high - mean)
+
+    def _standardized(self, width: ArrayLike) -> tuple[Array, Array, Array, Array]:
+        w = _check_width(width, self.shape)
+        mean, std, low, high = self._params()
+        sigma = w * std
+        # At w = 0 the distribution is a point mass; keep the algebra finite (entropy → −inf is not produced).
+        sigma = jnp.maximum(sigma, 1e-12)
+        return mean, sigma, (low - mean) / std, (high - mean) / std  # α, β do not depend on w
+
+    def sample(self, rng: PRNGKeyArray, width: ArrayLike = 1.0, batch_shape: tuple[int, ...] = ()) -> Array:
+        mean, sigma, alpha, beta = self._standardized(width)
+        z = jax.random.truncated_normal(rng, alpha, beta, batch_shape + self.shape)
+        return mean + sigma * z
+
+    def entropy(self, width: ArrayLike = 1.0) -> Array:
+        _, sigma, alpha, beta = self._standardized(width)
+        z = jsp.ndtr(beta) - jsp.ndtr(alpha)
+        phi_a, phi_b = jnp.exp(-0.5 * alpha**2), jnp.exp(-0.5 * beta**2)
+        phi_a, phi_b = phi_a / math.sqrt(2 * math.pi), phi_b / math.sqrt(2 * math.pi)
+        return jnp.log(_SQRT_2PI_E * sigma * z) + (alpha * phi_a - beta * phi_b) / (2.0 * z)
+
+    def reference_scale(self) -> np.ndarray:
+        if self.unitless:
+            return np.ones(self.shape)
+        m = np.abs(_broadcast("TruncatedNormal", self.mean, self.std)[0])
+        return np.where(m > 0, m, 1.0)
+
+
+def npd(distributions: Sequence[Distribution], widths: Sequence[ArrayLike] | None = None) -> Array:
+    """ADR nats per dimension over several distributions: Σ log(range widths) / total number of dimensions."""
+    widths = [1.0] * len(distributions) if widths is None else list(widths)
+    if len(widths) != len(distributions):
+        raise ValueError(f"got {len(widths)} widths for {len(distributions)} distributions")
+    total = jnp.zeros((), dtype=jnp.float32)
+    dims = 0
+    for dist, w in zip(distributions, widths, strict=True):
+        low, high = dist.bounds(w)
+        total = total + jnp.sum(jnp.log(high - low))
+        dims += int(np.prod(dist.shape))
+    return total / dims

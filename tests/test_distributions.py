@@ -1,0 +1,120 @@
+"""Closed-form entropies against scipy and Monte Carlo; traced widths change without recompiling."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from ksim_entropy.distributions import LogUniform, TruncatedNormal, Uniform, npd
+
+WIDTHS = (1.0, 0.5, 0.1, 1.7)
+
+
+@pytest.mark.parametrize("w", WIDTHS)
+def test_uniform_entropy_and_support(w):
+    dist = Uniform(low=[0.5, -0.2, 10.0], high=[2.0, 0.2, 30.0])
+    low, high = (np.asarray(b) for b in dist.bounds(w))
+    expected = [stats.uniform(loc=lo, scale=hi - lo).entropy() for lo, hi in zip(low, high, strict=True)]
+    np.testing.assert_allclose(dist.entropy(w), expected, rtol=1e-6)
+    x = np.asarray(dist.sample(jax.random.PRNGKey(0), w, (20000,)))
+    assert (x >= low).all() and (x <= high).all()
+    # Bounds stretch about the midpoint: centre unchanged, width scales linearly.
+    np.testing.assert_allclose((low + high) / 2, [1.25, 0.0, 20.0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(high - low, w * np.array([1.5, 0.4, 20.0]), rtol=1e-6)
+
+
+def test_uniform_about_an_off_centre_nominal():
+    dist = Uniform(low=0.4, high=1.0, center=0.7)
+    np.testing.assert_allclose(dist.bounds(0.5), ([0.55], [0.85]), rtol=1e-6)
+    lopsided = Uniform(low=0.9, high=1.5, center=1.0)
+    np.testing.assert_allclose(lopsided.bounds(2.0), ([0.8], [2.0]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("w", WIDTHS)
+def test_log_uniform_entropy(w):
+    dist = LogUniform(low=[0.5, 0.1], high=[2.0, 10.0])
+    low, high = (np.asarray(b, dtype=float) for b in dist.bounds(w))
+    expected = [stats.loguniform(lo, hi).entropy() for lo, hi in zip(low, high, strict=True)]
+    np.testing.assert_allclose(dist.entropy(w), expected, rtol=1e-5, atol=1e-6)
+    x = np.asarray(dist.sample(jax.random.PRNGKey(1), w, (200000,)), dtype=float)
+    # Monte Carlo: H = -E[log p(x)], p(x) = 1 / (x log(b/a)).
+    mc = np.mean(np.log(x) + np.log(np.log(high / low)), axis=0)
+    np.testing.assert_allclose(mc, expected, atol=0.02)
+
+
+@pytest.mark.parametrize("w", WIDTHS)
+def test_truncated_normal_entropy(w):
+    dist = TruncatedNormal(mean=[1.0, 0.0], std=[0.1, 2.0], low=[0.8, -1.0], high=[1.3, 3.0])
+    low, high = (np.asarray(b, dtype=float) for b in dist.bounds(w))
+    mean, std = np.array([1.0, 0.0]), w * np.array([0.1, 2.0])
+    oracle = [
+        stats.truncnorm((lo - m) / s, (hi - m) / s, loc=m, scale=s)
+        for lo, hi, m, s in zip(low, high, mean, std, strict=True)
+    ]
+    np.testing.assert_allclose(dist.entropy(w), [o.entropy() for o in oracle], rtol=1e-4, atol=1e-5)
+    x = np.asarray(dist.sample(jax.random.PRNGKey(2), w, (200000,)), dtype=float)
+    assert (x >= low - 1e-6).all() and (x <= high + 1e-6).all()
+    mc = np.array([-np.mean(o.logpdf(x[:, i])) for i, o in enumerate(oracle)])
+    np.testing.assert_allclose(mc, [o.entropy() for o in oracle], atol=0.02)
+    # Moments match the truncated normal (catches a wrong sampler, not just a wrong formula).
+    np.testing.assert_allclose(x.mean(axis=0), [o.mean() for o in oracle], atol=0.01 * std.max() + 1e-3)
+
+
+def test_uniform_is_the_maximum_entropy_choice_on_a_range():
+    u = Uniform(low=-1.0, high=1.0)
+    t = TruncatedNormal(mean=0.0, std=0.5, low=-1.0, high=1.0)
+    assert float(u.entropy()[0]) > float(t.entropy()[0])
+    assert float(u.entropy()[0]) == pytest.approx(math.log(2.0))
+
+
+def test_npd_matches_adr_definition():
+    dists = [Uniform(low=[0.9, 0.9], high=[1.1, 1.1], unitless=True), Uniform(low=-1.0, high=1.0)]
+    widths = [1.0, 0.5]
+    expected = (2 * math.log(0.2) + math.log(1.0)) / 3
+    assert float(npd(dists, widths)) == pytest.approx(expected, rel=1e-5)
+    # Normalised npd of unitless factors equals the raw one; additive ones are divided by |centre|.
+    assert float(dists[0].normalized_npd()) == pytest.approx(math.log(0.2), rel=1e-5)
+    mass = Uniform(low=9.0, high=11.0)
+    assert float(mass.normalized_npd()) == pytest.approx(math.log(2.0 / 10.0), rel=1e-5)
+
+
+def test_width_change_does_not_recompile():
+    dist = Uniform(low=[0.5] * 20, high=[1.5] * 20)
+
+    @jax.jit
+    def draw(rng, width):
+        return dist.sample(rng, width, (64,)), dist.entropy(width).sum()
+
+    rng = jax.random.PRNGKey(0)
+    for w in (1.0, 0.5, 0.25, 2.0):
+        x, h = draw(rng, jnp.asarray(w, dtype=jnp.float32))
+        assert float(h) == pytest.approx(20 * math.log(w), abs=1e-4)
+        assert float(x.max() - x.min()) <= w + 1e-6
+    for w in (np.full(20, 0.3, np.float32), np.linspace(0.1, 1.0, 20, dtype=np.float32)):
+        draw(rng, jnp.asarray(w))
+    assert draw._cache_size() == 2  # one trace for the scalar width, one for the per-dimension width
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Uniform(low=1.0, high=1.0), "low < high"),
+        (lambda: Uniform(low=[0.0, 0.0], high=[1.0, 1.0, 1.0]), "lengths do not match"),
+        (lambda: Uniform(low=0.0, high=1.0, center=2.0), "outside"),
+        (lambda: Uniform(low=0.0, high=float("nan")), "finite"),
+        (lambda: LogUniform(low=0.0, high=1.0), "low > 0"),
+        (lambda: TruncatedNormal(mean=0.0, std=-1.0, low=-1.0, high=1.0), "std > 0"),
+        (lambda: TruncatedNormal(mean=2.0, std=1.0, low=-1.0, high=1.0), "outside"),
+    ],
+)
+def test_invalid_distributions_are_rejected(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_width_of_wrong_shape_is_rejected():
+    with pytest.raises(ValueError, match="width scale"):
+        Uniform(low=[0.0, 0.0], high=[1.0, 1.0]).sample(jax.random.PRNGKey(0), jnp.ones(3))
