@@ -16,7 +16,7 @@ import logging
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TypedDict
+from typing import ClassVar, TypedDict
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ import xax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 from omegaconf.errors import OmegaConfBaseException
 
+from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
 from ksim_entropy.export import KinferPolicy, export_kinfer
 from ksim_entropy.policy import RecurrentActorCritic
@@ -38,6 +39,7 @@ from ksim_entropy.robot import (
     load_robot_model,
     resolve_robot_files,
 )
+from ksim_entropy.rollout_logs import ksim_rollout, trajectory_to_step_log
 from ksim_entropy.terminations import UnstablePhysicsTermination
 
 logger = logging.getLogger(__name__)
@@ -419,6 +421,28 @@ class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
             joint_names=tuple(self.joint_names_from_model()),
             command_names=COMMAND_NAMES,
             carry_size=carry_size,
+        )
+
+    # What the robot's runtime logs (kinfer NDJSON groups) correspond to in this task's observations.
+    LOG_OBSERVATIONS: ClassVar[dict[str, str]] = {
+        "joint_angles": "noisy_joint_position",
+        "joint_vels": "noisy_joint_velocity",
+        "projected_g": "noisy_projected_gravity",
+        "gyro": "noisy_imu_gyro",
+    }
+
+    def rollout_log(self, model: RecurrentActorCritic, *, seconds: float, seed: int = 0, env_index: int = 0) -> StepLog:
+        """Roll the policy's mean action out in this task's MJX environment; the log a robot would have written."""
+        num_steps = max(1, round(seconds / self.config.ctrl_dt))
+        trajectory = ksim_rollout(self, model, num_steps=num_steps, seed=seed, argmax=True)
+        return trajectory_to_step_log(
+            trajectory,
+            env_index=env_index,
+            ctrl_dt_s=self.config.ctrl_dt,
+            observation_keys=self.LOG_OBSERVATIONS,
+            command_key="velocity",
+            joint_names=tuple(self.joint_names_from_model()),
+            source=f"ksim rollout of {self.config.task_id}",
         )
 
     def joint_names_from_model(self) -> list[str]:
