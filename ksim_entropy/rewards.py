@@ -13,7 +13,19 @@ import ksim
 import xax
 from jaxtyping import Array
 
-__all__ = ["BaseVelocityTrackingReward", "YawRateTrackingReward", "base_frame_planar_velocity"]
+__all__ = [
+    "ActionRatePenalty",
+    "ActionSmoothnessPenalty",
+    "BaseAccelerationPenalty",
+    "BaseVelocityTrackingReward",
+    "EnergyPenalty",
+    "FootSlipPenalty",
+    "JointLimitProximityPenalty",
+    "NormalizedTorquePenalty",
+    "YawRateTrackingReward",
+    "base_frame_planar_velocity",
+    "episode_start_mask",
+]
 
 
 def base_frame_planar_velocity(qpos: Array, qvel: Array) -> Array:
@@ -53,3 +65,149 @@ class YawRateTrackingReward(ksim.Reward):
         command = trajectory.command[self.command_name]
         yaw_rate = trajectory.qvel[..., 5]  # free joint: angular velocity in the base frame
         return jnp.exp(-jnp.square(yaw_rate - command[..., 2]) / (2.0 * self.sigma_radps**2))
+
+
+def episode_start_mask(done: Array, lag: int = 1) -> Array:
+    """(T,) bool: True where step t has a valid predecessor `lag` steps back in the same episode.
+
+    Step t's predecessor t − 1 belongs to the same episode unless step t − 1 ended one (`done[t-1]`); the first
+    `lag` steps of a rollout have no predecessor in it at all.
+    """
+    valid = jnp.ones_like(done, dtype=bool)
+    for k in range(1, lag + 1):  # none of steps t-1 .. t-lag may have ended an episode (or lie before the rollout)
+        valid = valid & ~jnp.concatenate([jnp.ones((k,), dtype=bool), done[..., :-k]], axis=-1)
+    return valid
+
+
+@attrs.define(frozen=True, kw_only=True)
+class ActionRatePenalty(ksim.Reward):
+    """Mean over joints of (a_t − a_{t−1})² (rad² per control step); 0 where a step has no predecessor."""
+
+    def get_reward(self, trajectory: ksim.Trajectory) -> Array:
+        action = trajectory.action
+        diff = action - jnp.concatenate([action[..., :1, :], action[..., :-1, :]], axis=-2)
+        return jnp.where(episode_start_mask(trajectory.done, 1), jnp.mean(jnp.square(diff), axis=-1), 0.0)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class ActionSmoothnessPenalty(ksim.Reward):
+    """Mean over joints of (a_t − 2a_{t−1} + a_{t−2})² (rad²): the discrete second difference, jerky targets."""
+
+    def get_reward(self, trajectory: ksim.Trajectory) -> Array:
+        a = trajectory.action
+        prev1 = jnp.concatenate([a[..., :1, :], a[..., :-1, :]], axis=-2)
+        prev2 = jnp.concatenate([a[..., :2, :], a[..., :-2, :]], axis=-2)
+        second = a - 2.0 * prev1 + prev2
+        return jnp.where(episode_start_mask(trajectory.done, 2), jnp.mean(jnp.square(second), axis=-1), 0.0)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class NormalizedTorquePenalty(ksim.Reward):
+    """Mean over joints of (τ / τ_max)², τ the applied joint torque (N·m) and τ_max its actuator limit."""
+
+    torque_limits_nm: tuple[float, ...] = attrs.field()
+
+    def get_reward(self, trajectory: ksim.Trajectory) -> Array:
+        return jnp.mean(jnp.square(trajectory.ctrl / jnp.asarray(self.torque_limits_nm)), axis=-1)
+
+    @classmethod
+    def create(cls, physics_model: ksim.PhysicsModel, *, scale: float) -> "NormalizedTorquePenalty":
+        limits = [max(abs(float(lo)), abs(float(hi))) for lo, hi in physics_model.actuator_ctrlrange]
+        if any(limit <= 0 for limit in limits):
+            raise ValueError(f"every actuator needs a non-zero ctrlrange to normalise torques, got {limits}")
+        return cls(torque_limits_nm=tuple(limits), scale=scale)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class EnergyPenalty(ksim.Reward):
+    """Mechanical power Σ_j |τ_j q̇_j| (W): applied torque (N·m) times joint speed (rad/s)."""
+
+    def get_reward(self, trajectory: ksim.Trajectory) -> Array:
+        return jnp.sum(jnp.abs(trajectory.ctrl * trajectory.qvel[..., 6:]), axis=-1)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class BaseAccelerationPenalty(ksim.Reward):
+    """‖v_t − v_{t−1}‖ / ctrl_dt (m/s²) of the base's linear velocity: jolts a real IMU and gearbox feel."""
+
+    ctrl_dt_s: float = attrs.field(validator=_positive)
+
+    def get_reward(self, trajectory: ksim.Trajectory) -> Array:
+        v = trajectory.qvel[..., :3]
+        dv = v - jnp.concatenate([v[..., :1, :], v[..., :-1, :]], axis=-2)
+        accel = jnp.linalg.norm(dv, axis=-1) / self.ctrl_dt_s
+        return jnp.where(episode_start_mask(trajectory.done, 1), accel, 0.0)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class FootSlipPenalty(ksim.Reward):
+    """Σ over feet in contact of ‖v_xy‖² ((m/s)²): horizontal foot speed while the foot touches the floor.
+
+    Speed is the finite difference of the foot body's position over one control step.
+    """
+
+    foot_body_ids: tuple[int, ...] = attrs.field()
+    contact_obs: str = attrs.field()
+    ctrl_dt_s: float = attrs.field(validator=_positive)
+
+    def get_reward(self, trajectory: ksim.Trajectory) -> Array:
+        pos = trajectory.xpos[..., jnp.asarray(self.foot_body_ids), :2]  # (T, feet, 2)
+        vel = (pos - jnp.concatenate([pos[..., :1, :, :], pos[..., :-1, :, :]], axis=-3)) / self.ctrl_dt_s
+        contact = trajectory.obs[self.contact_obs]
+        if contact.ndim == pos.ndim:  # (T, geoms per foot, feet) from ksim.FeetContactObservation
+            contact = contact.any(axis=-2)
+        slip = jnp.sum(jnp.where(contact, jnp.sum(jnp.square(vel), axis=-1), 0.0), axis=-1)
+        return jnp.where(episode_start_mask(trajectory.done, 1), slip, 0.0)
+
+    @classmethod
+    def create(
+        cls,
+        physics_model: ksim.PhysicsModel,
+        *,
+        foot_body_names: tuple[str, ...],
+        contact_obs: str,
+        ctrl_dt_s: float,
+        scale: float,
+    ) -> "FootSlipPenalty":
+        names = [physics_model.body(i).name for i in range(physics_model.nbody)]
+        missing = [n for n in foot_body_names if n not in names]
+        if missing:
+            raise ValueError(f"foot bodies {missing} not in the model; bodies are {names}")
+        ids = tuple(names.index(n) for n in foot_body_names)
+        return cls(foot_body_ids=ids, contact_obs=contact_obs, ctrl_dt_s=ctrl_dt_s, scale=scale)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class JointLimitProximityPenalty(ksim.Reward):
+    """Σ_j max(0, 1 − d_j / m_j)², d_j = min(q − lower, upper − q) (rad): 0 away from the limits, 1 per joint at one.
+
+    The margin m_j is a fraction of joint j's range.
+    """
+
+    lower_rad: tuple[float, ...] = attrs.field()
+    upper_rad: tuple[float, ...] = attrs.field()
+    margin_rad: tuple[float, ...] = attrs.field()
+
+    def get_reward(self, trajectory: ksim.Trajectory) -> Array:
+        q = trajectory.qpos[..., 7:]
+        distance = jnp.minimum(q - jnp.asarray(self.lower_rad), jnp.asarray(self.upper_rad) - q)
+        closeness = jnp.clip(1.0 - distance / jnp.asarray(self.margin_rad), 0.0, None)
+        return jnp.sum(jnp.square(closeness), axis=-1)
+
+    @classmethod
+    def create(
+        cls, physics_model: ksim.PhysicsModel, *, margin_fraction: float = 0.1, scale: float
+    ) -> "JointLimitProximityPenalty":
+        if not 0.0 < margin_fraction < 0.5:
+            raise ValueError(f"margin_fraction must be in (0, 0.5), got {margin_fraction}")
+        hinges = range(1, physics_model.njnt)  # joint 0 is the floating base
+        ranges = [tuple(float(v) for v in physics_model.jnt_range[j]) for j in hinges]
+        unlimited = [physics_model.joint(j).name for j in hinges if not physics_model.jnt_limited[j]]
+        if unlimited:
+            raise ValueError(f"joints {unlimited} have no range; limit proximity is undefined for them")
+        return cls(
+            lower_rad=tuple(lo for lo, _ in ranges),
+            upper_rad=tuple(hi for _, hi in ranges),
+            margin_rad=tuple(margin_fraction * (hi - lo) for lo, hi in ranges),
+            scale=scale,
+        )

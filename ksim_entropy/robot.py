@@ -20,6 +20,8 @@ import mujoco_scenes.mjcf
 from kscale.web.gen.api import RobotURDFMetadataOutput
 
 __all__ = [
+    "KBOT_FOOT_BODIES",
+    "KBOT_FOOT_COLLISION_GEOMS",
     "KBOT_NOMINAL_POSE_RAD",
     "RobotFiles",
     "RobotLoadError",
@@ -44,6 +46,13 @@ KBOT_NOMINAL_POSE_RAD: dict[str, float] = {
     "dof_right_elbow_02": math.radians(90.0),
     "dof_left_shoulder_roll_03": math.radians(10.0),
     "dof_left_elbow_02": math.radians(-90.0),
+}
+
+
+# The K-Bot's feet: bodies, and the two collision capsules under each (the only geoms that touch the floor).
+KBOT_FOOT_BODIES: tuple[str, str] = ("LFootBushing_GPF_1517_12", "RFootBushing_GPF_1517_12")
+KBOT_FOOT_COLLISION_GEOMS: dict[str, tuple[str, str]] = {
+    foot: (f"{foot}_collision_capsule_0", f"{foot}_collision_capsule_1") for foot in KBOT_FOOT_BODIES
 }
 
 

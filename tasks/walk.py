@@ -33,6 +33,8 @@ from ksim_entropy.export import KinferPolicy, export_kinfer
 from ksim_entropy.policy import RecurrentActorCritic
 from ksim_entropy.rewards import BaseVelocityTrackingReward, YawRateTrackingReward
 from ksim_entropy.robot import (
+    KBOT_FOOT_BODIES,
+    KBOT_FOOT_COLLISION_GEOMS,
     KBOT_NOMINAL_POSE_RAD,
     RobotLoadError,
     load_metadata,
@@ -218,8 +220,8 @@ class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
             "actuator_force": ksim.ActuatorForceObservation(),
             "feet_contact": ksim.FeetContactObservation.create(
                 physics_model=physics_model,
-                foot_left_geom_names=[f"LFootBushing_GPF_1517_12_collision_capsule_{i}" for i in range(2)],
-                foot_right_geom_names=[f"RFootBushing_GPF_1517_12_collision_capsule_{i}" for i in range(2)],
+                foot_left_geom_names=list(KBOT_FOOT_COLLISION_GEOMS[KBOT_FOOT_BODIES[0]]),
+                foot_right_geom_names=list(KBOT_FOOT_COLLISION_GEOMS[KBOT_FOOT_BODIES[1]]),
                 floor_geom_names=["floor"],
             ),
         }
