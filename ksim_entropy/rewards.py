@@ -10,8 +10,10 @@ The velocity command is a 3-vector `[vx (m/s), vy (m/s), wz (rad/s)]` in the rob
 import attrs
 import jax.numpy as jnp
 import ksim
+import numpy as np
 import xax
 from jaxtyping import Array
+from ksim.utils.mujoco import get_body_data_idx_by_name, get_joint_names_in_order
 
 __all__ = [
     "ActionRatePenalty",
@@ -112,7 +114,7 @@ class NormalizedTorquePenalty(ksim.Reward):
 
     @classmethod
     def create(cls, physics_model: ksim.PhysicsModel, *, scale: float) -> "NormalizedTorquePenalty":
-        limits = [max(abs(float(lo)), abs(float(hi))) for lo, hi in physics_model.actuator_ctrlrange]
+        limits = [max(abs(float(lo)), abs(float(hi))) for lo, hi in np.asarray(physics_model.actuator_ctrlrange)]
         if any(limit <= 0 for limit in limits):
             raise ValueError(f"every actuator needs a non-zero ctrlrange to normalise torques, got {limits}")
         return cls(torque_limits_nm=tuple(limits), scale=scale)
@@ -169,11 +171,11 @@ class FootSlipPenalty(ksim.Reward):
         ctrl_dt_s: float,
         scale: float,
     ) -> "FootSlipPenalty":
-        names = [physics_model.body(i).name for i in range(physics_model.nbody)]
-        missing = [n for n in foot_body_names if n not in names]
+        body_ids = get_body_data_idx_by_name(physics_model)  # works for mujoco.MjModel and mjx.Model
+        missing = [n for n in foot_body_names if n not in body_ids]
         if missing:
-            raise ValueError(f"foot bodies {missing} not in the model; bodies are {names}")
-        ids = tuple(names.index(n) for n in foot_body_names)
+            raise ValueError(f"foot bodies {missing} not in the model; bodies are {sorted(body_ids)}")
+        ids = tuple(body_ids[n] for n in foot_body_names)
         return cls(foot_body_ids=ids, contact_obs=contact_obs, ctrl_dt_s=ctrl_dt_s, scale=scale)
 
 
@@ -200,9 +202,10 @@ class JointLimitProximityPenalty(ksim.Reward):
     ) -> "JointLimitProximityPenalty":
         if not 0.0 < margin_fraction < 0.5:
             raise ValueError(f"margin_fraction must be in (0, 0.5), got {margin_fraction}")
+        names = get_joint_names_in_order(physics_model)  # works for mujoco.MjModel and mjx.Model
         hinges = range(1, physics_model.njnt)  # joint 0 is the floating base
-        ranges = [tuple(float(v) for v in physics_model.jnt_range[j]) for j in hinges]
-        unlimited = [physics_model.joint(j).name for j in hinges if not physics_model.jnt_limited[j]]
+        ranges = [tuple(float(v) for v in np.asarray(physics_model.jnt_range[j])) for j in hinges]
+        unlimited = [names[j] for j in hinges if not bool(physics_model.jnt_limited[j])]
         if unlimited:
             raise ValueError(f"joints {unlimited} have no range; limit proximity is undefined for them")
         return cls(

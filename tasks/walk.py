@@ -31,7 +31,17 @@ from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
 from ksim_entropy.export import KinferPolicy, export_kinfer
 from ksim_entropy.policy import RecurrentActorCritic
-from ksim_entropy.rewards import BaseVelocityTrackingReward, YawRateTrackingReward
+from ksim_entropy.rewards import (
+    ActionRatePenalty,
+    ActionSmoothnessPenalty,
+    BaseAccelerationPenalty,
+    BaseVelocityTrackingReward,
+    EnergyPenalty,
+    FootSlipPenalty,
+    JointLimitProximityPenalty,
+    NormalizedTorquePenalty,
+    YawRateTrackingReward,
+)
 from ksim_entropy.robot import (
     KBOT_FOOT_BODIES,
     KBOT_FOOT_COLLISION_GEOMS,
@@ -250,9 +260,20 @@ class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
             "feet_air_time": ksim.FeetAirTimeReward(
                 ctrl_dt=cfg.ctrl_dt, period=0.35, contact_obs="feet_contact", scale=1.0
             ),
-            "action_rate": ksim.ActionVelocityPenalty(scale=-0.05),
-            "torque": ksim.CtrlPenalty.create(physics_model, scale=-0.01),
-            "joint_velocity": ksim.JointVelocityPenalty(scale=-0.001),
+            # Sim2real regularisers (ksim_entropy.rewards; magnitudes in rad², (τ/τ_max)², W, m/s², (m/s)²).
+            "action_rate": ActionRatePenalty(scale=-0.5),
+            "action_smoothness": ActionSmoothnessPenalty(scale=-0.1),
+            "torque": NormalizedTorquePenalty.create(physics_model, scale=-0.05),
+            "energy": EnergyPenalty(scale=-1e-4),
+            "base_acceleration": BaseAccelerationPenalty(ctrl_dt_s=cfg.ctrl_dt, scale=-1e-3),
+            "foot_slip": FootSlipPenalty.create(
+                physics_model,
+                foot_body_names=KBOT_FOOT_BODIES,
+                contact_obs="feet_contact",
+                ctrl_dt_s=cfg.ctrl_dt,
+                scale=-0.1,
+            ),
+            "joint_limits": JointLimitProximityPenalty.create(physics_model, margin_fraction=0.05, scale=-0.1),
         }
 
     def get_terminations(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Termination]:

@@ -6,6 +6,8 @@ import shutil
 import pytest
 
 from ksim_entropy.robot import (
+    KBOT_FOOT_BODIES,
+    KBOT_FOOT_COLLISION_GEOMS,
     KBOT_NOMINAL_POSE_RAD,
     RobotLoadError,
     kbot_asset_dir,
@@ -95,3 +97,12 @@ def test_metadata_missing_joint_is_named(asset_copy):
     files = resolve_robot_files(str(asset_copy))
     with pytest.raises(RobotLoadError, match="dof_right_ankle_02"):
         load_metadata(files, load_robot_model(files, scene=None))
+
+
+def test_foot_constants_name_the_collision_capsules():
+    model = load_robot_model(resolve_robot_files("local"), scene=None)
+    colliding = {model.geom(g).name for g in range(model.ngeom) if model.geom_conaffinity[g] or model.geom_contype[g]}
+    assert colliding == {g for geoms in KBOT_FOOT_COLLISION_GEOMS.values() for g in geoms}
+    for foot, geoms in KBOT_FOOT_COLLISION_GEOMS.items():
+        assert {model.body(int(model.geom(g).bodyid[0])).name for g in geoms} == {foot}
+    assert set(KBOT_FOOT_COLLISION_GEOMS) == set(KBOT_FOOT_BODIES)
