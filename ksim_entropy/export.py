@@ -9,7 +9,6 @@ Everything the policy keeps between steps (recurrent state, filters, delay buffe
 """
 
 import inspect
-import io
 import json
 import logging
 import tarfile
@@ -186,8 +185,8 @@ class KinferSession:
         self.metadata: dict = json.loads(blobs["metadata.json"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
-        self._init = ort.InferenceSession(io.BytesIO(blobs["init_fn.onnx"]).read(), options)
-        self._step = ort.InferenceSession(io.BytesIO(blobs["step_fn.onnx"]).read(), options)
+        self._init = ort.InferenceSession(blobs["init_fn.onnx"], options)
+        self._step = ort.InferenceSession(blobs["step_fn.onnx"], options)
         self.input_names = tuple(i.name for i in self._step.get_inputs())
 
     def init(self) -> np.ndarray:

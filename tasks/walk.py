@@ -46,6 +46,7 @@ from ksim_entropy.robot import (
     KBOT_FOOT_BODIES,
     KBOT_FOOT_COLLISION_GEOMS,
     KBOT_NOMINAL_POSE_RAD,
+    RobotFiles,
     RobotLoadError,
     load_metadata,
     load_robot_model,
@@ -162,7 +163,7 @@ class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
 
     # ---------------------------------------------------------------- robot
     @functools.cached_property
-    def robot_files(self):  # noqa: ANN201
+    def robot_files(self) -> RobotFiles:
         return resolve_robot_files(self.config.robot_source)
 
     def get_mujoco_model(self) -> mujoco.MjModel:
