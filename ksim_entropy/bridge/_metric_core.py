@@ -261,8 +261,8 @@ def knn_radius_sorted(s: np.ndarray, k: int) -> np.ndarray:
 
 
 def sorted_columns(x: np.ndarray) -> np.ndarray:
-    """``(d, n)`` C-contiguous array of each channel's sorted samples."""
-    s = np.ascontiguousarray(x.T)
+    """``(d, n)`` C-contiguous array of each channel's sorted samples (always a copy: the caller's data stays as is)."""
+    s = np.array(x.T, order="C", copy=True)
     s.sort(axis=1)
     return s
 

@@ -142,10 +142,10 @@ def knn_entropy(
     what = f"knn_entropy(k={k})"
     positive(what, "k", k, integer=True)
     (x,), was_1d = check_samples(what, {"x": x}, nan_policy=nan_policy, min_samples=k + 1, nonconstant=True)
+    (x,) = dequantize([x], seed)  # in sample order, so both paths below see the same noise
     if per_channel:
         return _out(what, knn_entropy_sorted(sorted_columns(x), k, seed), was_1d)
     n, d = x.shape
-    (x,) = dequantize([x], seed)
     r = cKDTree(x).query(x, k=[k + 1])[0][:, 0]
     log_unit_ball = 0.5 * d * np.log(np.pi) - gammaln(0.5 * d + 1.0)
     return float(finite(what, digamma(n) - digamma(k) + log_unit_ball + d * np.mean(np.log(r))))

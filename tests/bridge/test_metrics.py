@@ -124,6 +124,19 @@ def test_knn_entropy_matches_scipy_differential_entropy_1d():
     assert M.knn_entropy(x) == pytest.approx(stats.differential_entropy(x), abs=0.05)
 
 
+def test_per_channel_metrics_leave_the_callers_arrays_untouched():
+    # Regression: an F-ordered (n, d) array (e.g. a column slice of a bigger one) was sorted in place by the
+    # per-channel estimators, which silently destroyed the caller's joint samples.
+    x = np.asfortranarray(rng(7).standard_normal((500, 3)))
+    y = np.asfortranarray(rng(8).standard_normal((500, 3)))
+    x0, y0 = x.copy(), y.copy()
+    M.knn_entropy(x, per_channel=True)
+    M.wasserstein_1d(x, y)
+    M.ks_statistic(x, y)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(y, y0)
+
+
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
 def test_knn_radius_sorted_matches_kdtree_with_ties(k):
     # Integer data has many ties; the k-th neighbour distance is still unique and cKDTree is the oracle.
