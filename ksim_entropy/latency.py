@@ -1,0 +1,118 @@
+"""Latency as a ring buffer: a delay in seconds, drawn per episode, quantised to steps, with optional jitter and hold.
+
+One idea shared by delayed observations (quantised to control steps) and delayed actions (quantised to physics
+steps). A `DelayLine` is the per-environment carry; `Latency` is the frozen spec.
+
+Semantics, with step index s = 0 at the episode reset and v_s the value written at step s:
+
+- the episode draws a base delay d uniformly from the integers {round(min_s/step_s), ..., round(max_s/step_s)};
+- each step adds a jitter j_s uniform in {0, ..., round(jitter_s/step_s)};
+- the value read is v_r with r_s = max(s − d − j_s, r_{s−1}, 0): never older than what was already read (a sensor
+  stream does not go back in time);
+- with probability `hold_prob` the previous output is repeated instead (a dropped frame / sample-and-hold);
+- step 0 writes v_0, the state at the reset (ksim observes the reset state first), so early reads (r = 0) return it;
+  the fill given to `init` only fixes the buffer's shape and dtype.
+
+Without jitter and hold the output at step s is exactly v_{max(s − d, 0)}.
+"""
+
+import math
+from dataclasses import dataclass
+
+import attrs
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray
+
+__all__ = ["DelayLine", "Latency"]
+
+
+def _non_negative(_: object, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 <= value < math.inf:  # also rejects NaN
+        raise ValueError(f"{attribute.name} must be finite and >= 0 (seconds), got {value!r}")
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class DelayLine:
+    """Per-environment ring buffer state (a pytree, so it can live in any ksim carry)."""
+
+    buffer: Array  # (buffer_length, *value_shape), slot s % buffer_length holds v_s
+    next_step: Array  # int32: index s of the next value to be written
+    delay: Array  # int32: the episode's base delay d (steps)
+    read_step: Array  # int32: index r of the value read last
+    last_output: Array  # value_shape: what was output last (for holds)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class Latency:
+    """A delay drawn per episode from [min_s, max_s] seconds, quantised to steps of `step_s` seconds."""
+
+    min_s: float = attrs.field(converter=float, validator=_non_negative)
+    max_s: float = attrs.field(converter=float, validator=_non_negative)
+    step_s: float = attrs.field(converter=float)
+    jitter_s: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
+    hold_prob: float = attrs.field(default=0.0, converter=float)
+    buffer_steps: int | None = attrs.field(default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.step_s > 0.0:
+            raise ValueError(f"step_s must be > 0 (the control or physics period, s), got {self.step_s!r}")
+        if self.min_s > self.max_s:
+            raise ValueError(f"latency range is empty: min_s={self.min_s} > max_s={self.max_s}")
+        if self.buffer_steps is not None and (
+            isinstance(self.buffer_steps, bool) or not isinstance(self.buffer_steps, int)
+        ):
+            raise TypeError(f"buffer_steps must be an int (steps) or None, got {self.buffer_steps!r}")
+        if not 0.0 <= self.hold_prob < 1.0:
+            raise ValueError(f"hold_prob must be in [0, 1), got {self.hold_prob!r}")
+        needed = self.max_steps + self.jitter_steps + 1
+        if self.buffer_steps is not None and self.buffer_steps < needed:
+            raise ValueError(
+                f"latency up to {self.max_s + self.jitter_s:g} s is {needed - 1} steps of {self.step_s:g} s, longer "
+                f"than the buffer of {self.buffer_steps} steps (needs at least {needed})"
+            )
+
+    @property
+    def min_steps(self) -> int:
+        return round(self.min_s / self.step_s)
+
+    @property
+    def max_steps(self) -> int:
+        return round(self.max_s / self.step_s)
+
+    @property
+    def jitter_steps(self) -> int:
+        return round(self.jitter_s / self.step_s)
+
+    @property
+    def buffer_length(self) -> int:
+        return self.buffer_steps if self.buffer_steps is not None else self.max_steps + self.jitter_steps + 1
+
+    def sample_delay(self, rng: PRNGKeyArray) -> Array:
+        """The episode's base delay in steps, uniform over the quantised range."""
+        return jax.random.randint(rng, (), self.min_steps, self.max_steps + 1, dtype=jnp.int32)
+
+    def init(self, value: Array, rng: PRNGKeyArray) -> DelayLine:
+        """A fresh line at an episode reset: every slot holds `value`, the state at the reset."""
+        value = jnp.asarray(value)
+        return DelayLine(
+            buffer=jnp.broadcast_to(value, (self.buffer_length, *value.shape)),
+            next_step=jnp.zeros((), dtype=jnp.int32),
+            delay=self.sample_delay(rng),
+            read_step=jnp.zeros((), dtype=jnp.int32),
+            last_output=value,
+        )
+
+    def step(self, line: DelayLine, value: Array, rng: PRNGKeyArray) -> tuple[Array, DelayLine]:
+        """Write `value` as v_s and return the delayed output for step s with the updated line."""
+        jitter_rng, hold_rng = jax.random.split(rng)
+        s = line.next_step
+        n = self.buffer_length
+        buffer = line.buffer.at[s % n].set(value)
+        jitter = jax.random.randint(jitter_rng, (), 0, self.jitter_steps + 1, dtype=jnp.int32)
+        r = jnp.maximum(jnp.maximum(s - line.delay - jitter, line.read_step), 0)
+        hold = (s > 0) & jax.random.bernoulli(hold_rng, self.hold_prob)
+        r = jnp.where(hold, line.read_step, r)
+        out = jnp.where(hold, line.last_output, buffer[r % n])
+        return out, DelayLine(buffer=buffer, next_step=s + 1, delay=line.delay, read_step=r, last_output=out)
