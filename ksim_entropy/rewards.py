@@ -10,6 +10,7 @@ The velocity command is a 3-vector `[vx (m/s), vy (m/s), wz (rad/s)]` in the rob
 import attrs
 import jax.numpy as jnp
 import ksim
+import mujoco
 import numpy as np
 import xax
 from jaxtyping import Array
@@ -25,6 +26,7 @@ __all__ = [
     "JointLimitProximityPenalty",
     "NormalizedTorquePenalty",
     "YawRateTrackingReward",
+    "applied_torque",
     "base_frame_planar_velocity",
     "episode_start_mask",
 ]
@@ -103,29 +105,76 @@ class ActionSmoothnessPenalty(ksim.Reward):
         return jnp.where(episode_start_mask(trajectory.done, 2), jnp.mean(jnp.square(second), axis=-1), 0.0)
 
 
+def applied_torque(trajectory: ksim.Trajectory, torque_obs: str) -> Array:
+    """The applied joint torques (N·m, (..., nu)) from the observation `torque_obs`, with a clear error if missing.
+
+    `trajectory.ctrl` is not a torque once the PD servos run inside MuJoCo (`ksim_entropy.actuation`): there it holds
+    position targets. `ksim.ActuatorForceObservation` (data.actuator_force) is the applied actuator force both for
+    plain motors and for native PD servos.
+    """
+    if torque_obs not in trajectory.obs:
+        raise KeyError(
+            f"torque observation '{torque_obs}' is missing: add ksim.ActuatorForceObservation() to the task's "
+            f"observations under that name; observations are {sorted(trajectory.obs)}"
+        )
+    return trajectory.obs[torque_obs]
+
+
 @attrs.define(frozen=True, kw_only=True)
 class NormalizedTorquePenalty(ksim.Reward):
-    """Mean over joints of (τ / τ_max)², τ the applied joint torque (N·m) and τ_max its actuator limit."""
+    """Mean over joints of (τ / τ_max)², τ the applied joint torque (N·m) and τ_max its actuator limit.
+
+    τ is read from the observation `torque_obs` (default ``"actuator_force"``, a `ksim.ActuatorForceObservation`).
+    """
 
     torque_limits_nm: tuple[float, ...] = attrs.field()
+    torque_obs: str = attrs.field(default="actuator_force")
 
     def get_reward(self, trajectory: ksim.Trajectory) -> Array:
-        return jnp.mean(jnp.square(trajectory.ctrl / jnp.asarray(self.torque_limits_nm)), axis=-1)
+        torque = applied_torque(trajectory, self.torque_obs)
+        return jnp.mean(jnp.square(torque / jnp.asarray(self.torque_limits_nm)), axis=-1)
 
     @classmethod
-    def create(cls, physics_model: ksim.PhysicsModel, *, scale: float) -> "NormalizedTorquePenalty":
-        limits = [max(abs(float(lo)), abs(float(hi))) for lo, hi in np.asarray(physics_model.actuator_ctrlrange)]
+    def create(
+        cls, physics_model: ksim.PhysicsModel, *, scale: float, torque_obs: str = "actuator_force"
+    ) -> "NormalizedTorquePenalty":
+        """τ_max per actuator: its forcerange if force-limited (native PD servos), else its ctrlrange (motors)."""
+        forcelimited = np.asarray(physics_model.actuator_forcelimited).astype(bool)
+        forcerange = np.asarray(physics_model.actuator_forcerange, dtype=float)
+        ctrlrange = np.asarray(physics_model.actuator_ctrlrange, dtype=float)
+        biased = np.asarray(physics_model.actuator_biastype) != mujoco.mjtBias.mjBIAS_NONE
+        limits = []
+        for i in range(int(physics_model.nu)):
+            if forcelimited[i]:
+                lo, hi = forcerange[i]
+            elif biased[i]:  # a servo's ctrl is a target, not a torque: its ctrlrange says nothing about torque
+                raise ValueError(
+                    f"actuator {i} is a servo without a force range: its torque limit is unknown "
+                    "(give the joint a soft_torque_limit before use_native_pd)"
+                )
+            else:
+                lo, hi = ctrlrange[i]
+            limits.append(max(abs(float(lo)), abs(float(hi))))
         if any(limit <= 0 for limit in limits):
-            raise ValueError(f"every actuator needs a non-zero ctrlrange to normalise torques, got {limits}")
-        return cls(torque_limits_nm=tuple(limits), scale=scale)
+            raise ValueError(
+                f"every actuator needs a non-zero forcerange (force-limited) or ctrlrange to normalise torques, "
+                f"got {limits}"
+            )
+        return cls(torque_limits_nm=tuple(limits), torque_obs=torque_obs, scale=scale)
 
 
 @attrs.define(frozen=True, kw_only=True)
 class EnergyPenalty(ksim.Reward):
-    """Mechanical power Σ_j |τ_j q̇_j| (W): applied torque (N·m) times joint speed (rad/s)."""
+    """Mechanical power Σ_j |τ_j q̇_j| (W): applied torque (N·m) times joint speed (rad/s).
+
+    τ is read from the observation `torque_obs` (default ``"actuator_force"``, a `ksim.ActuatorForceObservation`).
+    """
+
+    torque_obs: str = attrs.field(default="actuator_force")
 
     def get_reward(self, trajectory: ksim.Trajectory) -> Array:
-        return jnp.sum(jnp.abs(trajectory.ctrl * trajectory.qvel[..., 6:]), axis=-1)
+        torque = applied_torque(trajectory, self.torque_obs)
+        return jnp.sum(jnp.abs(torque * trajectory.qvel[..., 6:]), axis=-1)
 
 
 @attrs.define(frozen=True, kw_only=True)

@@ -7,6 +7,7 @@ import pytest
 import xax
 from mujoco import mjx
 
+from ksim_entropy.actuation import use_native_pd
 from ksim_entropy.rewards import (
     ActionRatePenalty,
     ActionSmoothnessPenalty,
@@ -19,7 +20,7 @@ from ksim_entropy.rewards import (
     YawRateTrackingReward,
     episode_start_mask,
 )
-from ksim_entropy.robot import KBOT_FOOT_BODIES, load_robot_model, resolve_robot_files
+from ksim_entropy.robot import KBOT_FOOT_BODIES, load_metadata, load_robot_model, resolve_robot_files
 
 
 def trajectory(t=5, nj=2, *, action=None, done=None, qpos=None, qvel=None, ctrl=None, xpos=None, obs=None, cmd=None):
@@ -63,14 +64,31 @@ def test_action_rate_and_smoothness():
 
 
 def test_torque_and_energy():
-    ctrl = jnp.array([[60.0, -7.0]] * 3)
+    torque = jnp.array([[60.0, -7.0]] * 3)
     qvel = jnp.zeros((3, 8)).at[:, 6].set(2.0).at[:, 7].set(-1.0)
-    traj = trajectory(t=3, ctrl=ctrl, qvel=qvel)
+    # ctrl holds position targets (native PD): the rewards must ignore it and read the applied torque observation.
+    traj = trajectory(t=3, ctrl=jnp.full((3, 2), 0.3), qvel=qvel, obs={"actuator_force": torque})
     # (60/120)^2 = 0.25, (7/14)^2 = 0.25 -> mean 0.25
     penalty = NormalizedTorquePenalty(torque_limits_nm=(120.0, 14.0), scale=-1.0)
     np.testing.assert_allclose(penalty.get_reward(traj), [0.25] * 3)
     # |60 * 2| + |-7 * -1| = 127 W
     np.testing.assert_allclose(EnergyPenalty(scale=-1.0).get_reward(traj), [127.0] * 3)
+    # Another observation name: (30/120)^2 = 0.0625, (14/14)^2 = 1 -> mean 0.53125; |30 * 2| + |14 * -1| = 74 W
+    other = trajectory(t=3, qvel=qvel, obs={"tau": jnp.array([[30.0, 14.0]] * 3)})
+    np.testing.assert_allclose(
+        NormalizedTorquePenalty(torque_limits_nm=(120.0, 14.0), torque_obs="tau", scale=-1.0).get_reward(other),
+        [0.53125] * 3,
+    )
+    np.testing.assert_allclose(EnergyPenalty(torque_obs="tau", scale=-1.0).get_reward(other), [74.0] * 3)
+
+
+@pytest.mark.parametrize(
+    "reward", [NormalizedTorquePenalty(torque_limits_nm=(1.0, 1.0), scale=-1.0), EnergyPenalty(scale=-1.0)]
+)
+def test_torque_rewards_name_a_missing_observation(reward):
+    traj = trajectory(t=3, obs={"joint_position": jnp.zeros((3, 2))})
+    with pytest.raises(KeyError, match=r"'actuator_force' is missing.*ActuatorForceObservation.*\['joint_position'\]"):
+        reward.get_reward(traj)
 
 
 def test_base_acceleration():
@@ -103,13 +121,22 @@ def test_joint_limit_proximity():
 
 @pytest.mark.parametrize("engine", ["mujoco", "mjx"])
 def test_factories_on_the_kbot(engine):
-    model = load_robot_model(resolve_robot_files("local"), scene="smooth")
+    files = resolve_robot_files("local")
+    model = load_robot_model(files, scene="smooth")
+    servo = use_native_pd(model, load_metadata(files, model))
     body_names = [model.body(i).name for i in range(model.nbody)]
     joint_names = [model.joint(j).name for j in range(model.njnt)]
     if engine == "mjx":  # what ksim passes to get_rewards during training
-        model = mjx.put_model(model)
+        model, servo = mjx.put_model(model), mjx.put_model(servo)
+    # Motors: the ctrlrange (±120 ... ±14 N·m, the robstride classes).
     torque = NormalizedTorquePenalty.create(model, scale=-1.0)
     assert max(torque.torque_limits_nm) == 120.0 and min(torque.torque_limits_nm) == 14.0
+    assert torque.torque_obs == "actuator_force"
+    # Native PD servos: the forcerange, i.e. metadata.json's soft torque limits (84 N·m knees/hips ... 9.8 N·m wrists).
+    torque = NormalizedTorquePenalty.create(servo, scale=-1.0, torque_obs="tau")
+    assert max(torque.torque_limits_nm) == 84.0 and min(torque.torque_limits_nm) == pytest.approx(9.8)  # MJX: float32
+    assert torque.torque_limits_nm[joint_names[1:].index("dof_left_ankle_02")] == pytest.approx(11.9)
+    assert torque.torque_obs == "tau"
     limits = JointLimitProximityPenalty.create(model, margin_fraction=0.1, scale=-1.0)
     knee = joint_names[1:].index("dof_left_knee_04")
     assert limits.margin_rad[knee] == pytest.approx(0.1 * (model.jnt_range[knee + 1][1] - model.jnt_range[knee + 1][0]))
@@ -121,6 +148,18 @@ def test_factories_on_the_kbot(engine):
         FootSlipPenalty.create(model, foot_body_names=("no_such_foot",), contact_obs="c", ctrl_dt_s=0.02, scale=-1.0)
     with pytest.raises(ValueError, match="margin_fraction"):
         JointLimitProximityPenalty.create(model, margin_fraction=0.7, scale=-1.0)
+
+
+def test_torque_limits_must_be_known():
+    files = resolve_robot_files("local")
+    model = load_robot_model(files, scene="smooth")
+    servo = use_native_pd(model, load_metadata(files, model))
+    servo.actuator_forcelimited[2] = 0  # a servo's ctrlrange is a target range (rad), not a torque limit
+    with pytest.raises(ValueError, match="actuator 2 is a servo without a force range"):
+        NormalizedTorquePenalty.create(servo, scale=-1.0)
+    model.actuator_ctrlrange[5] = 0.0
+    with pytest.raises(ValueError, match="non-zero forcerange .* or ctrlrange"):
+        NormalizedTorquePenalty.create(model, scale=-1.0)
 
 
 def test_velocity_tracking_rewards():
