@@ -113,6 +113,33 @@ def test_entropy_matches_knn_estimate_of_the_written_values(kbot, key, width):
         assert np.max(np.abs(corr - np.eye(param.dims))) < 0.1
 
 
+ACTUATOR_RECOVER = {
+    "kp": lambda p, m, u: np.asarray(u["actuator_gainprm"])[:, :, 0] / m.actuator_gainprm[:, 0],
+    "kd": lambda p, m, u: np.asarray(u["actuator_biasprm"])[:, :, 2] / m.actuator_biasprm[:, 2],
+    "limit": lambda p, m, u: np.asarray(u["actuator_forcerange"])[:, :, 1] / m.actuator_forcerange[:, 1],
+    "zero": lambda p, m, u: np.asarray(u["actuator_biasprm"])[:, :, 0] / m.actuator_gainprm[:, 0],
+}
+
+
+@pytest.mark.parametrize("key", list(ACTUATOR_RECOVER))
+def test_actuator_parameters_entropy_matches_knn(kbot, key):
+    mj, _, pd_mx = kbot
+    pd = use_native_pd(mj, load_metadata(resolve_robot_files("local"), mj))
+    param = {
+        "kp": ActuatorKpScale.create(pd_mx, low=0.8, high=1.2),
+        "kd": ActuatorKdScale.create(pd_mx, low=0.7, high=1.3, family="loguniform"),
+        "limit": TorqueLimitScale.create(pd_mx, low=0.8, high=1.0),
+        "zero": JointZeroOffset.create(pd_mx, low=-0.05, high=0.05, family="truncnormal"),
+    }[key]
+    values = ACTUATOR_RECOVER[key](param, pd, _draws(param, pd_mx, 1.0))
+    assert values.shape == (N, pd.nu)
+    np.testing.assert_allclose(
+        np.asarray(knn_entropy(values, k=5, per_channel=True)), np.asarray(param.dist.entropy(1.0)), atol=0.06
+    )
+    corr = np.corrcoef(values.T)
+    assert np.max(np.abs(corr - np.eye(pd.nu))) < 0.1
+
+
 def test_joint_entropy_of_a_small_group_by_knn(kbot):
     _ = kbot
     param = Gravity.create(max_offset_mps2=[0.2, 0.1, 0.3])
