@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar, TypedDict
 
+import attrs
 import jax
 import jax.numpy as jnp
 import ksim
@@ -27,10 +28,29 @@ import xax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 from omegaconf.errors import OmegaConfBaseException
 
+from ksim_entropy.actuation import DelayedActuators, NativePDActuators, use_native_pd
 from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
+from ksim_entropy.curriculum import RandomizationCurriculum
+from ksim_entropy.events import ForcePushEvent, WindEvent
 from ksim_entropy.export import KinferPolicy, export_kinfer
+from ksim_entropy.observation import DelayedObservation, SensorNoise
 from ksim_entropy.policy import RecurrentActorCritic
+from ksim_entropy.randomization import (
+    ActuatorKdScale,
+    ActuatorKpScale,
+    BodyMassOffset,
+    BodyMassScale,
+    CenterOfMassOffset,
+    DomainRandomization,
+    GeomFriction,
+    ImuMisalignment,
+    JointArmature,
+    JointDamping,
+    JointFrictionLoss,
+    JointZeroOffset,
+    TorqueLimitScale,
+)
 from ksim_entropy.rewards import (
     ActionRatePenalty,
     ActionSmoothnessPenalty,
@@ -53,6 +73,7 @@ from ksim_entropy.robot import (
     resolve_robot_files,
 )
 from ksim_entropy.rollout_logs import ksim_rollout, trajectory_to_step_log
+from ksim_entropy.task import DomainRandomizationMixin
 from ksim_entropy.terminations import UnstablePhysicsTermination
 
 logger = logging.getLogger(__name__)
@@ -97,10 +118,27 @@ class WalkConfig(ksim.PPOConfig):
     yawrate_sigma_radps: float = xax.field(value=0.5, help="Width of the yaw-rate tracking kernel.")
 
     # Disturbances and episodes.
-    push_velocity_mps: float = xax.field(value=0.5, help="Max horizontal push velocity (m/s).")
+    push_velocity_mps: float = xax.field(value=0.5, help="sim2real=false: max horizontal push velocity (m/s).")
     push_interval_s: tuple[float, float] = xax.field(value=(3.0, 8.0), help="Time between pushes (s).")
+    push_max_force_n: float = xax.field(value=150.0, help="Max push force on the torso (N), 0.1-0.3 s long.")
+    wind_max_force_n: float = xax.field(value=10.0, help="Max steady per-episode horizontal force on the torso (N).")
     episode_length_s: float = xax.field(value=20.0, help="Episodes end (successfully) after this time.")
     min_base_height_m: float = xax.field(value=0.45, help="Fall when the base drops below this height.")
+
+    # Sim-to-real blocks (ksim_entropy). False: the same task built from ksim's plain classes (the bench baseline).
+    sim2real: bool = xax.field(value=True, help="Per-episode entropy-aware randomization, latency, noise, bias.")
+    randomization_mode: str = xax.field(value="uniform", help="uniform | curriculum | adaptive (ADR).")
+    randomization_width: float = xax.field(value=1.0, help="Starting width scale of every randomized range.")
+    randomization_max_width: float = xax.field(value=1.5, help="Widest a curriculum may go (width scale).")
+    randomization_ramp_updates: int = xax.field(value=1000, help="curriculum mode: updates to reach max width.")
+    adr_measure: str = xax.field(value="survival", help="adaptive mode: 'survival' or 'reward:<name>'.")
+    adr_thresholds: tuple[float, float] = xax.field(value=(0.5, 0.8), help="adaptive: narrow below, widen above.")
+    adr_step: float = xax.field(value=0.05, help="adaptive mode: width change per decision.")
+    adr_queue_length: int = xax.field(value=64, help="adaptive mode: samples pooled per decision.")
+    adr_boundary_fraction: float = xax.field(value=0.4, help="adaptive mode: fraction of envs pinned to a bound.")
+    obs_latency_s: tuple[float, float] = xax.field(value=(0.0, 0.02), help="Sensor delay per episode (s).")
+    obs_hold_prob: float = xax.field(value=0.0, help="Per-step probability a sensor repeats its last value.")
+    action_latency_s: tuple[float, float] = xax.field(value=(0.004, 0.012), help="Command delay per episode (s).")
 
 
 PRESETS: dict[str, dict[str, object]] = {
@@ -158,8 +196,26 @@ class Carry(TypedDict):
     critic: Array
 
 
-class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
-    """K-Bot velocity tracking on ksim 0.2.10's PPO with a recurrent actor-critic."""
+# Sensor noise, uniform half-widths in physical units: MuJoCo Playground's humanoids (joint position 0.03 rad, gyro
+# 0.2 rad/s, gravity 0.05 g) and kbot-joystick's joint velocity (15 deg/s). Per-episode biases (sim2real only) are
+# our choice: 0.02 rad encoder offset, 0.03 g accelerometer tilt, 0.02 rad/s gyro bias.
+SENSOR_NOISE: dict[str, tuple[float, float]] = {  # name: (uniform half-width, per-episode bias half-width)
+    "joint_position": (0.03, 0.02),
+    "joint_velocity": (0.26, 0.0),
+    "projected_gravity": (0.05 * GRAVITY_MPS2, 0.03 * GRAVITY_MPS2),
+    "imu_gyro": (0.2, 0.02),
+}
+
+
+class KBotWalkingTask(DomainRandomizationMixin[WalkConfig], ksim.PPOTask[WalkConfig]):
+    """K-Bot velocity tracking on ksim 0.2.10's PPO with a recurrent actor-critic.
+
+    With `sim2real=True` (default) the physics is redrawn every episode from an entropy-aware `DomainRandomization`
+    (widths scheduled by `randomization_mode`), the robot's PD servos run inside MuJoCo so their gains and torque
+    limits can be randomized per joint, commands reach the servos late (`action_latency_s`) and the policy's sensors
+    are late, noisy and biased (`obs_latency_s`, `SENSOR_NOISE`). With `sim2real=False` the same task uses ksim's
+    plain classes instead (per-environment randomization, in-step PD torques, uniform noise, velocity pushes).
+    """
 
     # ---------------------------------------------------------------- robot
     @functools.cached_property
@@ -167,7 +223,10 @@ class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
         return resolve_robot_files(self.config.robot_source)
 
     def get_mujoco_model(self) -> mujoco.MjModel:
-        return load_robot_model(self.robot_files, scene=self.config.scene)
+        mj_model = load_robot_model(self.robot_files, scene=self.config.scene)
+        if self.config.sim2real:  # PD servos in MuJoCo: kp, kd and torque limits become randomizable model fields
+            mj_model = use_native_pd(mj_model, load_metadata(self.robot_files, mj_model))
+        return mj_model
 
     def get_mujoco_model_metadata(self, mj_model: mujoco.MjModel) -> ksim.Metadata:
         return load_metadata(self.robot_files, mj_model)
@@ -180,12 +239,57 @@ class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
 
     # ---------------------------------------------------------------- environment
     def get_actuators(self, physics_model: ksim.PhysicsModel, metadata: ksim.Metadata | None = None) -> ksim.Actuators:
+        cfg = self.config
+        if cfg.sim2real:
+            lo, hi = cfg.action_latency_s
+            return DelayedActuators.create(NativePDActuators(), latency_range_s=(lo, hi), dt_s=cfg.dt)
         if metadata is None:
             raise ValueError("K-Bot actuators need joint metadata (kp, kd, soft torque limits)")
         return ksim.PositionActuators(physics_model=physics_model, metadata=metadata)
 
+    def get_domain_randomization(self, physics_model: ksim.PhysicsModel) -> DomainRandomization:
+        """The K-Bot's randomized physics, applied in this order (sources in ksim_entropy.randomization)."""
+        w = {"width": self.config.randomization_width, "max_width": self.config.randomization_max_width}
+        feet = [g for body in KBOT_FOOT_BODIES for g in KBOT_FOOT_COLLISION_GEOMS[body]]
+        return DomainRandomization(
+            parameters=[
+                BodyMassScale.create(physics_model, low=0.9, high=1.1, **w),  # Playground Go1/G1/BH
+                BodyMassOffset.create(physics_model, body_names=["torso"], low=-1.0, high=1.0, **w),  # Playground
+                CenterOfMassOffset.create(physics_model, body_names=["torso"], max_offset_m=0.03, **w),
+                JointFrictionLoss.create(physics_model, low=0.5, high=2.0, **w),  # ksim, Playground G1
+                JointDamping.create(physics_model, low=0.0, high=1.0, mode="add", **w),  # K-Bot damping is 0
+                JointArmature.create(physics_model, low=0.95, high=1.05, **w),  # ksim
+                GeomFriction.create(physics_model, geom_names=feet, low=0.4, high=1.0, **w),  # Playground floor
+                ImuMisalignment.create(physics_model, **w),  # ksim's 2 deg
+                ActuatorKpScale.create(physics_model, low=0.9, high=1.1, **w),  # Playground T1
+                ActuatorKdScale.create(physics_model, low=0.9, high=1.1, **w),
+                TorqueLimitScale.create(physics_model, low=0.8, high=1.0, **w),  # weaker, never stronger
+                JointZeroOffset.create(physics_model, low=-0.03, high=0.03, **w),  # Playground qpos0 is ±0.05
+            ]
+        )
+
+    def get_randomization_curriculum(
+        self, physics_model: ksim.PhysicsModel, randomization: DomainRandomization
+    ) -> RandomizationCurriculum:
+        cfg = self.config
+        low, high = cfg.adr_thresholds
+        return RandomizationCurriculum(
+            randomization=randomization,
+            mode=cfg.randomization_mode,
+            ramp_updates=cfg.randomization_ramp_updates,
+            measure=cfg.adr_measure,
+            threshold_low=low,
+            threshold_high=high,
+            step=cfg.adr_step,
+            boundary_fraction=cfg.adr_boundary_fraction,
+            queue_length=cfg.adr_queue_length,
+        )
+
     def get_physics_randomizers(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.PhysicsRandomizer]:
-        # Playground / ksim defaults: frictionloss ×U(0.5, 2), armature ×U(0.95, 1.05), floor friction =U(0.4, 1).
+        if self.config.sim2real:
+            return super().get_physics_randomizers(physics_model)
+        # ksim's own (Playground / ksim defaults): frictionloss ×U(0.5, 2), armature ×U(0.95, 1.05), floor friction
+        # =U(0.4, 1) (a no-op on the K-Bot: its feet decide the contact friction), link masses ×U(0.98, 1.02).
         return {
             "static_friction": ksim.StaticFrictionRandomizer(),
             "armature": ksim.ArmatureRandomizer(),
@@ -194,11 +298,18 @@ class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
         }
 
     def get_events(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Event]:
+        cfg = self.config
+        if not cfg.sim2real:
+            return {"push": ksim.LinearPushEvent(linvel=cfg.push_velocity_mps, interval_range=cfg.push_interval_s)}
         return {
-            "push": ksim.LinearPushEvent(
-                linvel=self.config.push_velocity_mps,
-                interval_range=self.config.push_interval_s,
+            "push": ForcePushEvent.create(
+                physics_model,
+                body_name="torso",
+                max_force_n=cfg.push_max_force_n,
+                interval_s=cfg.push_interval_s,
+                duration_s=(0.1, 0.3),
             ),
+            "wind": WindEvent.create(physics_model, body_name="torso", max_force_n=cfg.wind_max_force_n),
         }
 
     def get_resets(self, physics_model: ksim.PhysicsModel) -> list[ksim.Reset]:
@@ -210,21 +321,32 @@ class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
         ]
 
     def get_observations(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Observation]:
-        # Sensor noise: uniform, magnitudes of MuJoCo Playground's humanoids (joint pos 0.03 rad, gyro 0.2 rad/s,
-        # gravity 0.05 g) and kbot-joystick's joint velocity ±15°/s.
-        return {
-            "joint_position": ksim.JointPositionObservation(noise=ksim.AdditiveUniformNoise(mag=0.03)),
-            "joint_velocity": ksim.JointVelocityObservation(noise=ksim.AdditiveUniformNoise(mag=0.26)),
+        # The policy reads `noisy_*` (what the robot's sensors report); the critic reads the clean values.
+        sensors: dict[str, ksim.Observation] = {
+            "joint_position": ksim.JointPositionObservation(),
+            "joint_velocity": ksim.JointVelocityObservation(),
             "projected_gravity": ksim.ProjectedGravityObservation.create(
-                physics_model=physics_model,
-                framequat_name="imu_site_quat",
-                noise=ksim.AdditiveUniformNoise(mag=0.05 * GRAVITY_MPS2),
+                physics_model=physics_model, framequat_name="imu_site_quat"
             ),
-            "imu_gyro": ksim.SensorObservation.create(
-                physics_model=physics_model,
-                sensor_name="imu_gyro",
-                noise=ksim.AdditiveUniformNoise(mag=0.2),
-            ),
+            "imu_gyro": ksim.SensorObservation.create(physics_model=physics_model, sensor_name="imu_gyro"),
+        }
+        observations: dict[str, ksim.Observation] = {}
+        cfg = self.config
+        for name, obs in sensors.items():
+            noise, bias = SENSOR_NOISE[name]
+            if cfg.sim2real:
+                observations[name] = obs
+                observations[f"noisy_{name}"] = DelayedObservation.create(
+                    obs,
+                    ctrl_dt_s=cfg.ctrl_dt,
+                    latency_range_s=tuple(cfg.obs_latency_s),
+                    hold_prob=cfg.obs_hold_prob,
+                    sensor_noise=SensorNoise(uniform_mag=noise, bias_mag=bias),
+                )
+            else:  # ksim adds `noisy_<name>` itself
+                observations[name] = attrs.evolve(obs, noise=ksim.AdditiveUniformNoise(mag=noise))
+        return {
+            **observations,
             "base_position": ksim.BasePositionObservation(),
             "base_linear_velocity": ksim.BaseLinearVelocityObservation(in_robot_frame=True),
             "base_angular_velocity": ksim.BaseAngularVelocityObservation(in_robot_frame=True),
@@ -286,6 +408,8 @@ class KBotWalkingTask(ksim.PPOTask[WalkConfig]):
         }
 
     def get_curriculum(self, physics_model: ksim.PhysicsModel) -> ksim.Curriculum:
+        if self.config.sim2real:
+            return super().get_curriculum(physics_model)
         return ksim.ConstantCurriculum(level=1.0)
 
     # ---------------------------------------------------------------- model

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from kinfer.rust_bindings import ModelProviderABC, PyModelRunner
+from mujoco import mjx
 
 from ksim_entropy.checkpoint import CheckpointError, inspect_checkpoint
 from ksim_entropy.export import KinferSession
@@ -38,6 +39,15 @@ TINY = [
     "render_length_seconds=0.2",
     "render_width=64",
     "render_height=48",
+]
+# Adaptive (ADR) widths that move on every update: every env pins a parameter, and the measure (stay-alive reward,
+# always >= -0.5) is above the widening threshold after one sample.
+ADAPTIVE = [
+    "randomization_mode=adaptive",
+    "adr_measure=reward:stay_alive",
+    "adr_thresholds=[-1.0,-0.5]",
+    "adr_queue_length=1",
+    "adr_boundary_fraction=1.0",
 ]
 
 
@@ -67,9 +77,18 @@ def tree_digest(directory: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("e2e") / "first"
-    proc = walk("max_steps=2", f"exp_dir={run_dir}")
+    proc = walk("max_steps=2", f"exp_dir={run_dir}", *ADAPTIVE)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return run_dir
+
+
+def saved_widths(ckpt: Path) -> np.ndarray:
+    task = KBotWalkingTask.from_checkpoint(ckpt)
+    mx = mjx.put_model(task.get_mujoco_model())
+    dr = task.get_domain_randomization(mx)
+    state = task.load_randomization_state(ckpt, task.get_randomization_curriculum(mx, dr))
+    assert state is not None, f"{ckpt} holds no randomization state"
+    return np.asarray(state["widths"])
 
 
 def test_training_writes_checkpoint_logs_and_kinfer(first_run):
@@ -85,8 +104,15 @@ def test_training_writes_checkpoint_logs_and_kinfer(first_run):
 def test_resume_continues_in_a_new_directory_and_keeps_the_old_one(first_run, tmp_path):
     before = tree_digest(first_run)
     resumed = tmp_path / "resumed"
-    proc = walk("max_steps=4", f"load_from_ckpt_path={first_run / 'checkpoints' / 'ckpt.bin'}", f"exp_dir={resumed}")
+    ckpt = first_run / "checkpoints" / "ckpt.bin"
+    proc = walk("max_steps=4", f"load_from_ckpt_path={ckpt}", f"exp_dir={resumed}", *ADAPTIVE)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    # The curriculum state (ADR widths) is saved with the weights and restored on resume (ksim saves none).
+    first = saved_widths(ckpt)
+    assert (first > 1.0).any(), f"no width moved in the first run: {first}"
+    assert "restored randomization widths" in proc.stdout + proc.stderr
+    resumed_widths = saved_widths(resumed / "checkpoints" / "ckpt.bin")
+    assert (resumed_widths >= first - 1e-6).all() and (resumed_widths > first).any()
     # Resumed at step 2; ksim's first loop iteration of every run makes two updates (a burn-in update on the
     # validation trajectory, then a regular one), so one iteration reaches 4.
     assert inspect_checkpoint(resumed / "checkpoints" / "ckpt.bin").num_steps == 4

@@ -1,0 +1,120 @@
+"""The mixin inside ksim's real rollout (K-Bot walking task, MJX on CPU): physics is redrawn at every episode reset
+from the widths in the curriculum state, and changing those widths does not recompile the jitted unroll."""
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import ksim
+import numpy as np
+import pytest
+import xax
+
+from ksim_entropy.curriculum import RandomizationCurriculum
+from ksim_entropy.task import randomization_metrics
+from tasks.walk import COMMON_DEFAULTS, PRESETS, KBotWalkingTask, WalkConfig
+
+pytestmark = pytest.mark.slow
+
+STEPS = 3  # control steps per unroll call; episodes last 5 (0.1 s at 50 Hz)
+
+
+@pytest.fixture(scope="module")
+def rollout_parts(tmp_path_factory):
+    base = {
+        **COMMON_DEFAULTS,
+        **PRESETS["cpu"],
+        "num_envs": 2,
+        "batch_size": 2,
+        "episode_length_s": 0.1,
+        "hidden_size": 16,
+        "exp_dir": str(tmp_path_factory.mktemp("mixin")),
+    }
+    known = {f.name for f in dataclasses.fields(WalkConfig)}
+    config = KBotWalkingTask.get_config({k: v for k, v in base.items() if k in known}, use_cli=False)
+    task = KBotWalkingTask(config)
+    mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
+    metadata = task.get_mujoco_model_metadata(mj_model)
+    mjx_model = task.get_mjx_model(mj_model)
+    model = task.get_model(ksim.InitParams(key=jax.random.PRNGKey(0), physics_model=mj_model))
+    model_arr, model_static = eqx.partition(model, task.model_partition_fn)
+    constants = task._get_constants(
+        metadata=metadata, physics_model=mjx_model, model_statics=(model_static,), argmax_action=True
+    )
+    env_state = task._get_env_state(
+        rng=jax.random.PRNGKey(1),
+        rollout_constants=constants,
+        mj_model=mj_model,
+        physics_model=mjx_model,
+        policy_model=model,
+        randomizers=xax.freeze_dict(task.get_physics_randomizers(mjx_model)),
+    )
+    shared = task._get_shared_state(
+        rng=jax.random.PRNGKey(2), mj_model=mj_model, physics_model=mjx_model, model_arrs=(model_arr,)
+    )
+    unroll = jax.jit(lambda env, sh: task._single_unroll(constants, env, sh, STEPS))
+    return task, constants, env_state, shared, unroll
+
+
+def test_physics_is_redrawn_at_each_reset_at_the_current_widths(rollout_parts):
+    task, constants, env_state, shared, unroll = rollout_parts
+    curriculum = constants.curriculum
+    assert isinstance(curriculum, RandomizationCurriculum)
+    nominal = np.asarray(shared.physics_model.body_mass)
+    first_draw = np.asarray(env_state.randomization_dict["body_mass"])
+    assert not np.allclose(first_draw, nominal)  # ksim's initial per-env draw at the starting widths
+
+    # Narrow every range to nothing: takes effect at the next reset only.
+    narrow = task.with_widths(env_state, curriculum, np.zeros(len(curriculum.randomization.names)))
+    traj, _, after = unroll(narrow, shared)
+    assert not np.asarray(traj.done).any()
+    np.testing.assert_array_equal(after.randomization_dict["body_mass"], first_draw)
+
+    traj, _, after = unroll(after, shared)  # crosses the 0.1 s episode end
+    assert np.asarray(traj.done).any(axis=1).all()
+    np.testing.assert_allclose(after.randomization_dict["body_mass"], np.broadcast_to(nominal, first_draw.shape))
+    np.testing.assert_allclose(
+        after.randomization_dict["actuator_gainprm"],
+        np.broadcast_to(
+            np.asarray(shared.physics_model.actuator_gainprm), after.randomization_dict["actuator_gainprm"].shape
+        ),
+        rtol=1e-6,
+    )
+
+    # Widen again: a width change is a new array value, not a new program. (The second call may add one cache
+    # entry: its inputs are the first call's committed outputs; ksim's training loop sees the same once.)
+    compiled = unroll._cache_size()
+    wide = jax.device_put(task.with_widths(after, curriculum, curriculum.randomization.max_widths), jax.devices()[0])
+    _, _, after_wide = unroll(wide, shared)
+    assert unroll._cache_size() == compiled
+    np.testing.assert_array_equal(after_wide.curriculum_state.state.widths[0], curriculum.randomization.max_widths)
+
+
+def test_width_changes_are_validated(rollout_parts):
+    task, constants, env_state, _, _ = rollout_parts
+    curriculum = constants.curriculum
+    widths = np.array(curriculum.randomization.max_widths)
+    widths[0] += 1.0
+    with pytest.raises(ValueError, match="impossible randomization width"):
+        task.with_widths(env_state, curriculum, widths)
+
+
+def test_logged_metrics_are_the_closed_forms(rollout_parts):
+    _, constants, _, _, _ = rollout_parts
+    dr = constants.curriculum.randomization
+    widths = jnp.asarray(dr.initial_widths) * 0.7
+    metrics = randomization_metrics(dr, widths)
+    assert float(metrics["dr_entropy_nats"]) == pytest.approx(float(jnp.sum(dr.entropies(widths))), rel=1e-6)
+    assert float(metrics["dr_npd"]) == pytest.approx(float(dr.npd(widths)), rel=1e-6)
+    for i, name in enumerate(dr.names):
+        assert float(metrics[f"dr_width_{name}"]) == pytest.approx(float(widths[i]))
+    # npd by hand: Σ_i dims_i · mean log(range) / Σ dims
+    ranges = [
+        np.log(np.subtract(*reversed([np.asarray(b) for b in p.dist.bounds(widths[i])])))
+        for i, p in enumerate(dr.parameters)
+    ]
+    by_hand = (
+        sum(np.broadcast_to(r, (p.dims,)).sum() for r, p in zip(ranges, dr.parameters, strict=True)) / dr.dims.sum()
+    )
+    assert float(metrics["dr_npd"]) == pytest.approx(by_hand, rel=1e-5)
