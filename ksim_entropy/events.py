@@ -121,6 +121,17 @@ class _BodyWrenchEvent(ksim.Event):
     body_id: int = attrs.field(default=1, validator=_body_id)
     scale_with_curriculum: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
+    @classmethod
+    def create(
+        cls,
+        physics_model: ksim.PhysicsModel,
+        *,
+        body_name: str | None = None,
+        **config: float | bool | tuple[float, float],
+    ) -> Self:
+        """The event on body `body_name` (default: the floating base); `config` sets any other field."""
+        return cls(body_id=resolve_body_id(physics_model, body_name), **config)
+
     def _scale(self, curriculum_level: Array) -> Array:
         if self.scale_with_curriculum:
             return jnp.asarray(curriculum_level, dtype=jnp.float32)
@@ -200,17 +211,6 @@ class ForcePushEvent(_BodyWrenchEvent):
     max_torque_nm: float = attrs.field(default=10.0, validator=_non_negative)
     duration_s: tuple[float, float] = attrs.field(default=(0.1, 0.5), converter=_as_tuple, validator=_time_range)
     interval_s: tuple[float, float] = attrs.field(default=(1.0, 6.0), converter=_as_tuple, validator=_time_range)
-
-    @classmethod
-    def create(
-        cls,
-        physics_model: ksim.PhysicsModel,
-        *,
-        body_name: str | None = None,
-        **config: float | bool | tuple[float, float],
-    ) -> Self:
-        """The event on body `body_name` (default: the floating base); `config` sets any other field."""
-        return cls(body_id=resolve_body_id(physics_model, body_name), **config)
 
     # ---- what it draws
     def magnitude_range_n(self, curriculum_level: float = 1.0) -> tuple[float, float]:
@@ -320,17 +320,6 @@ class WindEvent(_BodyWrenchEvent):
 
     max_force_n: float = attrs.field(default=20.0, validator=_non_negative)
     gust_std_n: float = attrs.field(default=0.0, validator=_non_negative)
-
-    @classmethod
-    def create(
-        cls,
-        physics_model: ksim.PhysicsModel,
-        *,
-        body_name: str | None = None,
-        **config: float | bool,
-    ) -> Self:
-        """The event on body `body_name` (default: the floating base); `config` sets any other field."""
-        return cls(body_id=resolve_body_id(physics_model, body_name), **config)
 
     # ---- what it draws
     def magnitude_range_n(self, curriculum_level: float = 1.0) -> tuple[float, float]:
