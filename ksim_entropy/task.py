@@ -23,6 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import ksim
+import mujoco.mjx as mjx
 import numpy as np
 import xax
 from ksim.curriculum import CurriculumState
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 Config = TypeVar("Config", bound=ksim.RLConfig)
 
 RANDOMIZER_KEY = "domain_randomization"
+NEXT_DRAW_PREFIX = "next_draw/"  # staged next-episode draws inside an unroll (see `_single_unroll`)
 
 
 class RandomizationCheckpointError(ValueError):
@@ -80,28 +82,69 @@ class DomainRandomizationMixin(ksim.RLTask[Config], Generic[Config]):
     def get_curriculum(self, physics_model: ksim.PhysicsModel) -> ksim.Curriculum:
         return self.get_randomization_curriculum(physics_model, self.get_domain_randomization(physics_model))
 
+    def _single_unroll(
+        self,
+        constants: RolloutConstants,
+        env_state: RolloutEnvState,
+        shared_state: RolloutSharedState,
+        num_steps: int,
+    ) -> tuple[ksim.Trajectory, ksim.RewardState, RolloutEnvState]:
+        """Run ksim's unroll, drawing each environment's next physics once up front instead of at every step.
+
+        The draw (at the widths in the curriculum state, which change only between unrolls) rides along in the
+        randomization dict under `NEXT_DRAW_PREFIX` keys while the scan runs, is swapped in by `step_engine` when an
+        episode ends, and is removed again before returning, so the carry ksim sees keeps its structure. An
+        environment that finishes more than one episode within one unroll reuses the draw; across unrolls, and
+        across environments, draws are independent.
+        """
+        curriculum = constants.curriculum
+        if not isinstance(curriculum, RandomizationCurriculum) or not isinstance(shared_state.physics_model, mjx.Model):
+            return super()._single_unroll(constants, env_state, shared_state, num_steps)
+        keys = jax.vmap(jax.random.split)(env_state.rng)
+        width_state: WidthState = env_state.curriculum_state.state
+        model = shared_state.physics_model
+        draws = jax.vmap(lambda k, w, p: curriculum.randomization.sample(model, k, w, p))(
+            keys[:, 1], width_state.widths, width_state.pinned
+        )
+        staged = {**env_state.randomization_dict, **{NEXT_DRAW_PREFIX + k: v for k, v in draws.items()}}
+        env_state = replace(env_state, randomization_dict=xax.FrozenDict(staged), rng=keys[:, 0])
+        trajectory, rewards, env_state = super()._single_unroll(constants, env_state, shared_state, num_steps)
+        current = {k: v for k, v in env_state.randomization_dict.items() if not k.startswith(NEXT_DRAW_PREFIX)}
+        return trajectory, rewards, replace(env_state, randomization_dict=xax.FrozenDict(current))
+
     def step_engine(
         self,
         constants: RolloutConstants,
         env_states: RolloutEnvState,
         shared_state: RolloutSharedState,
     ) -> tuple[ksim.Trajectory, RolloutEnvState]:
-        """Run ksim's step, then make a fresh physics draw (at the current widths) for environments whose episode ended.
+        """Run ksim's step; an environment whose episode ended gets a fresh physics draw (at the current widths).
 
-        The reset state itself was computed by ksim with the previous episode's model; positions and velocities do
-        not depend on it, and the first physics step of the new episode already runs on the new model.
+        Inside `_single_unroll` the draw was made up front (a select per step); called on its own (ksim's viewer)
+        it is sampled here. The reset state itself was computed by ksim with the previous episode's model;
+        positions and velocities do not depend on it, and the first physics step of the new episode already runs
+        on the new model.
         """
-        transition, next_env_state = super().step_engine(constants, env_states, shared_state)
         curriculum = constants.curriculum
         if not isinstance(curriculum, RandomizationCurriculum):
-            return transition, next_env_state
-        rng, sample_rng = jax.random.split(next_env_state.rng)
-        width_state: WidthState = env_states.curriculum_state.state
-        fresh = curriculum.randomization.sample(
-            shared_state.physics_model, sample_rng, width_state.widths, width_state.pinned
+            return super().step_engine(constants, env_states, shared_state)
+        staged = env_states.randomization_dict
+        n = len(NEXT_DRAW_PREFIX)
+        next_draw = {k[n:]: v for k, v in staged.items() if k.startswith(NEXT_DRAW_PREFIX)}
+        current = xax.FrozenDict({k: v for k, v in staged.items() if not k.startswith(NEXT_DRAW_PREFIX)})
+        transition, next_env_state = super().step_engine(
+            constants, replace(env_states, randomization_dict=current), shared_state
         )
-        old = next_env_state.randomization_dict
-        merged = {k: jnp.where(transition.done, fresh[k], v) if k in fresh else v for k, v in old.items()}
+        rng = next_env_state.rng
+        if not next_draw:
+            rng, sample_rng = jax.random.split(rng)
+            width_state: WidthState = env_states.curriculum_state.state
+            next_draw = curriculum.randomization.sample(
+                shared_state.physics_model, sample_rng, width_state.widths, width_state.pinned
+            )
+            staged = {}
+        merged = {k: jnp.where(transition.done, next_draw[k], v) if k in next_draw else v for k, v in current.items()}
+        merged.update({k: v for k, v in staged.items() if k.startswith(NEXT_DRAW_PREFIX)})
         return transition, replace(next_env_state, randomization_dict=xax.FrozenDict(merged), rng=rng)
 
     def _single_update(
