@@ -11,14 +11,17 @@ and implement `get_domain_randomization` (optionally `get_randomization_curricul
 """
 
 import io
+import json
 import logging
 import tarfile
 import zlib
 from abc import abstractmethod
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
+import attrs
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -26,19 +29,38 @@ import ksim
 import mujoco.mjx as mjx
 import numpy as np
 import xax
+from jaxtyping import PyTree
 from ksim.curriculum import CurriculumState
+from ksim.task.ppo import compute_ppo_inputs, compute_ppo_loss
 from ksim.task.rl import RLLoopCarry, RLLoopConstants, RolloutConstants, RolloutEnvState, RolloutSharedState
 
 from ksim_entropy.curriculum import RandomizationCurriculum, WidthState
+from ksim_entropy.matching import EntropyTarget, MatchRule, observation_entropy, observation_gap
 from ksim_entropy.randomization import DomainRandomization
+from ksim_entropy.temperature import EntropyTemperature, TemperatureState, gaussian_entropy_range
 
-__all__ = ["DomainRandomizationMixin", "RandomizationCheckpointError", "randomization_metrics"]
+__all__ = [
+    "AutoTemperatureMixin",
+    "CheckpointAuxError",
+    "CheckpointAuxMixin",
+    "DomainRandomizationMixin",
+    "EntropyBridgedConfig",
+    "EntropyBridgedKBotTask",
+    "EntropyBridgedTask",
+    "KBotEntropyConfig",
+    "RandomizationCheckpointError",
+    "entropy_metrics",
+    "randomization_metrics",
+    "read_checkpoint_aux",
+]
 
 logger = logging.getLogger(__name__)
 
 Config = TypeVar("Config", bound=ksim.RLConfig)
 
 RANDOMIZER_KEY = "domain_randomization"
+RANDOMIZATION_AUX = "randomization"  # checkpoint aux_data key
+AUX_FORMAT = "ksim-entropy/aux-v1"
 NEXT_DRAW_PREFIX = "next_draw/"  # staged next-episode draws inside an unroll (see `_single_unroll`)
 
 
@@ -62,7 +84,97 @@ def randomization_metrics(randomization: DomainRandomization, widths: jax.Array)
     return metrics
 
 
-class DomainRandomizationMixin(ksim.RLTask[Config], Generic[Config]):
+class CheckpointAuxError(ValueError):
+    """A checkpoint's extra training state (aux_data) does not fit this task."""
+
+
+def aux_data_blob(parts: Mapping[str, PyTree]) -> dict[str, PyTree]:
+    """What to pass as xax's `aux_data`: the parts plus a manifest, so each part can be read back on its own."""
+    counts = {name: len(jax.tree.leaves(parts[name])) for name in sorted(parts)}
+    manifest = json.dumps({"format": AUX_FORMAT, "parts": counts}).encode()
+    return {"manifest": jnp.frombuffer(manifest, dtype=jnp.uint8), "parts": dict(parts)}
+
+
+def read_checkpoint_aux(ckpt_path: str | Path, templates: Mapping[str, PyTree]) -> dict[str, PyTree]:
+    """The parts named in `templates` that a checkpoint's aux_data holds, each rebuilt on its template's structure.
+
+    Parts the checkpoint lacks are left out ({} for a checkpoint without aux_data, e.g. a plain ksim run); a part
+    whose saved leaves do not fit its template raises `CheckpointAuxError`.
+    """
+    with tarfile.open(ckpt_path, "r:gz") as tar:
+        if "aux_data" not in tar.getnames():
+            return {}
+        member = tar.extractfile("aux_data")
+        raw = member.read() if member is not None else b""
+    stream, leaves = io.BytesIO(raw), []
+    try:
+        while stream.tell() < len(raw):  # xax wrote the leaves as consecutive .npy arrays, dict keys sorted
+            leaves.append(np.load(stream, allow_pickle=False))
+        manifest = json.loads(leaves[0].tobytes().decode())
+        if manifest.get("format") != AUX_FORMAT:
+            raise ValueError(f"unknown format {manifest.get('format')!r}")
+        counts: dict[str, int] = manifest["parts"]
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError, AttributeError) as err:
+        raise CheckpointAuxError(f"{ckpt_path}: unreadable aux_data ({err})") from err
+    found, offset = {}, 1
+    for name in sorted(counts):
+        part = leaves[offset : offset + counts[name]]
+        offset += counts[name]
+        if name not in templates:
+            continue
+        like, treedef = jax.tree.flatten(templates[name])
+        shapes = [tuple(x.shape) for x in part]
+        if shapes != [tuple(np.shape(x)) for x in like]:
+            raise CheckpointAuxError(
+                f"{ckpt_path}: its {name!r} state has leaf shapes {shapes}, this task's {[np.shape(x) for x in like]}"
+            )
+        found[name] = jax.tree.unflatten(
+            treedef, [jnp.asarray(x, dtype=jnp.asarray(t).dtype) for x, t in zip(part, like, strict=True)]
+        )
+    return found
+
+
+class CheckpointAuxMixin(ksim.RLTask[Config], Generic[Config]):
+    """Extra training state (controllers, curricula) saved with the weights and handed back on resume.
+
+    ksim saves only models, optimisers and the step counters. Mixins extend `checkpoint_aux` (what to save, a dict
+    of named pytrees) and `restore_checkpoint_aux` (how to put it back into the loop carry), each calling super().
+    """
+
+    def checkpoint_aux(self, constants: RLLoopConstants, carry: RLLoopCarry) -> dict[str, PyTree]:
+        return {}
+
+    def restore_checkpoint_aux(
+        self, constants: RLLoopConstants, carry: RLLoopCarry, state: xax.State, ckpt_path: Path
+    ) -> RLLoopCarry:
+        return carry
+
+    def _save(self, constants: RLLoopConstants, carry: RLLoopCarry, state: xax.State) -> None:
+        aux = self.checkpoint_aux(constants, carry)
+        if not aux:
+            super()._save(constants=constants, carry=carry, state=state)
+            return
+        model = eqx.combine(carry.shared_state.model_arrs, constants.constants.model_statics)
+        models = list(model) if isinstance(model, tuple) else [model]
+        self.save_checkpoint(
+            models=models,
+            optimizers=constants.optimizer,
+            opt_states=carry.opt_state,
+            aux_data=aux_data_blob(aux),
+            state=state,
+        )
+
+    def initialize_rl_training(
+        self, mj_model: ksim.PhysicsModel, metadata: ksim.Metadata
+    ) -> tuple[RLLoopConstants, RLLoopCarry, xax.State]:
+        constants, carry, state = super().initialize_rl_training(mj_model, metadata)
+        ckpt_path = self.get_init_ckpt_path()
+        if ckpt_path is not None:
+            carry = self.restore_checkpoint_aux(constants, carry, state, Path(ckpt_path))
+        return constants, carry, state
+
+
+class DomainRandomizationMixin(CheckpointAuxMixin[Config], Generic[Config]):
     """Per-episode physics randomization with traced, scheduled, logged and checkpointed widths."""
 
     @abstractmethod
@@ -184,29 +296,19 @@ class DomainRandomizationMixin(ksim.RLTask[Config], Generic[Config]):
         return replace(env_states, curriculum_state=CurriculumState(level=level, state=new))
 
     # ------------------------------------------------------------------ checkpoints
-    def _randomization_aux(self, curriculum: RandomizationCurriculum, width_state: WidthState) -> dict[str, jax.Array]:
-        return {
-            "names_hash": jnp.asarray(_names_hash(curriculum.randomization.names), dtype=jnp.int32),
-            "widths": width_state.widths[0],
-            "perf_sum": width_state.perf_sum[0],
-            "perf_count": width_state.perf_count[0],
-            "num_updates": width_state.num_updates[0],
-        }
-
-    def _save(self, constants: RLLoopConstants, carry: RLLoopCarry, state: xax.State) -> None:
+    def checkpoint_aux(self, constants: RLLoopConstants, carry: RLLoopCarry) -> dict[str, PyTree]:
+        aux = super().checkpoint_aux(constants, carry)
         curriculum = constants.constants.curriculum
-        if not isinstance(curriculum, RandomizationCurriculum):
-            super()._save(constants=constants, carry=carry, state=state)
-            return
-        model = eqx.combine(carry.shared_state.model_arrs, constants.constants.model_statics)
-        models = list(model) if isinstance(model, tuple) else [model]
-        self.save_checkpoint(
-            models=models,
-            optimizers=constants.optimizer,
-            opt_states=carry.opt_state,
-            aux_data={"randomization": self._randomization_aux(curriculum, carry.env_states.curriculum_state.state)},
-            state=state,
-        )
+        if isinstance(curriculum, RandomizationCurriculum):
+            width_state: WidthState = carry.env_states.curriculum_state.state
+            aux[RANDOMIZATION_AUX] = {
+                "names_hash": jnp.asarray(_names_hash(curriculum.randomization.names), dtype=jnp.int32),
+                "widths": width_state.widths[0],
+                "perf_sum": width_state.perf_sum[0],
+                "perf_count": width_state.perf_count[0],
+                "num_updates": width_state.num_updates[0],
+            }
+        return aux
 
     def load_randomization_state(
         self, ckpt_path: str | Path, curriculum: RandomizationCurriculum
@@ -215,46 +317,34 @@ class DomainRandomizationMixin(ksim.RLTask[Config], Generic[Config]):
         p = curriculum.num_parameters
         zeros = jnp.zeros(p, dtype=jnp.float32)
         count = jnp.zeros((), dtype=jnp.int32)
-        template = {
-            "randomization": {
-                "names_hash": count,
-                "widths": zeros,
-                "perf_sum": zeros,
-                "perf_count": zeros,
-                "num_updates": count,
-            }
-        }
-        with tarfile.open(ckpt_path, "r:gz") as tar:
-            names = tar.getnames()
-            if "aux_data" not in names:
-                return None
-            member = tar.extractfile("aux_data")
-            raw = member.read() if member is not None else b""
+        template = {"names_hash": count, "widths": zeros, "perf_sum": zeros, "perf_count": zeros, "num_updates": count}
         try:
-            saved = eqx.tree_deserialise_leaves(io.BytesIO(raw), template)["randomization"]
-        except Exception as err:  # equinox raises several types on a shape mismatch
+            saved = read_checkpoint_aux(ckpt_path, {RANDOMIZATION_AUX: template})
+        except CheckpointAuxError as err:
             raise RandomizationCheckpointError(
                 f"{ckpt_path}: its randomization state does not fit this task's {curriculum.num_parameters} "
                 f"parameters {curriculum.randomization.names} ({err})"
             ) from err
-        if int(saved["names_hash"]) != _names_hash(curriculum.randomization.names):
+        if RANDOMIZATION_AUX not in saved:
+            return None
+        state = saved[RANDOMIZATION_AUX]
+        if int(state["names_hash"]) != _names_hash(curriculum.randomization.names):
             raise RandomizationCheckpointError(
                 f"{ckpt_path} was saved with different randomization parameters than {curriculum.randomization.names}"
             )
-        return saved
+        return state
 
-    def initialize_rl_training(
-        self, mj_model: ksim.PhysicsModel, metadata: ksim.Metadata
-    ) -> tuple[RLLoopConstants, RLLoopCarry, xax.State]:
-        constants, carry, state = super().initialize_rl_training(mj_model, metadata)
+    def restore_checkpoint_aux(
+        self, constants: RLLoopConstants, carry: RLLoopCarry, state: xax.State, ckpt_path: Path
+    ) -> RLLoopCarry:
+        carry = super().restore_checkpoint_aux(constants, carry, state, ckpt_path)
         curriculum = constants.constants.curriculum
-        ckpt_path = self.get_init_ckpt_path()
-        if not isinstance(curriculum, RandomizationCurriculum) or ckpt_path is None:
-            return constants, carry, state
+        if not isinstance(curriculum, RandomizationCurriculum):
+            return carry
         saved = self.load_randomization_state(ckpt_path, curriculum)
         if saved is None:
             logger.warning("%s has no randomization state; widths start from their initial values", ckpt_path)
-            return constants, carry, state
+            return carry
         curriculum.randomization.check_widths(np.asarray(saved["widths"]))
         env_states = carry.env_states
         n = env_states.curriculum_state.state.widths.shape[0]
@@ -272,9 +362,9 @@ class DomainRandomizationMixin(ksim.RLTask[Config], Generic[Config]):
         )
         level = jnp.broadcast_to(curriculum.level(saved["widths"]), (n,))
         # Redraw every environment's physics at the restored widths.
-        mjx_model = self.get_mjx_model(mj_model)
+        model = carry.shared_state.physics_model
         rngs = jax.random.split(jax.random.PRNGKey(int(state.num_steps)), n)
-        fresh = jax.vmap(lambda r, w, k: curriculum.randomization.sample(mjx_model, r, w, k))(
+        fresh = jax.vmap(lambda r, w, k: curriculum.randomization.sample(model, r, w, k))(
             rngs, width_state.widths, width_state.pinned
         )
         old = env_states.randomization_dict
@@ -287,4 +377,356 @@ class DomainRandomizationMixin(ksim.RLTask[Config], Generic[Config]):
         logger.info(
             "restored randomization widths %s from %s", np.asarray(saved["widths"]).round(3).tolist(), ckpt_path
         )
-        return constants, replace(carry, env_states=env_states), state
+        return replace(carry, env_states=env_states)
+
+
+# ====================================================================== auto-tuned entropy temperature
+TEMPERATURE_KEY = "entropy_temperature"  # shared_state.aux_values and checkpoint aux_data key
+PPOConfigT = TypeVar("PPOConfigT", bound=ksim.PPOConfig)
+
+
+class AutoTemperatureMixin(CheckpointAuxMixin[PPOConfigT], ksim.PPOTask[PPOConfigT], Generic[PPOConfigT]):
+    """PPO whose entropy bonus −α·Σ_dims H has a temperature α tuned toward a target entropy (nats/dim).
+
+    α lives in the loop carry (``shared_state.aux_values``), so it changes without recompiling, and is saved with
+    the checkpoint and restored on resume. The loss is ksim's (`compute_ppo_inputs`, `compute_ppo_loss`) with the
+    fixed `entropy_coef` term replaced by the α term. `get_ppo_variables` must return the policy's entropy in nats
+    per action dimension (see `ksim_entropy.temperature.gaussian_entropy`).
+    """
+
+    def get_entropy_temperature(self) -> EntropyTemperature | None:
+        """The temperature controller; None keeps ksim's fixed `entropy_coef`."""
+        return None
+
+    def _get_shared_state(self, **kwargs: object) -> RolloutSharedState:
+        shared = super()._get_shared_state(**kwargs)  # type: ignore[arg-type]
+        temperature = self.get_entropy_temperature()
+        if temperature is None:
+            return shared
+        aux = {**shared.aux_values, TEMPERATURE_KEY: temperature.initial_state()}
+        return replace(shared, aux_values=xax.FrozenDict(aux))
+
+    def _ppo_loss_at_alpha(
+        self,
+        model_arr: PyTree,
+        model_static: PyTree,
+        trajectories: ksim.Trajectory,
+        rewards: ksim.RewardState,
+        init_carry: PyTree,
+        on_policy_variables: ksim.PPOVariables,
+        rng: jax.Array,
+        alpha: jax.Array,
+    ) -> tuple[jax.Array, xax.FrozenDict[str, jax.Array]]:
+        model = eqx.combine(model_arr, model_static)
+        cfg = self.config
+
+        def one_trajectory(
+            trajectory: ksim.Trajectory,
+            reward: ksim.RewardState,
+            carry: PyTree,
+            on_policy: ksim.PPOVariables,
+            key: jax.Array,
+        ) -> tuple[jax.Array, xax.FrozenDict[str, jax.Array]]:
+            off_policy, _ = self.get_ppo_variables(model, trajectory, carry, key)
+            if off_policy.entropy is None:
+                raise ValueError("the auto-tuned temperature needs get_ppo_variables to return the policy entropy")
+            inputs = compute_ppo_inputs(
+                values_t=jax.lax.stop_gradient(off_policy.values),
+                rewards_t=reward.total,
+                dones_t=trajectory.done,
+                successes_t=trajectory.success,
+                decay_gamma=cfg.gamma,
+                gae_lambda=cfg.lam,
+                normalize_advantages=cfg.normalize_advantages,
+                monte_carlo_returns=cfg.monte_carlo_returns,
+            )
+            losses = dict(
+                compute_ppo_loss(
+                    ppo_inputs=inputs,
+                    on_policy_variables=on_policy,
+                    off_policy_variables=replace(off_policy, entropy=None),
+                    clip_param=cfg.clip_param,
+                    value_loss_coef=cfg.value_loss_coef,
+                    entropy_coef=0.0,
+                    kl_coef=cfg.kl_coef,
+                    log_clip_value=cfg.log_clip_value,
+                    use_clipped_value_loss=cfg.use_clipped_value_loss,
+                )
+            )
+            losses["entropy"] = -alpha * off_policy.entropy.sum(axis=-1)
+            metrics = dict(self.get_ppo_metrics(losses, inputs, on_policy, off_policy))
+            metrics["policy_entropy_per_dim"] = jnp.mean(off_policy.entropy)
+            num_valid = jnp.sum(~trajectory.done)
+            loss = jnp.stack(list(losses.values()), axis=-1).sum() / (num_valid + 1e-6)
+            return loss, xax.FrozenDict(metrics)
+
+        keys = jax.random.split(rng, rewards.total.shape[0])
+        loss, metrics = jax.vmap(one_trajectory)(trajectories, rewards, init_carry, on_policy_variables, keys)
+        return loss.mean(), metrics
+
+    def _single_step(
+        self,
+        trajectories: ksim.Trajectory,
+        rewards: ksim.RewardState,
+        constants: RLLoopConstants,
+        carry: RLLoopCarry,
+        on_policy_variables: ksim.PPOVariables,
+        rng: jax.Array,
+    ) -> tuple[RLLoopCarry, xax.FrozenDict[str, jax.Array]]:
+        temperature = self.get_entropy_temperature()
+        if temperature is None:
+            return super()._single_step(
+                trajectories=trajectories,
+                rewards=rewards,
+                constants=constants,
+                carry=carry,
+                on_policy_variables=on_policy_variables,
+                rng=rng,
+            )
+        alpha = jax.lax.stop_gradient(temperature.alpha(carry.shared_state.aux_values[TEMPERATURE_KEY]))
+        model_arr = carry.shared_state.model_arrs[0]
+        model_static = constants.constants.model_statics[0]
+
+        def loss_fn(arr: PyTree) -> tuple[jax.Array, xax.FrozenDict[str, jax.Array]]:
+            return self._ppo_loss_at_alpha(
+                arr,
+                model_static,
+                trajectories,
+                rewards,
+                carry.env_states.model_carry,
+                on_policy_variables,
+                rng,
+                alpha,
+            )
+
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(model_arr)
+        updates, opt_state = constants.optimizer[0].update(grads, carry.opt_state[0], model_arr)
+        model_arr = eqx.apply_updates(model_arr, updates)
+        shared = replace(carry.shared_state, model_arrs=xax.tuple_insert(carry.shared_state.model_arrs, 0, model_arr))
+        return replace(carry, shared_state=shared, opt_state=xax.tuple_insert(carry.opt_state, 0, opt_state)), metrics
+
+    def _single_update(
+        self,
+        carry: RLLoopCarry,
+        constants: RLLoopConstants,
+        env_state: RolloutEnvState,
+        state: xax.State,
+        trajectories: ksim.Trajectory,
+        rewards: ksim.RewardState,
+    ) -> tuple[xax.State, RLLoopCarry, ksim.Metrics]:
+        new_state, new_carry, metrics = super()._single_update(
+            carry=carry,
+            constants=constants,
+            env_state=env_state,
+            state=state,
+            trajectories=trajectories,
+            rewards=rewards,
+        )
+        temperature = self.get_entropy_temperature()
+        if temperature is None:
+            return new_state, new_carry, metrics
+        aux = new_carry.shared_state.aux_values
+        before: TemperatureState = aux[TEMPERATURE_KEY]
+        entropy = jnp.mean(metrics.train["policy_entropy_per_dim"])
+        after = temperature.update(before, entropy)
+        shared = replace(new_carry.shared_state, aux_values=xax.FrozenDict({**aux, TEMPERATURE_KEY: after}))
+        extra = {
+            "policy_entropy_per_dim": entropy,
+            "temperature_alpha": temperature.alpha(before),
+            "temperature_target_entropy": jnp.float32(temperature.target_entropy),
+            "temperature_rate": after.rate,
+        }
+        metrics = replace(metrics, train=xax.FrozenDict({**metrics.train, **extra}))
+        return new_state, replace(new_carry, shared_state=shared), metrics
+
+    def checkpoint_aux(self, constants: RLLoopConstants, carry: RLLoopCarry) -> dict[str, PyTree]:
+        aux = super().checkpoint_aux(constants, carry)
+        if TEMPERATURE_KEY in carry.shared_state.aux_values:
+            aux[TEMPERATURE_KEY] = carry.shared_state.aux_values[TEMPERATURE_KEY]
+        return aux
+
+    def restore_checkpoint_aux(
+        self, constants: RLLoopConstants, carry: RLLoopCarry, state: xax.State, ckpt_path: Path
+    ) -> RLLoopCarry:
+        carry = super().restore_checkpoint_aux(constants, carry, state, ckpt_path)
+        aux = carry.shared_state.aux_values
+        if TEMPERATURE_KEY not in aux:
+            return carry
+        saved = read_checkpoint_aux(ckpt_path, {TEMPERATURE_KEY: aux[TEMPERATURE_KEY]}).get(TEMPERATURE_KEY)
+        if saved is None:
+            logger.warning("%s has no entropy temperature state; α starts from its initial value", ckpt_path)
+            return carry
+        logger.info("restored entropy temperature α=%.6g from %s", float(jnp.exp(saved.log_alpha)), ckpt_path)
+        shared = replace(carry.shared_state, aux_values=xax.FrozenDict({**aux, TEMPERATURE_KEY: saved}))
+        return replace(carry, shared_state=shared)
+
+
+# ====================================================================== the entropy-bridged task
+@jax.tree_util.register_dataclass
+@dataclass
+class EntropyBridgedConfig(ksim.PPOConfig):
+    """Switches and defaults of `EntropyBridgedTask` (sources: ../shared/docs/sim2real-anchors.md §4)."""
+
+    auto_temperature: bool = xax.field(value=True, help="Tune the entropy temperature α (false: fixed entropy_coef).")
+    target_entropy: float = xax.field(value=-1.0, help="Target policy entropy (nats per action dim); SAC's −1.")
+    initial_alpha: float = xax.field(value=4e-3, help="Starting α (kbot-joystick's entropy_coef).")
+    alpha_bounds: tuple[float, float] = xax.field(value=(1e-4, 1e-1), help="α is clamped to [min, max] (ALF).")
+    temperature_mode: str = xax.field(value="damped", help="damped (ALF-style steps) | dual (SAC, Adam on log α).")
+    temperature_rate: float = xax.field(value=0.6931, help="damped: first step on log α (ln 2, ALF).")
+    temperature_min_rate: float = xax.field(value=0.01, help="damped: smallest step on log α (ALF).")
+    temperature_dual_lr: float = xax.field(value=0.05, help="dual: Adam learning rate on log α per update.")
+    entropy_target_path: str | None = xax.field(value=None, help="Real-log entropy profile (ksim-bridge profile).")
+    entropy_match_band: tuple[float, float] = xax.field(value=(0.7, 1.5), help="Entropy ratio band kept as is.")
+    entropy_match_factors: tuple[float, float] = xax.field(value=(0.9, 1.1), help="Width × (shrink, grow).")
+    entropy_match_every: int = xax.field(value=10, help="PPO updates between entropy-matching decisions.")
+    entropy_metrics: bool = xax.field(value=True, help="Log observation entropy per group every update.")
+
+
+BridgedConfigT = TypeVar("BridgedConfigT", bound=EntropyBridgedConfig)
+
+
+class EntropyBridgedTask(
+    AutoTemperatureMixin[BridgedConfigT], DomainRandomizationMixin[BridgedConfigT], Generic[BridgedConfigT]
+):
+    """PPO with an auto-tuned temperature, per-episode entropy-aware randomization and entropy-matched widths.
+
+    ``class MyTask(EntropyBridgedTask[MyConfig], ksim.PPOTask[MyConfig])`` with ``MyConfig(EntropyBridgedConfig)``.
+    Config fields switch each piece: `auto_temperature`, `entropy_target_path` (a profile switches the
+    randomization curriculum to entropy matching). Override `get_action_entropy_range` (to refuse unreachable
+    targets) and `get_entropy_observations` (profile group → observation key; also the groups whose rollout
+    entropy is logged). Logged every update: policy entropy, α, observation entropy per group, the
+    policy-to-observation entropy ratio, randomization npd and widths, and with a target the W2 distance and
+    entropy ratio to it.
+    """
+
+    def get_action_entropy_range(self) -> tuple[float, float] | None:
+        """Per-dimension entropies (nats) the policy's action distribution can reach; None if unknown."""
+        return None
+
+    def get_entropy_observations(self) -> dict[str, str]:
+        """Profile group → observation key of the signals the policy sees (for logging and matching)."""
+        return {}
+
+    def get_entropy_temperature(self) -> EntropyTemperature | None:
+        cfg = self.config
+        if not cfg.auto_temperature:
+            return None
+        low, high = cfg.alpha_bounds
+        return EntropyTemperature(
+            target_entropy=cfg.target_entropy,
+            initial_alpha=cfg.initial_alpha,
+            min_alpha=low,
+            max_alpha=high,
+            mode=cfg.temperature_mode,  # type: ignore[arg-type]
+            initial_rate=cfg.temperature_rate,
+            min_rate=cfg.temperature_min_rate,
+            dual_learning_rate=cfg.temperature_dual_lr,
+            entropy_range=self.get_action_entropy_range(),
+        )
+
+    def get_entropy_target(self) -> EntropyTarget | None:
+        path = self.config.entropy_target_path
+        return None if path is None else EntropyTarget.load(path, self.get_entropy_observations())
+
+    def get_curriculum(self, physics_model: ksim.PhysicsModel) -> ksim.Curriculum:
+        curriculum = super().get_curriculum(physics_model)
+        target = self.get_entropy_target()
+        if target is None or not isinstance(curriculum, RandomizationCurriculum):
+            return curriculum
+        cfg = self.config
+        (low, high), (shrink, grow) = cfg.entropy_match_band, cfg.entropy_match_factors
+        rule = MatchRule(low=low, high=high, shrink=shrink, grow=grow, every_updates=cfg.entropy_match_every)
+        return attrs.evolve(curriculum, mode="matched", target=target, match_rule=rule)
+
+    def _single_update(
+        self,
+        carry: RLLoopCarry,
+        constants: RLLoopConstants,
+        env_state: RolloutEnvState,
+        state: xax.State,
+        trajectories: ksim.Trajectory,
+        rewards: ksim.RewardState,
+    ) -> tuple[xax.State, RLLoopCarry, ksim.Metrics]:
+        new_state, new_carry, metrics = super()._single_update(
+            carry=carry,
+            constants=constants,
+            env_state=env_state,
+            state=state,
+            trajectories=trajectories,
+            rewards=rewards,
+        )
+        extra = entropy_metrics(
+            trajectories.obs,
+            self.get_entropy_observations() if self.config.entropy_metrics else {},
+            metrics.train,
+            getattr(constants.constants.curriculum, "target", None),
+        )
+        return new_state, new_carry, replace(metrics, train=xax.FrozenDict({**metrics.train, **extra}))
+
+
+def entropy_metrics(
+    obs: Mapping[str, jax.Array],
+    groups: Mapping[str, str],
+    train_metrics: Mapping[str, jax.Array],
+    target: EntropyTarget | None,
+) -> dict[str, jax.Array]:
+    """Observation entropy per group (nats/channel), the policy-to-observation entropy ratio, the gap to a target."""
+    out: dict[str, jax.Array] = {}
+    if groups:
+        entropies = observation_entropy(obs, groups)
+        channels = {g: _channel_count(obs[k]) for g, k in groups.items()}
+        for g, h in entropies.items():
+            out[f"obs_entropy_{g}"] = h / channels[g]
+        per_channel = sum(entropies.values()) / sum(channels.values())
+        out["obs_entropy_per_channel"] = per_channel
+        if "policy_entropy_per_dim" in train_metrics:
+            out["policy_obs_entropy_ratio"] = jnp.mean(train_metrics["policy_entropy_per_dim"]) / per_channel
+    if target is not None:
+        gap = observation_gap(obs, target)
+        out["target_w2"] = gap["w2"]
+        out["target_entropy_ratio"] = gap["entropy_ratio"]
+        for g in target.groups:
+            out[f"target_w2_{g.group}"] = gap[f"{g.group}/w2"]
+    return out
+
+
+def _channel_count(x: jax.Array) -> int:
+    return int(x.shape[-1]) if x.ndim > 2 else 1
+
+
+# ====================================================================== the K-Bot
+KBOT_ENTROPY_OBSERVATIONS: dict[str, str] = {
+    "joint_angles": "noisy_joint_position",  # rad
+    "joint_vels": "noisy_joint_velocity",  # rad/s
+    "projected_g": "noisy_projected_gravity",  # m/s²
+    "gyro": "noisy_imu_gyro",  # rad/s
+}
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class KBotEntropyConfig(EntropyBridgedConfig):
+    """`EntropyBridgedConfig` plus the K-Bot policy's action-std clamp (what bounds its entropy)."""
+
+    min_std: float = xax.field(value=0.01, help="Minimum action std before var_scale (rad).")
+    max_std: float = xax.field(value=1.0, help="Maximum action std (rad).")
+    var_scale: float = xax.field(value=0.5, help="Scale on the softplus action std.")
+
+
+KBotConfigT = TypeVar("KBotConfigT", bound=KBotEntropyConfig)
+
+
+class EntropyBridgedKBotTask(EntropyBridgedTask[KBotConfigT], Generic[KBotConfigT]):
+    """`EntropyBridgedTask` for the K-Bot.
+
+    Its four sensor groups as kinfer logs them (`ksim_entropy.bridge.schema`) are paired with the policy's noisy
+    observations, and the entropy range is that of `ksim_entropy.policy.RecurrentActor` (std in
+    [min_std·var_scale, max_std] rad).
+    """
+
+    def get_action_entropy_range(self) -> tuple[float, float]:
+        cfg = self.config
+        return gaussian_entropy_range(cfg.min_std * cfg.var_scale, cfg.max_std)
+
+    def get_entropy_observations(self) -> dict[str, str]:
+        return dict(KBOT_ENTROPY_OBSERVATIONS)

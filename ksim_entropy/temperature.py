@@ -1,0 +1,174 @@
+"""An entropy temperature α for PPO, tuned during training toward a target policy entropy (nats per action dim).
+
+ksim's PPO adds ``−entropy_coef · Σ_dims H`` to the loss with a fixed, jit-static `entropy_coef`. Here α plays that
+role but is a traced array, so it changes every update without recompiling, and it is steered toward a target
+entropy H̄ (per action dimension) by one of two controllers, run once per PPO update on the mean per-dimension
+policy entropy H of that update:
+
+- ``"damped"`` (default), after ALF's `EntropyTargetAlgorithm` (HorizonRobotics/alf, the on-policy anchor, see
+  ../shared/docs/sim2real-anchors.md §4.2): log α moves by a step `rate` toward the side that corrects the error,
+  ``log α += rate · sign(H̄ − H_avg)``; every time the error changes sign the rate shrinks ×`rate_decay` (floored
+  at `min_rate`), and when the entropy is further than `fast_margin` nats/dim from the target the rate resets to
+  `initial_rate`. A plain dual gradient oscillates on-policy because the entropy answers α with a lag of many
+  updates; shrinking the step at each crossing damps that oscillation.
+- ``"dual"``: SAC's dual descent (Haarnoja et al., arXiv 1812.05905): minimise ``log α · (H − H̄)`` with Adam
+  (`dual_learning_rate`); its Adam moments are part of the state and are checkpointed with it.
+
+α is clamped to [`min_alpha`, `max_alpha`] (ALF's floor 1e-4; 0.1 is ALF's initial α, ten times the top of the
+1e-3…1e-2 range locomotion PPO stacks use, anchors §4.3). Defaults: α₀ = 4e-3 (kbot-joystick's entropy_coef),
+H̄ = −1.0 nats/dim (SAC's −dim(A) convention, σ ≈ 0.089 for a Gaussian: anchors §4.4).
+
+Entropies are analytic differential entropies: a Gaussian with std σ has ½·log(2πe) + log σ nats per dimension.
+(xax 0.4.4's `Normal.entropy()` returns log(2πe) + log σ, ½·log(2πe) ≈ 1.419 nats too much; use
+`gaussian_entropy` for the PPO variables.)
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import attrs
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, ArrayLike, PyTree
+
+__all__ = [
+    "HALF_LOG_2PI_E",
+    "EntropyTemperature",
+    "TemperatureMode",
+    "TemperatureState",
+    "gaussian_entropy",
+    "gaussian_entropy_range",
+]
+
+HALF_LOG_2PI_E = 0.5 * float(np.log(2.0 * np.pi * np.e))  # 1.4189 nats: entropy of a unit Gaussian
+
+TemperatureMode = Literal["damped", "dual"]
+MODES: tuple[TemperatureMode, ...] = ("damped", "dual")
+
+
+def gaussian_entropy(std: ArrayLike) -> Array:
+    """Differential entropy (nats) of a Gaussian with standard deviation `std`, elementwise."""
+    return HALF_LOG_2PI_E + jnp.log(std)
+
+
+def gaussian_entropy_range(min_std: float, max_std: float) -> tuple[float, float]:
+    """The per-dimension entropies (nats) a Gaussian policy with std clamped to [min_std, max_std] can reach."""
+    if not 0.0 < min_std <= max_std:
+        raise ValueError(f"need 0 < min_std <= max_std, got {min_std}, {max_std}")
+    return HALF_LOG_2PI_E + float(np.log(min_std)), HALF_LOG_2PI_E + float(np.log(max_std))
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class TemperatureState:
+    """The controller's state; all float32 / int32 arrays, saved in checkpoints as is."""
+
+    log_alpha: Array  # ()
+    rate: Array  # () damped: current step on log α
+    last_sign: Array  # () damped: sign of the last error (+1 entropy too low, −1 too high, 0 none yet)
+    entropy_avg: Array  # () running average of the per-dimension entropy (nats)
+    num_updates: Array  # int32 ()
+    opt_state: PyTree  # dual: Adam's state over log α; damped: ()
+
+
+@attrs.define(frozen=True, kw_only=True)
+class EntropyTemperature:
+    """Target-entropy controller for α (see the module doc).
+
+    `entropy_range` (nats/dim), if given, is what the policy's action distribution can reach; a target outside it
+    is refused.
+    """
+
+    target_entropy: float = attrs.field(default=-1.0)
+    initial_alpha: float = attrs.field(default=4e-3)
+    min_alpha: float = attrs.field(default=1e-4)
+    max_alpha: float = attrs.field(default=1e-1)
+    mode: TemperatureMode = attrs.field(default="damped")
+    initial_rate: float = attrs.field(default=float(np.log(2.0)))
+    rate_decay: float = attrs.field(default=0.9)
+    min_rate: float = attrs.field(default=0.01)
+    fast_margin: float = attrs.field(default=1.0)
+    averaging: float = attrs.field(default=0.5)
+    dual_learning_rate: float = attrs.field(default=0.05)
+    entropy_range: tuple[float, float] | None = attrs.field(default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"temperature mode must be one of {MODES}, got {self.mode!r}")
+        values = {k: getattr(self, k) for k in ("target_entropy", "initial_alpha", "min_alpha", "max_alpha")}
+        for name, value in values.items():
+            if not np.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
+        if not 0.0 < self.min_alpha < self.max_alpha:
+            raise ValueError(
+                f"alpha bounds inverted or empty: need 0 < min_alpha < max_alpha, got min_alpha={self.min_alpha}, "
+                f"max_alpha={self.max_alpha}"
+            )
+        if not self.min_alpha <= self.initial_alpha <= self.max_alpha:
+            raise ValueError(
+                f"initial_alpha={self.initial_alpha} is outside [min_alpha, max_alpha] = [{self.min_alpha}, "
+                f"{self.max_alpha}]"
+            )
+        if not 0.0 < self.min_rate <= self.initial_rate:
+            raise ValueError(f"need 0 < min_rate <= initial_rate, got {self.min_rate}, {self.initial_rate}")
+        if not 0.0 < self.rate_decay <= 1.0:
+            raise ValueError(f"rate_decay must be in (0, 1], got {self.rate_decay}")
+        if not 0.0 < self.averaging <= 1.0:
+            raise ValueError(f"averaging must be in (0, 1], got {self.averaging}")
+        if not self.fast_margin > 0.0 or not self.dual_learning_rate > 0.0:
+            raise ValueError("fast_margin and dual_learning_rate must be > 0")
+        if self.entropy_range is not None:
+            low, high = self.entropy_range
+            if not low < self.target_entropy < high:
+                raise ValueError(
+                    f"target entropy {self.target_entropy:.3f} nats/dim is out of reach: the policy's action "
+                    f"distribution spans ({low:.3f}, {high:.3f}) nats/dim"
+                )
+
+    @property
+    def _optimizer(self) -> optax.GradientTransformation:
+        return optax.adam(self.dual_learning_rate)
+
+    def initial_state(self) -> TemperatureState:
+        log_alpha = jnp.asarray(np.log(self.initial_alpha), dtype=jnp.float32)
+        return TemperatureState(
+            log_alpha=log_alpha,
+            rate=jnp.asarray(self.initial_rate, dtype=jnp.float32),
+            last_sign=jnp.zeros((), dtype=jnp.float32),
+            entropy_avg=jnp.zeros((), dtype=jnp.float32),
+            num_updates=jnp.zeros((), dtype=jnp.int32),
+            opt_state=self._optimizer.init(log_alpha) if self.mode == "dual" else (),
+        )
+
+    def alpha(self, state: TemperatureState) -> Array:
+        return jnp.exp(state.log_alpha)
+
+    def update(self, state: TemperatureState, entropy_per_dim: ArrayLike) -> TemperatureState:
+        """One controller step on the mean per-dimension policy entropy (nats) of the last PPO update."""
+        h = jnp.asarray(entropy_per_dim, dtype=jnp.float32)
+        first = state.num_updates == 0
+        avg = jnp.where(first, h, (1.0 - self.averaging) * state.entropy_avg + self.averaging * h)
+        error = self.target_entropy - avg  # > 0: entropy too low, raise α
+        lo, hi = float(np.log(self.min_alpha)), float(np.log(self.max_alpha))
+        if self.mode == "dual":
+            grad = h - self.target_entropy  # d/d log α of log α · (H − H̄)
+            step, opt_state = self._optimizer.update(grad, state.opt_state, state.log_alpha)
+            log_alpha = jnp.clip(optax.apply_updates(state.log_alpha, step), lo, hi)
+            sign, rate = jnp.sign(error), state.rate
+        else:
+            opt_state = state.opt_state
+            sign = jnp.sign(error)
+            crossed = (sign * state.last_sign) < 0
+            rate = jnp.where(crossed, jnp.maximum(state.rate * self.rate_decay, self.min_rate), state.rate)
+            rate = jnp.where(jnp.abs(error) > self.fast_margin, jnp.float32(self.initial_rate), rate)
+            log_alpha = jnp.clip(state.log_alpha + rate * sign, lo, hi)
+        return TemperatureState(
+            log_alpha=log_alpha.astype(jnp.float32),
+            rate=rate.astype(jnp.float32),
+            last_sign=sign.astype(jnp.float32),
+            entropy_avg=avg,
+            num_updates=state.num_updates + 1,
+            opt_state=opt_state,
+        )

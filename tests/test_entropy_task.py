@@ -1,0 +1,212 @@
+"""The entropy-bridged task inside ksim's real PPO (K-Bot walking task, MJX on CPU): the α term is exactly ksim's
+fixed-coefficient entropy term at the same value, α and its controller state survive a checkpoint bit for bit,
+and the entropy metrics are the closed forms."""
+
+import dataclasses
+import io
+import tarfile
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import ksim
+import numpy as np
+import pytest
+import xax
+from ksim.task.rl import RLLoopCarry, RLLoopConstants
+
+from ksim_entropy.matching import EntropyTarget, GroupTarget, observation_gap
+from ksim_entropy.task import (
+    TEMPERATURE_KEY,
+    CheckpointAuxError,
+    aux_data_blob,
+    entropy_metrics,
+    read_checkpoint_aux,
+)
+from ksim_entropy.temperature import EntropyTemperature, gaussian_entropy
+from tasks.walk import COMMON_DEFAULTS, PRESETS, KBotWalkingTask, WalkConfig
+
+
+def write_checkpoint(path, parts) -> None:
+    """A checkpoint tar with xax's aux_data member (xax writes it with equinox's serialiser, as here)."""
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, aux_data_blob(parts))
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("aux_data")
+        info.size = len(buf.getvalue())
+        tar.addfile(info, io.BytesIO(buf.getvalue()))
+
+
+def dual_state_after(updates: int):
+    temperature = EntropyTemperature(mode="dual")
+    state = temperature.initial_state()
+    for h in np.linspace(1.0, -2.0, updates):
+        state = temperature.update(state, h)
+    return temperature, state
+
+
+def assert_bitwise_equal(a, b) -> None:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb) and jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(la, lb, strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.tobytes() == y.tobytes()
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint parts
+def test_aux_parts_round_trip_bit_for_bit_and_read_on_their_own(tmp_path):
+    temperature, state = dual_state_after(7)
+    widths = {"names_hash": jnp.asarray(12345, jnp.int32), "widths": jnp.linspace(0.1, 1.2, 12, dtype=jnp.float32)}
+    path = tmp_path / "ckpt.bin"
+    write_checkpoint(path, {TEMPERATURE_KEY: state, "randomization": widths})
+    template = temperature.initial_state()
+    both = read_checkpoint_aux(path, {TEMPERATURE_KEY: template, "randomization": widths})
+    assert_bitwise_equal(both[TEMPERATURE_KEY], state)
+    assert_bitwise_equal(both["randomization"], widths)
+    # Each part alone (a task with only one of the mixins switched on), in either order of the saved keys.
+    assert_bitwise_equal(read_checkpoint_aux(path, {"randomization": widths})["randomization"], widths)
+    assert_bitwise_equal(read_checkpoint_aux(path, {TEMPERATURE_KEY: template})[TEMPERATURE_KEY], state)
+    # The controller continues exactly where it stopped.
+    restored = both[TEMPERATURE_KEY]
+    assert_bitwise_equal(temperature.update(restored, -0.3), temperature.update(state, -0.3))
+    # A part the checkpoint lacks is absent, not invented.
+    assert read_checkpoint_aux(path, {"something_else": widths}) == {}
+
+
+def test_aux_part_that_does_not_fit_is_refused(tmp_path):
+    _, dual = dual_state_after(3)
+    path = tmp_path / "ckpt.bin"
+    write_checkpoint(path, {TEMPERATURE_KEY: dual})
+    damped = EntropyTemperature(mode="damped").initial_state()  # no Adam state: different leaves
+    with pytest.raises(CheckpointAuxError, match="entropy_temperature"):
+        read_checkpoint_aux(path, {TEMPERATURE_KEY: damped})
+    garbage = tmp_path / "garbage.bin"
+    with tarfile.open(garbage, "w:gz") as tar:
+        info = tarfile.TarInfo("aux_data")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"\x00\x01abc"))
+    with pytest.raises(CheckpointAuxError, match="unreadable aux_data"):
+        read_checkpoint_aux(garbage, {TEMPERATURE_KEY: damped})
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def test_entropy_metrics_are_the_closed_forms():
+    rng = np.random.default_rng(0)
+    joints = rng.normal(0.2, 0.05, size=(4, 50, 3)).astype(np.float32)  # (envs, steps, channels)
+    gyro = rng.normal(0.0, 0.3, size=(4, 50, 3)).astype(np.float32)
+    obs = {"noisy_joint_position": jnp.asarray(joints), "noisy_imu_gyro": jnp.asarray(gyro)}
+    groups = {"joint_angles": "noisy_joint_position", "gyro": "noisy_imu_gyro"}
+    target = EntropyTarget(
+        groups=(
+            GroupTarget(
+                group="joint_angles",
+                observation="noisy_joint_position",
+                channels=("a", "b", "c"),
+                mean=(0.1, 0.2, 0.3),
+                std=(0.05, 0.1, 0.02),
+            ),
+        )
+    )
+    out = entropy_metrics(obs, groups, {"policy_entropy_per_dim": jnp.asarray([-1.0, -0.5])}, target)
+    flat = joints.reshape(-1, 3)
+    sd = flat.std(axis=0, ddof=1)
+    h_joint = np.sum(0.5 * np.log(2 * np.pi * np.e * sd**2))
+    h_gyro = np.sum(0.5 * np.log(2 * np.pi * np.e * gyro.reshape(-1, 3).std(axis=0, ddof=1) ** 2))
+    assert float(out["obs_entropy_joint_angles"]) == pytest.approx(h_joint / 3, rel=1e-4)
+    assert float(out["obs_entropy_per_channel"]) == pytest.approx((h_joint + h_gyro) / 6, rel=1e-4)
+    assert float(out["policy_obs_entropy_ratio"]) == pytest.approx(-0.75 / ((h_joint + h_gyro) / 6), rel=1e-4)
+    w2 = np.sqrt(np.sum((flat.mean(0) - [0.1, 0.2, 0.3]) ** 2 + (sd - [0.05, 0.1, 0.02]) ** 2))
+    assert float(out["target_w2"]) == pytest.approx(w2, rel=1e-4)
+    h_real = np.sum(0.5 * np.log(2 * np.pi * np.e * np.array([0.05, 0.1, 0.02]) ** 2))
+    assert float(out["target_entropy_ratio"]) == pytest.approx(np.exp((h_joint - h_real) / 3), rel=1e-4)
+    with pytest.raises(ValueError, match="3 channels, the profile 2"):
+        bad = GroupTarget(group="gyro", observation="noisy_imu_gyro", channels=("x", "y"), mean=(0, 0), std=(1, 1))
+        observation_gap(obs, EntropyTarget(groups=(bad,)))
+
+
+# ---------------------------------------------------------------------------------------------- inside ksim's PPO
+@pytest.fixture(scope="module")
+def ppo_parts(tmp_path_factory):
+    base = {
+        **COMMON_DEFAULTS,
+        **PRESETS["cpu"],
+        "num_envs": 2,
+        "batch_size": 2,
+        "num_passes": 1,
+        "episode_length_s": 0.1,
+        "hidden_size": 16,
+        "exp_dir": str(tmp_path_factory.mktemp("bridged")),
+    }
+    known = {f.name for f in dataclasses.fields(WalkConfig)}
+    base = {k: v for k, v in base.items() if k in known}
+    task = KBotWalkingTask(KBotWalkingTask.get_config(base, use_cli=False))
+    mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
+    metadata = task.get_mujoco_model_metadata(mj_model)
+    mjx_model = task.get_mjx_model(mj_model)
+    model = task.get_model(ksim.InitParams(key=jax.random.PRNGKey(0), physics_model=mj_model))
+    model_arr, model_static = eqx.partition(model, task.model_partition_fn)
+    constants = task._get_constants(
+        metadata=metadata, physics_model=mjx_model, model_statics=(model_static,), argmax_action=False
+    )
+    env_state = task._get_env_state(
+        rng=jax.random.PRNGKey(1),
+        rollout_constants=constants,
+        mj_model=mj_model,
+        physics_model=mjx_model,
+        policy_model=model,
+        randomizers=xax.freeze_dict(task.get_physics_randomizers(mjx_model)),
+    )
+    shared = task._get_shared_state(
+        rng=jax.random.PRNGKey(2), mj_model=mj_model, physics_model=mjx_model, model_arrs=(model_arr,)
+    )
+    trajectories, rewards, _ = jax.jit(lambda e, s: task._single_unroll(constants, e, s, 4))(env_state, shared)
+    return task, constants, env_state, shared, model_arr, model_static, trajectories, rewards, base
+
+
+@pytest.mark.slow
+def test_alpha_term_equals_ksims_fixed_entropy_term_at_the_same_value(ppo_parts):
+    task, _, env_state, _, model_arr, model_static, traj, rewards, base = ppo_parts
+    alpha = 0.0123
+    on_policy, _ = jax.vmap(task.get_ppo_variables, in_axes=(None, 0, 0, 0))(
+        eqx.combine(model_arr, model_static), traj, env_state.model_carry, jax.random.split(jax.random.PRNGKey(3), 2)
+    )
+    on_policy = jax.tree.map(jax.lax.stop_gradient, on_policy)
+    rng = jax.random.PRNGKey(4)
+    ours, ours_metrics = jax.jit(
+        lambda a: task._ppo_loss_at_alpha(
+            model_arr, model_static, traj, rewards, env_state.model_carry, on_policy, rng, a
+        )
+    )(jnp.float32(alpha))
+    # The oracle: ksim's own loss with the same coefficient as its static entropy_coef.
+    oracle_task = KBotWalkingTask(KBotWalkingTask.get_config({**base, "entropy_coef": alpha}, use_cli=False))
+    theirs, _ = oracle_task._get_ppo_loss_and_metrics(
+        model_arr, model_static, traj, rewards, env_state.model_carry, on_policy, rng
+    )
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-5, abs=1e-7)
+    # And the entropy it sees is the analytic Gaussian entropy of the actor's std (not xax's +1.42 nats/dim).
+    assert float(jnp.mean(ours_metrics["policy_entropy_per_dim"])) < 1.0
+
+
+@pytest.mark.slow
+def test_temperature_and_widths_restore_bit_for_bit_from_a_checkpoint(ppo_parts, tmp_path):
+    task, constants, env_state, shared, *_ = ppo_parts
+    assert TEMPERATURE_KEY in shared.aux_values
+    temperature = task.get_entropy_temperature()
+    state = shared.aux_values[TEMPERATURE_KEY]
+    for h in (0.4, 0.1, -1.7, -0.9):
+        state = temperature.update(state, h)
+    loop_constants = RLLoopConstants(optimizer=(task.get_optimizer(),), constants=constants)
+    carry = RLLoopCarry(opt_state=(), env_states=env_state, shared_state=shared)
+    trained = dataclasses.replace(
+        carry, shared_state=dataclasses.replace(shared, aux_values=xax.FrozenDict({TEMPERATURE_KEY: state}))
+    )
+    widths = np.asarray(constants.curriculum.randomization.initial_widths) * 0.8
+    trained = dataclasses.replace(trained, env_states=task.with_widths(env_state, constants.curriculum, widths))
+    path = tmp_path / "ckpt.bin"
+    write_checkpoint(path, task.checkpoint_aux(loop_constants, trained))
+
+    restored = task.restore_checkpoint_aux(loop_constants, carry, xax.State.init_state(), path)
+    assert_bitwise_equal(restored.shared_state.aux_values[TEMPERATURE_KEY], state)
+    np.testing.assert_array_equal(restored.env_states.curriculum_state.state.widths[0], widths.astype(np.float32))
+    assert float(gaussian_entropy(1.0)) == pytest.approx(0.5 * np.log(2 * np.pi * np.e))
