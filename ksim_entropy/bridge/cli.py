@@ -1,11 +1,13 @@
-"""Command line of the information bridge: sim-vs-real gap reports and log summaries from kinfer NDJSON logs.
+"""Command line of the information bridge: gap reports, log summaries and entropy profiles from kinfer NDJSON logs.
 
     python -m ksim_entropy.bridge gap --sim SIM.ndjson --real REAL.ndjson --out DIR [--overwrite]
         [--num-joints N] [--angle-unit rad|deg|auto] [--sim-score X --real-score Y] [--replay REPLAY.ndjson]
     python -m ksim_entropy.bridge summary LOG.ndjson [--num-joints N] [--angle-unit rad|deg|auto]
+    python -m ksim_entropy.bridge profile LOG.ndjson --out PROFILE.json [--groups joint_angles,joint_vels,...]
+        [--overwrite] [--num-joints N] [--angle-unit rad|deg|auto]
 
 Exit status: 0 on success, 2 on bad input (missing or malformed log, unusable data, a non-empty or unwritable
-output directory, bad arguments), with a one-line `error: ...` on stderr and no traceback.
+output directory or an existing profile file, bad arguments), with a one-line `error: ...` on stderr and no traceback.
 """
 
 import argparse
@@ -15,8 +17,9 @@ from pathlib import Path
 
 from ksim_entropy.bridge.logs import LogReadError, read_ndjson
 from ksim_entropy.bridge.metrics import MetricInputError
+from ksim_entropy.bridge.profile import DEFAULT_GROUPS, EntropyProfile, EntropyProfileError
 from ksim_entropy.bridge.report import GapReportError, check_out_dir, gap_report, stderr_progress
-from ksim_entropy.bridge.schema import LogReport, StepLog
+from ksim_entropy.bridge.schema import CHANNEL_GROUPS, LogReport, StepLog
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "main"]
 
@@ -43,7 +46,7 @@ def _read_options(parser: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Sim-to-real information bridge on kinfer NDJSON logs.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{gap,summary}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{gap,summary,profile}")
     gap = commands.add_parser("gap", help="write a sim-vs-real gap report (HTML, JSON, PNG plots)")
     gap.add_argument("--sim", required=True, type=Path, help="simulated run, kinfer NDJSON")
     gap.add_argument("--real", required=True, type=Path, help="real-robot run, kinfer NDJSON")
@@ -58,6 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     summary = commands.add_parser("summary", help="print what reading a log found (LogReport summary)")
     summary.add_argument("log", type=Path, help="kinfer NDJSON log")
     _read_options(summary)
+    profile = commands.add_parser("profile", help="write a log's entropy profile (per-channel mean/std, JSON)")
+    profile.add_argument("log", type=Path, help="kinfer NDJSON log (real robot or sim rollout)")
+    profile.add_argument("--out", required=True, type=Path, help="profile JSON file to write (new, unless --overwrite)")
+    profile.add_argument(
+        "--groups",
+        default=",".join(DEFAULT_GROUPS),
+        help=f"comma-separated channel groups (default: %(default)s; known: {','.join(CHANNEL_GROUPS)})",
+    )
+    profile.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _read_options(profile)
     return parser
 
 
@@ -105,12 +118,35 @@ def _gap(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _profile(args: argparse.Namespace) -> int:
+    groups = [name.strip() for name in args.groups.split(",") if name.strip()]
+    unknown = [name for name in groups if name not in CHANNEL_GROUPS]
+    if not groups or unknown:  # before the minutes of reading a long log
+        what = f"unknown groups {unknown}" if unknown else "no group named"
+        raise _InputError(f"--groups: {what}; known groups: {','.join(CHANNEL_GROUPS)}")
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    if args.out.resolve() == args.log.resolve():
+        raise _InputError(f"--out {args.out} is the input log; choose another file")
+    log, report = _read(args.log, args)
+    print(report.summary())
+    profile = EntropyProfile.from_log(log, groups, source=str(args.log))
+    path = profile.save(args.out, overwrite=args.overwrite)
+    print(profile.summary())
+    print(f"profile written to {path}")
+    return EXIT_OK
+
+
+_COMMANDS = {"gap": _gap, "summary": _summary, "profile": _profile}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 bad input)."""
     args = _parser().parse_args(argv)
     try:
-        return _gap(args) if args.command == "gap" else _summary(args)
-    except (LogReadError, GapReportError, MetricInputError, OSError, _InputError) as err:  # OSError: --out unusable
+        return _COMMANDS[args.command](args)
+    except (LogReadError, GapReportError, MetricInputError, EntropyProfileError, OSError, _InputError) as err:
+        # OSError: --out unusable or already there
         message = " ".join(str(err).split())  # one line, whatever the message held
         print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
