@@ -14,13 +14,12 @@ Targets (issue 3): throughput ratio ours / plain >= 0.97, compile-time ratio <= 
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from walk_throughput import run
+from walk_throughput import compare
 
 TARGETS = {"throughput_ratio_min": 0.97, "compile_ratio_max": 1.1}
 
@@ -32,43 +31,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args, overrides = parser.parse_known_args()
 
-    runs: dict[str, list[dict]] = {"plain": [], "sim2real": []}
-    for i in range(args.repeats):
-        for variant in ("plain", "sim2real"):
-            flag = "sim2real=false" if variant == "plain" else "sim2real=true"
-            print(f"[{i + 1}/{args.repeats}] {variant} ...", file=sys.stderr, flush=True)
-            result = run(args.steps, cold=True, overrides=[flag, *overrides])
-            runs[variant].append(result)
-            print(
-                f"    {result['env_steps_per_s']} env-steps/s, compile {result['compile_s']} s",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def median(variant: str, key: str) -> float:
-        return statistics.median(r[key] for r in runs[variant])
-
-    throughput_ratio = median("sim2real", "env_steps_per_s") / median("plain", "env_steps_per_s")
-    compile_ratio = median("sim2real", "compile_s") / median("plain", "compile_s")
+    result = compare(args.steps, args.repeats, {"plain": ["sim2real=false"], "sim2real": ["sim2real=true"]}, overrides)
     summary = {
         "benchmark": "tasks.walk sim2real blocks vs plain ksim",
-        "config": [a for a in runs["plain"][0]["config"] if a != "sim2real=false"],
-        "updates_per_run": args.steps,
-        "repeats": args.repeats,
-        "plain": {
-            "env_steps_per_s": [r["env_steps_per_s"] for r in runs["plain"]],
-            "compile_s": [r["compile_s"] for r in runs["plain"]],
-        },
-        "sim2real": {
-            "env_steps_per_s": [r["env_steps_per_s"] for r in runs["sim2real"]],
-            "compile_s": [r["compile_s"] for r in runs["sim2real"]],
-        },
-        "throughput_ratio": round(throughput_ratio, 3),
-        "compile_ratio": round(compile_ratio, 3),
+        **result,
         "targets": TARGETS,
-        "meets_targets": throughput_ratio >= TARGETS["throughput_ratio_min"]
-        and compile_ratio <= TARGETS["compile_ratio_max"],
-        "machine": runs["plain"][0]["machine"],
+        "meets_targets": result["throughput_ratio"] >= TARGETS["throughput_ratio_min"]
+        and result["compile_ratio"] <= TARGETS["compile_ratio_max"],
     }
     text = json.dumps(summary, indent=2)
     print(text)

@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,38 @@ def run(steps: int, cold: bool, overrides: list[str]) -> dict:
         "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1),
         "wall_s": round(wall_s, 1),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+    }
+
+
+def compare(steps: int, repeats: int, variants: dict[str, list[str]], overrides: list[str]) -> dict:
+    """Alternating cold runs of two variants (extra `key=value` args each); medians, and ratios second / first."""
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for i in range(repeats):
+        for name, args in variants.items():
+            print(f"[{i + 1}/{repeats}] {name} ...", file=sys.stderr, flush=True)
+            result = run(steps, cold=True, overrides=[*args, *overrides])
+            runs[name].append(result)
+            print(f"    {result['env_steps_per_s']} env-steps/s, compile {result['compile_s']} s", file=sys.stderr)
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[name])
+
+    base, ours = list(variants)
+    return {
+        "variants": variants,
+        "config": [a for a in runs[base][0]["config"] if a not in variants[base]],
+        "updates_per_run": steps,
+        "repeats": repeats,
+        **{
+            name: {
+                "env_steps_per_s": [r["env_steps_per_s"] for r in runs[name]],
+                "compile_s": [r["compile_s"] for r in runs[name]],
+            }
+            for name in variants
+        },
+        "throughput_ratio": round(median(ours, "env_steps_per_s") / median(base, "env_steps_per_s"), 3),
+        "compile_ratio": round(median(ours, "compile_s") / median(base, "compile_s"), 3),
+        "machine": runs[base][0]["machine"],
     }
 
 

@@ -1,5 +1,7 @@
 """Width schedules on synthetic rollouts: each decision checked against the rule worked out by hand."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ksim
@@ -164,3 +166,29 @@ def test_boundary_fraction_sets_how_many_envs_pin(randomization):
 def test_bad_settings_are_refused(randomization, kwargs, match):
     with pytest.raises(ValueError, match=match):
         RandomizationCurriculum(randomization=randomization, **kwargs)
+
+
+def test_matched_mode_follows_the_seed_rule_on_a_real_profile(randomization, tmp_path):
+    from ksim_entropy.bridge.profile import EntropyProfile, GroupProfile
+    from ksim_entropy.matching import EntropyTarget, MatchRule
+
+    real = GroupProfile(channels=("x", "y"), unit="rad/s", mean=np.zeros(2), std=np.array([0.1, 0.2]), num_samples=9)
+    EntropyProfile(groups={"gyro": real}, source="robot").save(tmp_path / "p.json")
+    target = EntropyTarget.load(tmp_path / "p.json", {"gyro": "noisy_imu_gyro"})
+    rule = MatchRule(every_updates=2)
+    c = RandomizationCurriculum(randomization=randomization, mode="matched", target=target, match_rule=rule)
+    rng = np.random.default_rng(0)
+    widths = [0.5, 0.5]
+    for scale, factor in ((2.0, 0.9), (1.0, 1.0), (0.5, 1.1)):  # σ_sim/σ_real: too diverse, matched, too narrow
+        gyro = rng.normal(size=(2, T * 50, 2)) * np.array([0.1, 0.2]) * scale
+        traj, rew = rollout(np.zeros((2, T * 50), bool), np.zeros((2, T * 50), bool))
+        traj = dataclasses.replace(traj, obs=xax.FrozenDict({"noisy_imu_gyro": jnp.asarray(gyro, jnp.float32)}))
+        s = initial(c, 2)
+        s = c(traj, rew, None, s)  # update 1: not due
+        np.testing.assert_allclose(s.state.widths[0], widths, rtol=1e-6)
+        s = c(traj, rew, None, s)  # update 2: due
+        np.testing.assert_allclose(s.state.widths[0], np.minimum(np.multiply(widths, factor), [1.5, 2.0]), rtol=1e-6)
+    with pytest.raises(ValueError, match="no group"):
+        EntropyTarget.load(tmp_path / "p.json", {"joint_angles": "noisy_joint_position"})
+    with pytest.raises(ValueError, match="needs an entropy target"):
+        RandomizationCurriculum(randomization=randomization, mode="matched")

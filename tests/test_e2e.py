@@ -111,6 +111,7 @@ def test_resume_continues_in_a_new_directory_and_keeps_the_old_one(first_run, tm
     first = saved_widths(ckpt)
     assert (first > 1.0).any(), f"no width moved in the first run: {first}"
     assert "restored randomization widths" in proc.stdout + proc.stderr
+    assert "restored entropy temperature" in proc.stdout + proc.stderr  # α and its controller state
     resumed_widths = saved_widths(resumed / "checkpoints" / "ckpt.bin")
     assert (resumed_widths >= first - 1e-6).all() and (resumed_widths > first).any()
     # Resumed at step 2; ksim's first loop iteration of every run makes two updates (a burn-in update on the
