@@ -10,7 +10,10 @@ policy entropy H of that update:
   ``log α += rate · sign(H̄ − H_avg)``; every time the error changes sign the rate shrinks ×`rate_decay` (floored
   at `min_rate`), and when the entropy is further than `fast_margin` nats/dim from the target the rate resets to
   `initial_rate`. A plain dual gradient oscillates on-policy because the entropy answers α with a lag of many
-  updates; shrinking the step at each crossing damps that oscillation.
+  updates. Measured on a noisy one-step bandit (tests/test_temperature.py): within ±0.1 nats/dim of the target
+  after 500 updates for 32/32 seeds, but the shrinking step makes the entropy cycle slower and wider later on
+  (2000 updates: 7/32 seeds off by > 0.1 on average; a constant ln 2 step stayed within 0.1 for all 32). The rule
+  uses the sign of the error only, not ALF's trend-weighted step.
 - ``"dual"``: SAC's dual descent (Haarnoja et al., arXiv 1812.05905): minimise ``log α · (H − H̄)`` with Adam
   (`dual_learning_rate`); its Adam moments are part of the state and are checkpointed with it.
 
