@@ -42,13 +42,13 @@ from ksim_entropy.temperature import EntropyTemperature, TemperatureState, gauss
 __all__ = [
     "AutoTemperatureMixin",
     "CheckpointAuxError",
-    "CheckpointAuxMixin",
     "DomainRandomizationMixin",
     "EntropyBridgedConfig",
     "EntropyBridgedKBotTask",
     "EntropyBridgedTask",
     "KBotEntropyConfig",
     "RandomizationCheckpointError",
+    "TrainingStateMixin",
     "entropy_metrics",
     "randomization_metrics",
     "read_checkpoint_aux",
@@ -134,12 +134,42 @@ def read_checkpoint_aux(ckpt_path: str | Path, templates: Mapping[str, PyTree]) 
     return found
 
 
-class CheckpointAuxMixin(ksim.RLTask[Config], Generic[Config]):
-    """Extra training state (controllers, curricula) saved with the weights and handed back on resume.
+class TrainingStateMixin(ksim.RLTask[Config], Generic[Config]):
+    """Extra training state (controllers, curricula), stepped every update, checkpointed and restored on resume.
 
-    ksim saves only models, optimisers and the step counters. Mixins extend `checkpoint_aux` (what to save, a dict
-    of named pytrees) and `restore_checkpoint_aux` (how to put it back into the loop carry), each calling super().
+    ksim saves only models, optimisers and the step counters. Mixins extend, each calling super() first:
+    `after_update` (step their state in the carry, add train metrics), `checkpoint_aux` (what to save, a dict of
+    named pytrees) and `restore_checkpoint_aux` (how to put it back into the loop carry).
     """
+
+    def after_update(
+        self,
+        constants: RLLoopConstants,
+        carry: RLLoopCarry,
+        trajectories: ksim.Trajectory,
+        metrics: Mapping[str, jax.Array],
+    ) -> tuple[RLLoopCarry, dict[str, jax.Array]]:
+        return carry, dict(metrics)
+
+    def _single_update(
+        self,
+        carry: RLLoopCarry,
+        constants: RLLoopConstants,
+        env_state: RolloutEnvState,
+        state: xax.State,
+        trajectories: ksim.Trajectory,
+        rewards: ksim.RewardState,
+    ) -> tuple[xax.State, RLLoopCarry, ksim.Metrics]:
+        new_state, new_carry, metrics = super()._single_update(
+            carry=carry,
+            constants=constants,
+            env_state=env_state,
+            state=state,
+            trajectories=trajectories,
+            rewards=rewards,
+        )
+        new_carry, train = self.after_update(constants, new_carry, trajectories, metrics.train)
+        return new_state, new_carry, replace(metrics, train=xax.FrozenDict(train))
 
     def checkpoint_aux(self, constants: RLLoopConstants, carry: RLLoopCarry) -> dict[str, PyTree]:
         return {}
@@ -174,7 +204,7 @@ class CheckpointAuxMixin(ksim.RLTask[Config], Generic[Config]):
         return constants, carry, state
 
 
-class DomainRandomizationMixin(CheckpointAuxMixin[Config], Generic[Config]):
+class DomainRandomizationMixin(TrainingStateMixin[Config], Generic[Config]):
     """Per-episode physics randomization with traced, scheduled, logged and checkpointed widths."""
 
     @abstractmethod
@@ -259,29 +289,19 @@ class DomainRandomizationMixin(CheckpointAuxMixin[Config], Generic[Config]):
         merged.update({k: v for k, v in staged.items() if k.startswith(NEXT_DRAW_PREFIX)})
         return transition, replace(next_env_state, randomization_dict=xax.FrozenDict(merged), rng=rng)
 
-    def _single_update(
+    def after_update(
         self,
-        carry: RLLoopCarry,
         constants: RLLoopConstants,
-        env_state: RolloutEnvState,
-        state: xax.State,
+        carry: RLLoopCarry,
         trajectories: ksim.Trajectory,
-        rewards: ksim.RewardState,
-    ) -> tuple[xax.State, RLLoopCarry, ksim.Metrics]:
-        new_state, new_carry, metrics = super()._single_update(
-            carry=carry,
-            constants=constants,
-            env_state=env_state,
-            state=state,
-            trajectories=trajectories,
-            rewards=rewards,
-        )
+        metrics: Mapping[str, jax.Array],
+    ) -> tuple[RLLoopCarry, dict[str, jax.Array]]:
+        carry, metrics = super().after_update(constants, carry, trajectories, metrics)
         curriculum = constants.constants.curriculum
         if isinstance(curriculum, RandomizationCurriculum):
-            widths = new_carry.env_states.curriculum_state.state.widths[0]
-            extra = randomization_metrics(curriculum.randomization, widths)
-            metrics = replace(metrics, train=xax.FrozenDict({**metrics.train, **extra}))
-        return new_state, new_carry, metrics
+            widths = carry.env_states.curriculum_state.state.widths[0]
+            metrics = {**metrics, **randomization_metrics(curriculum.randomization, widths)}
+        return carry, metrics
 
     # ------------------------------------------------------------------ width control
     def with_widths(
@@ -385,7 +405,7 @@ TEMPERATURE_KEY = "entropy_temperature"  # shared_state.aux_values and checkpoin
 PPOConfigT = TypeVar("PPOConfigT", bound=ksim.PPOConfig)
 
 
-class AutoTemperatureMixin(CheckpointAuxMixin[PPOConfigT], ksim.PPOTask[PPOConfigT], Generic[PPOConfigT]):
+class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfigT], Generic[PPOConfigT]):
     """PPO whose entropy bonus −α·Σ_dims H has a temperature α tuned toward a target entropy (nats/dim).
 
     α lives in the loop carry (``shared_state.aux_values``), so it changes without recompiling, and is saved with
@@ -505,39 +525,29 @@ class AutoTemperatureMixin(CheckpointAuxMixin[PPOConfigT], ksim.PPOTask[PPOConfi
         shared = replace(carry.shared_state, model_arrs=xax.tuple_insert(carry.shared_state.model_arrs, 0, model_arr))
         return replace(carry, shared_state=shared, opt_state=xax.tuple_insert(carry.opt_state, 0, opt_state)), metrics
 
-    def _single_update(
+    def after_update(
         self,
-        carry: RLLoopCarry,
         constants: RLLoopConstants,
-        env_state: RolloutEnvState,
-        state: xax.State,
+        carry: RLLoopCarry,
         trajectories: ksim.Trajectory,
-        rewards: ksim.RewardState,
-    ) -> tuple[xax.State, RLLoopCarry, ksim.Metrics]:
-        new_state, new_carry, metrics = super()._single_update(
-            carry=carry,
-            constants=constants,
-            env_state=env_state,
-            state=state,
-            trajectories=trajectories,
-            rewards=rewards,
-        )
+        metrics: Mapping[str, jax.Array],
+    ) -> tuple[RLLoopCarry, dict[str, jax.Array]]:
+        carry, metrics = super().after_update(constants, carry, trajectories, metrics)
         temperature = self.get_entropy_temperature()
         if temperature is None:
-            return new_state, new_carry, metrics
-        aux = new_carry.shared_state.aux_values
+            return carry, metrics
+        aux = carry.shared_state.aux_values
         before: TemperatureState = aux[TEMPERATURE_KEY]
-        entropy = jnp.mean(metrics.train["policy_entropy_per_dim"])
+        entropy = jnp.mean(metrics["policy_entropy_per_dim"])
         after = temperature.update(before, entropy)
-        shared = replace(new_carry.shared_state, aux_values=xax.FrozenDict({**aux, TEMPERATURE_KEY: after}))
+        shared = replace(carry.shared_state, aux_values=xax.FrozenDict({**aux, TEMPERATURE_KEY: after}))
         extra = {
             "policy_entropy_per_dim": entropy,
             "temperature_alpha": temperature.alpha(before),
             "temperature_target_entropy": jnp.float32(temperature.target_entropy),
             "temperature_rate": after.rate,
         }
-        metrics = replace(metrics, train=xax.FrozenDict({**metrics.train, **extra}))
-        return new_state, replace(new_carry, shared_state=shared), metrics
+        return replace(carry, shared_state=shared), {**metrics, **extra}
 
     def checkpoint_aux(self, constants: RLLoopConstants, carry: RLLoopCarry) -> dict[str, PyTree]:
         aux = super().checkpoint_aux(constants, carry)
@@ -638,30 +648,21 @@ class EntropyBridgedTask(
         rule = MatchRule(low=low, high=high, shrink=shrink, grow=grow, every_updates=cfg.entropy_match_every)
         return attrs.evolve(curriculum, mode="matched", target=target, match_rule=rule)
 
-    def _single_update(
+    def after_update(
         self,
-        carry: RLLoopCarry,
         constants: RLLoopConstants,
-        env_state: RolloutEnvState,
-        state: xax.State,
+        carry: RLLoopCarry,
         trajectories: ksim.Trajectory,
-        rewards: ksim.RewardState,
-    ) -> tuple[xax.State, RLLoopCarry, ksim.Metrics]:
-        new_state, new_carry, metrics = super()._single_update(
-            carry=carry,
-            constants=constants,
-            env_state=env_state,
-            state=state,
-            trajectories=trajectories,
-            rewards=rewards,
-        )
+        metrics: Mapping[str, jax.Array],
+    ) -> tuple[RLLoopCarry, dict[str, jax.Array]]:
+        carry, metrics = super().after_update(constants, carry, trajectories, metrics)
         extra = entropy_metrics(
             trajectories.obs,
             self.get_entropy_observations() if self.config.entropy_metrics else {},
-            metrics.train,
+            metrics,
             getattr(constants.constants.curriculum, "target", None),
         )
-        return new_state, new_carry, replace(metrics, train=xax.FrozenDict({**metrics.train, **extra}))
+        return carry, {**metrics, **extra}
 
 
 def entropy_metrics(
