@@ -10,42 +10,18 @@ Entropy matching needs a real-log profile and is off in both (`entropy_target_pa
 Targets (issue 4): throughput ratio with / without >= 0.97, compile-time ratio <= 1.1.
 """
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from walk_throughput import compare
+from walk_throughput import overhead_main
 
-TARGETS = {"throughput_ratio_min": 0.97, "compile_ratio_max": 1.1}
 VARIANTS = {
     "without": ["auto_temperature=false", "entropy_metrics=false"],
     "with": ["auto_temperature=true", "entropy_metrics=true"],
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=20, help="PPO updates per run (the first one compiles)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each variant, alternating")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
-    args, overrides = parser.parse_known_args()
-    result = compare(args.steps, args.repeats, VARIANTS, overrides)
-    summary = {
-        "benchmark": "tasks.walk with vs without the entropy-bridged mixin (auto-α, entropy metrics)",
-        **result,
-        "targets": TARGETS,
-        "meets_targets": result["throughput_ratio"] >= TARGETS["throughput_ratio_min"]
-        and result["compile_ratio"] <= TARGETS["compile_ratio_max"],
-    }
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    overhead_main(__doc__, "tasks.walk with vs without the entropy-bridged mixin (auto-α, entropy metrics)", VARIANTS)

@@ -12,39 +12,16 @@ ours, ...) so machine load drifts hit both; compile times are cold (JAX's persis
 Targets (issue 3): throughput ratio ours / plain >= 0.97, compile-time ratio <= 1.1.
 """
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from walk_throughput import compare
-
-TARGETS = {"throughput_ratio_min": 0.97, "compile_ratio_max": 1.1}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=20, help="PPO updates per run (the first one compiles)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each variant, alternating")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
-    args, overrides = parser.parse_known_args()
-
-    result = compare(args.steps, args.repeats, {"plain": ["sim2real=false"], "sim2real": ["sim2real=true"]}, overrides)
-    summary = {
-        "benchmark": "tasks.walk sim2real blocks vs plain ksim",
-        **result,
-        "targets": TARGETS,
-        "meets_targets": result["throughput_ratio"] >= TARGETS["throughput_ratio_min"]
-        and result["compile_ratio"] <= TARGETS["compile_ratio_max"],
-    }
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-
+from walk_throughput import overhead_main
 
 if __name__ == "__main__":
-    main()
+    overhead_main(
+        __doc__,
+        "tasks.walk sim2real blocks vs plain ksim",
+        {"plain": ["sim2real=false"], "sim2real": ["sim2real=true"]},
+    )

@@ -124,18 +124,43 @@ def compare(steps: int, repeats: int, variants: dict[str, list[str]], overrides:
     }
 
 
+OVERHEAD_TARGETS = {"throughput_ratio_min": 0.97, "compile_ratio_max": 1.1}
+
+
+def overhead_main(description: str, benchmark: str, variants: dict[str, list[str]]) -> None:
+    """Command line of an A/B overhead bench: alternating runs of `variants`, JSON against `OVERHEAD_TARGETS`."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20, help="PPO updates per run (the first one compiles)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each variant, alternating")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args, overrides = parser.parse_known_args()
+    result = compare(args.steps, args.repeats, variants, overrides)
+    targets = OVERHEAD_TARGETS
+    summary = {
+        "benchmark": benchmark,
+        **result,
+        "targets": targets,
+        "meets_targets": result["throughput_ratio"] >= targets["throughput_ratio_min"]
+        and result["compile_ratio"] <= targets["compile_ratio_max"],
+    }
+    _emit(summary, args.out)
+
+
+def _emit(result: dict, out: Path | None) -> None:
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30, help="PPO updates to run (the first one compiles)")
     parser.add_argument("--cold", action="store_true", help="disable JAX's persistent compilation cache")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args, overrides = parser.parse_known_args()
-    result = run(args.steps, args.cold, overrides)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    _emit(run(args.steps, args.cold, overrides), args.out)
 
 
 if __name__ == "__main__":
