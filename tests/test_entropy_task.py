@@ -9,7 +9,6 @@ import tarfile
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import ksim
 import numpy as np
 import pytest
 import xax
@@ -24,7 +23,8 @@ from ksim_entropy.task import (
     read_checkpoint_aux,
 )
 from ksim_entropy.temperature import EntropyTemperature, gaussian_entropy
-from tasks.walk import COMMON_DEFAULTS, PRESETS, KBotWalkingTask, WalkConfig
+from tasks.walk import KBotWalkingTask
+from tests.walk_parts import build_walk_parts
 
 
 def write_checkpoint(path, parts) -> None:
@@ -128,40 +128,10 @@ def test_entropy_metrics_are_the_closed_forms():
 # ---------------------------------------------------------------------------------------------- inside ksim's PPO
 @pytest.fixture(scope="module")
 def ppo_parts(tmp_path_factory):
-    base = {
-        **COMMON_DEFAULTS,
-        **PRESETS["cpu"],
-        "num_envs": 2,
-        "batch_size": 2,
-        "num_passes": 1,
-        "episode_length_s": 0.1,
-        "hidden_size": 16,
-        "exp_dir": str(tmp_path_factory.mktemp("bridged")),
-    }
-    known = {f.name for f in dataclasses.fields(WalkConfig)}
-    base = {k: v for k, v in base.items() if k in known}
-    task = KBotWalkingTask(KBotWalkingTask.get_config(base, use_cli=False))
-    mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
-    metadata = task.get_mujoco_model_metadata(mj_model)
-    mjx_model = task.get_mjx_model(mj_model)
-    model = task.get_model(ksim.InitParams(key=jax.random.PRNGKey(0), physics_model=mj_model))
-    model_arr, model_static = eqx.partition(model, task.model_partition_fn)
-    constants = task._get_constants(
-        metadata=metadata, physics_model=mjx_model, model_statics=(model_static,), argmax_action=False
-    )
-    env_state = task._get_env_state(
-        rng=jax.random.PRNGKey(1),
-        rollout_constants=constants,
-        mj_model=mj_model,
-        physics_model=mjx_model,
-        policy_model=model,
-        randomizers=xax.freeze_dict(task.get_physics_randomizers(mjx_model)),
-    )
-    shared = task._get_shared_state(
-        rng=jax.random.PRNGKey(2), mj_model=mj_model, physics_model=mjx_model, model_arrs=(model_arr,)
-    )
-    trajectories, rewards, _ = jax.jit(lambda e, s: task._single_unroll(constants, e, s, 4))(env_state, shared)
-    return task, constants, env_state, shared, model_arr, model_static, trajectories, rewards, base
+    p = build_walk_parts(str(tmp_path_factory.mktemp("bridged")), argmax_action=False, num_passes=1)
+    unroll = jax.jit(lambda e, s: p.task._single_unroll(p.constants, e, s, 4))
+    trajectories, rewards, _ = unroll(p.env_state, p.shared)
+    return p.task, p.constants, p.env_state, p.shared, p.model_arr, p.model_static, trajectories, rewards, p.config
 
 
 @pytest.mark.slow

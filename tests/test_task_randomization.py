@@ -1,19 +1,14 @@
 """The mixin inside ksim's real rollout (K-Bot walking task, MJX on CPU): physics is redrawn at every episode reset
 from the widths in the curriculum state, and changing those widths does not recompile the jitted unroll."""
 
-import dataclasses
-
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-import ksim
 import numpy as np
 import pytest
-import xax
 
 from ksim_entropy.curriculum import RandomizationCurriculum
 from ksim_entropy.task import randomization_metrics
-from tasks.walk import COMMON_DEFAULTS, PRESETS, KBotWalkingTask, WalkConfig
+from tests.walk_parts import build_walk_parts
 
 pytestmark = pytest.mark.slow
 
@@ -22,39 +17,9 @@ STEPS = 3  # control steps per unroll call; episodes last 5 (0.1 s at 50 Hz)
 
 @pytest.fixture(scope="module")
 def rollout_parts(tmp_path_factory):
-    base = {
-        **COMMON_DEFAULTS,
-        **PRESETS["cpu"],
-        "num_envs": 2,
-        "batch_size": 2,
-        "episode_length_s": 0.1,
-        "hidden_size": 16,
-        "exp_dir": str(tmp_path_factory.mktemp("mixin")),
-    }
-    known = {f.name for f in dataclasses.fields(WalkConfig)}
-    config = KBotWalkingTask.get_config({k: v for k, v in base.items() if k in known}, use_cli=False)
-    task = KBotWalkingTask(config)
-    mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
-    metadata = task.get_mujoco_model_metadata(mj_model)
-    mjx_model = task.get_mjx_model(mj_model)
-    model = task.get_model(ksim.InitParams(key=jax.random.PRNGKey(0), physics_model=mj_model))
-    model_arr, model_static = eqx.partition(model, task.model_partition_fn)
-    constants = task._get_constants(
-        metadata=metadata, physics_model=mjx_model, model_statics=(model_static,), argmax_action=True
-    )
-    env_state = task._get_env_state(
-        rng=jax.random.PRNGKey(1),
-        rollout_constants=constants,
-        mj_model=mj_model,
-        physics_model=mjx_model,
-        policy_model=model,
-        randomizers=xax.freeze_dict(task.get_physics_randomizers(mjx_model)),
-    )
-    shared = task._get_shared_state(
-        rng=jax.random.PRNGKey(2), mj_model=mj_model, physics_model=mjx_model, model_arrs=(model_arr,)
-    )
-    unroll = jax.jit(lambda env, sh: task._single_unroll(constants, env, sh, STEPS))
-    return task, constants, env_state, shared, unroll
+    p = build_walk_parts(str(tmp_path_factory.mktemp("mixin")), argmax_action=True)
+    unroll = jax.jit(lambda env, sh: p.task._single_unroll(p.constants, env, sh, STEPS))
+    return p.task, p.constants, p.env_state, p.shared, unroll
 
 
 def test_physics_is_redrawn_at_each_reset_at_the_current_widths(rollout_parts):
