@@ -16,10 +16,8 @@ a corrupt or hand-edited file). Every problem raises `EntropyProfileError` namin
 Pure NumPy at import (SciPy is imported only by `EntropyProfile.from_log`); never imports ksim, mujoco, jax or xax.
 """
 
-import json
 import math
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any, NoReturn
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ksim_entropy.bridge._jsonfile import JsonFileError, read_json, write_json
 from ksim_entropy.bridge.schema import CHANNEL_GROUPS, StepLog
 
 __all__ = ["DEFAULT_GROUPS", "FORMAT", "VERSION", "EntropyProfile", "EntropyProfileError", "GroupProfile"]
@@ -268,48 +267,16 @@ class EntropyProfile:
 
         Refuses an existing file (`FileExistsError`, the file untouched) unless `overwrite`; creates parent folders.
         """
-        path = Path(path)
-        if path.is_dir():
-            raise IsADirectoryError(f"{path} is a directory; give a file path for the profile")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as file:
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return path
+        return write_json(self.to_dict(), path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "EntropyProfile":
         """Read and fully validate a profile file (see the module docstring); `EntropyProfileError` if unusable."""
         path = Path(path)
         try:
-            text = path.read_bytes().decode("utf-8")
-        except FileNotFoundError:
-            _fail("no such file", path=path)
-        except IsADirectoryError:
-            _fail("is a directory, not a profile file", path=path)
-        except UnicodeDecodeError as err:
-            _fail(f"not UTF-8 text ({err})", path=path)
-        except OSError as err:
-            _fail(f"cannot be read ({err.strerror or err})", path=path)
-        try:
-            data = json.loads(text, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as err:
-            _fail(f"not valid JSON ({err})", path=path)
-        except RecursionError:
-            _fail("not valid JSON (nested too deeply)", path=path)
-        except _DuplicateKeyError as err:
-            _fail(f"duplicate key {err.args[0]!r} in a JSON object", path=path)
+            data = read_json(path)
+        except JsonFileError as err:
+            _fail(str(err), path=path)
         return cls.from_dict(data, path=path)
 
     @classmethod
@@ -342,17 +309,6 @@ class EntropyProfile:
             return cls(profiles, d["source"])
         except EntropyProfileError as err:
             _fail(str(err), path=path)
-
-
-class _DuplicateKeyError(Exception):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise _DuplicateKeyError(next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i])))
-    return out
 
 
 def _numbers(field: str, value: object) -> list[float]:
