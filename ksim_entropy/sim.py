@@ -120,13 +120,17 @@ class KBotSimulator:
         if targets.shape != (self.num_joints,) or not np.isfinite(targets).all():
             raise ValueError(f"targets_rad must be {self.num_joints} finite values, got shape {targets.shape}")
         for _ in range(self.options.substeps):
-            error = targets - self.data.qpos[7:]
-            torque = self.kp * error - self.kd * self.data.qvel[6:]
-            self.data.ctrl[:] = np.clip(torque, -self.torque_limit_nm, self.torque_limit_nm)
-            mujoco.mj_step(self.model, self.data)
-            if self.options.suspended:
-                self.data.qpos[:7] = self._base_pose
-                self.data.qvel[:6] = 0.0
+            self.physics_step(targets)
+
+    def physics_step(self, targets: np.ndarray) -> None:
+        """One physics step (`dt_s`) of the PD servos holding `targets` (rad, unchecked: `step` checks them)."""
+        error = targets - self.data.qpos[7:]
+        torque = self.kp * error - self.kd * self.data.qvel[6:]
+        self.data.ctrl[:] = np.clip(torque, -self.torque_limit_nm, self.torque_limit_nm)
+        mujoco.mj_step(self.model, self.data)
+        if self.options.suspended:
+            self.data.qpos[:7] = self._base_pose
+            self.data.qvel[:6] = 0.0
 
 
 # kinfer input name -> sensor key (the NDJSON log uses the sensor keys)

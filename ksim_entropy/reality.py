@@ -1,0 +1,215 @@
+"""A stand-in for the real K-Bot: a perturbed K-Bot in CPU MuJoCo with hidden parameters, writing kinfer-format logs.
+
+It differs from the training simulation on purpose, the way a real robot does: 1 ms physics with the PD servos
+closed at 1 kHz (training: 4 ms, MuJoCo's own servos), hidden physical parameters, action and observation latency
+at 1 ms resolution, per-joint encoder zero errors, IMU biases and sensor noise. A fit of the randomization to its
+logs (`ksim_entropy.fit`) must recover the hidden values without seeing them.
+
+Parameter meanings are those of the training randomization (`ksim_entropy.randomization`), by the names the fit
+writes to `fitted.json`:
+
+- `mass_scale` (every body's mass and inertia ×), `frictionloss_scale`, `armature_scale` (every joint ×),
+  `joint_damping` (N·m·s/rad added to every joint), `kp_scale`, `kd_scale` (every servo ×);
+- `action_latency_s`: a target reaches the servos this long after it is logged; `obs_latency_s`: logged sensors
+  are this old;
+- `zero_offset/<joint>` (rad): the encoder reads q − δ and the servo closes its loop on that reading, so it drives
+  the joint to target + δ (`JointZeroOffset`'s law);
+- `gyro_bias/<x|y|z>` (rad/s), `accel_bias/<x|y|z>` (m/s²): constant IMU biases;
+- sensor noise: `ksim_entropy.sim_logs.SensorNoise`.
+"""
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.robot import RobotFiles, resolve_robot_files
+from ksim_entropy.sim import KBotSimulator, SimOptions
+from ksim_entropy.sim_logs import SensorNoise, _joint_limits, _motion_script, random_commands
+
+__all__ = ["REALITY_DT_S", "HiddenRobot", "reality_log"]
+
+REALITY_DT_S = 0.001  # physics and servo period of the stand-in robot (s): PD at 1 kHz
+_AXES = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class HiddenRobot:
+    """The hidden truth of a stand-in robot (see the module docstring for each parameter's meaning and unit)."""
+
+    mass_scale: float = 1.0
+    frictionloss_scale: float = 1.0
+    armature_scale: float = 1.0
+    joint_damping: float = 0.0
+    kp_scale: float = 1.0
+    kd_scale: float = 1.0
+    action_latency_s: float = 0.0
+    obs_latency_s: float = 0.0
+    zero_offset_rad: tuple[float, ...] = ()  # one per joint; empty = none
+    gyro_bias_rad_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    accel_bias_mps2: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    noise: SensorNoise = field(default_factory=SensorNoise)
+
+    def __post_init__(self) -> None:
+        for name in ("mass_scale", "frictionloss_scale", "armature_scale", "kp_scale", "kd_scale"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"HiddenRobot.{name} must be a finite scale > 0, got {value!r}")
+        for name in ("joint_damping", "action_latency_s", "obs_latency_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"HiddenRobot.{name} must be finite and >= 0, got {value!r}")
+        for name in ("zero_offset_rad", "gyro_bias_rad_s", "accel_bias_mps2"):
+            values = np.asarray(getattr(self, name), dtype=float)
+            if not np.isfinite(values).all():
+                raise ValueError(f"HiddenRobot.{name} must be finite, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, tuple(float(v) for v in values))
+        if len(self.gyro_bias_rad_s) != 3 or len(self.accel_bias_mps2) != 3:
+            raise ValueError("HiddenRobot: gyro_bias_rad_s and accel_bias_mps2 need 3 values (x, y, z)")
+
+    @classmethod
+    def random(cls, seed: int, num_joints: int, noise: SensorNoise | None = None) -> "HiddenRobot":
+        """A plausible robot off nominal: every value drawn (seeded) from a range wider than a good robot's."""
+        rng = np.random.default_rng(seed)
+        return cls(
+            mass_scale=float(rng.uniform(0.85, 1.15)),
+            frictionloss_scale=float(rng.uniform(0.6, 1.8)),
+            armature_scale=float(rng.uniform(0.8, 1.25)),
+            joint_damping=float(rng.uniform(0.2, 1.0)),
+            kp_scale=float(rng.uniform(0.85, 1.15)),
+            kd_scale=float(rng.uniform(0.8, 1.25)),
+            action_latency_s=float(rng.integers(2, 13)) * REALITY_DT_S,
+            obs_latency_s=float(rng.integers(0, 9)) * REALITY_DT_S,
+            zero_offset_rad=tuple(rng.uniform(-0.03, 0.03, num_joints)),
+            gyro_bias_rad_s=tuple(rng.uniform(-0.02, 0.02, 3)),
+            accel_bias_mps2=tuple(rng.uniform(-0.3, 0.3, 3)),
+            noise=noise if noise is not None else SensorNoise(),
+        )
+
+    def values(self, joint_names: tuple[str, ...]) -> dict[str, float]:
+        """Every hidden value by its `fitted.json` name (zero offsets per joint, biases per axis)."""
+        out = {
+            name: float(getattr(self, name))
+            for name in (
+                "mass_scale",
+                "frictionloss_scale",
+                "armature_scale",
+                "joint_damping",
+                "kp_scale",
+                "kd_scale",
+                "action_latency_s",
+                "obs_latency_s",
+            )
+        }
+        offsets = self.offsets(len(joint_names))
+        out.update({f"zero_offset/{joint}": float(v) for joint, v in zip(joint_names, offsets, strict=True)})
+        out.update({f"gyro_bias/{a}": v for a, v in zip(_AXES, self.gyro_bias_rad_s, strict=True)})
+        out.update({f"accel_bias/{a}": v for a, v in zip(_AXES, self.accel_bias_mps2, strict=True)})
+        return out
+
+    def offsets(self, num_joints: int) -> np.ndarray:
+        if not self.zero_offset_rad:
+            return np.zeros(num_joints)
+        if len(self.zero_offset_rad) != num_joints:
+            raise ValueError(f"HiddenRobot has {len(self.zero_offset_rad)} zero offsets; the robot has {num_joints}")
+        return np.asarray(self.zero_offset_rad)
+
+
+def _perturbed_simulator(files: RobotFiles, hidden: HiddenRobot, suspended: bool) -> KBotSimulator:
+    sim = KBotSimulator(files, SimOptions(dt_s=REALITY_DT_S, suspended=suspended))
+    model = sim.model
+    model.body_mass[1:] *= hidden.mass_scale
+    model.body_inertia[1:] *= hidden.mass_scale
+    model.dof_frictionloss[6:] *= hidden.frictionloss_scale
+    model.dof_armature[6:] *= hidden.armature_scale
+    model.dof_damping[6:] += hidden.joint_damping
+    sim.kp = sim.kp * hidden.kp_scale
+    sim.kd = sim.kd * hidden.kd_scale
+    sim.reset()
+    return sim
+
+
+def _substeps(seconds: float) -> int:
+    steps = seconds / REALITY_DT_S
+    if abs(steps - round(steps)) > 1e-6:
+        raise ValueError(f"latency {seconds} s is not a multiple of the stand-in robot's {REALITY_DT_S} s period")
+    return round(steps)
+
+
+def reality_log(
+    hidden: HiddenRobot,
+    *,
+    seconds: float,
+    seed: int,
+    suspended: bool = True,
+    files: RobotFiles | None = None,
+    amplitude_rad: float = 0.25,
+    band_hz: tuple[float, float] = (0.2, 2.0),
+    num_sines: int = 4,
+    dither_rad: float = 0.02,
+    ctrl_dt_s: float = 0.02,
+) -> StepLog:
+    """A seeded excitation run of the hidden robot, logged like kinfer logs a real one (50 Hz, rad, m/s²).
+
+    The excitation is `sim_logs`' multi-sine script around the nominal pose plus white `dither_rad` per step,
+    clipped inside the joint ranges (the same script as `scripted_log`). At each control step: read the sensors as
+    they were `obs_latency_s` ago (encoder reading q − δ, IMU with biases, all with noise), compute and log the
+    targets; the servos receive them `action_latency_s` later and drive to target + δ at 1 kHz. Suspended: the base
+    is held (robot on a stand), its accelerometer reads −g in the IMU frame plus bias.
+    """
+    files = files if files is not None else resolve_robot_files("local")
+    sim = _perturbed_simulator(files, hidden, suspended)
+    per_step = round(ctrl_dt_s / REALITY_DT_S)
+    if abs(per_step * REALITY_DT_S - ctrl_dt_s) > 1e-9 or per_step < 1:
+        raise ValueError(f"ctrl_dt_s must be a multiple of {REALITY_DT_S} s, got {ctrl_dt_s}")
+    steps = round(seconds / ctrl_dt_s) if math.isfinite(seconds) else 0
+    if steps < 2:
+        raise ValueError(f"seconds={seconds!r} gives {steps} control steps; need >= 2")
+    action_delay, obs_delay = _substeps(hidden.action_latency_s), _substeps(hidden.obs_latency_s)
+    offsets = hidden.offsets(sim.num_joints)
+    rng = np.random.default_rng(seed)
+    script = _motion_script(sim, rng, amplitude_rad, band_hz, num_sines)
+    commands = random_commands(seed)
+    noise_rng = np.random.default_rng(int(rng.integers(2**63)))
+    stds = hidden.noise.stds()
+    low, high = _joint_limits(sim)
+
+    def reading() -> dict[str, np.ndarray]:
+        sensors = sim.sensors()
+        sensors["joint_angles"] = sensors["joint_angles"] - offsets
+        if suspended:
+            sensors["accel"] = -sensors["projected_g"]
+        sensors["accel"] = sensors["accel"] + np.asarray(hidden.accel_bias_mps2)
+        sensors["gyro"] = sensors["gyro"] + np.asarray(hidden.gyro_bias_rad_s)
+        return {k: v + noise_rng.normal(0.0, stds[k], v.shape) if stds[k] > 0 else v for k, v in sensors.items()}
+
+    first = reading()
+    readings: deque[dict[str, np.ndarray]] = deque()  # sensor readings taken obs_delay substeps before a log step
+    pending: deque[tuple[int, np.ndarray]] = deque()  # (substep at which the servos get it, target)
+    applied = sim.nominal_pose_rad.copy()
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in (*first, "command", "output")}
+    for step in range(steps):
+        start = step * per_step
+        logged = readings.popleft() if start - obs_delay > 0 else first  # the state at t = 0 when m <= 0
+        for name, value in logged.items():
+            columns[name].append(value)
+        time_s = start * REALITY_DT_S
+        target = np.clip(script(time_s) + rng.normal(0.0, dither_rad, sim.num_joints), low, high)
+        columns["command"].append(commands(time_s))
+        columns["output"].append(target)
+        pending.append((start + action_delay, target))
+        for sub in range(start, start + per_step):
+            while pending and pending[0][0] <= sub:
+                applied = pending.popleft()[1]
+            sim.physics_step(applied + offsets)
+            if (sub + 1 + obs_delay) % per_step == 0:  # the state a later log step reports
+                readings.append(reading())
+    return StepLog(
+        step_id=np.arange(steps, dtype=np.int64),
+        t_us=np.arange(steps, dtype=np.int64) * round(ctrl_dt_s * 1e6),
+        groups={name: np.stack(values) for name, values in columns.items()},
+        joint_names=sim.joint_names,
+        source=f"reality_log(seed={seed}, seconds={seconds}, suspended={suspended})",
+    )

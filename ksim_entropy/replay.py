@@ -1,0 +1,175 @@
+"""Batched MJX replay of logged joint targets on the training model: many candidate robots × many log windows at once.
+
+A *window* starts at a logged control step s from the logged joint state, replays the logged outputs open-loop for
+`horizon` control steps and predicts what the encoders read at steps s+1 … s+horizon. A *candidate* is one robot:
+values of the training randomization's parameters (`ksim_entropy.randomization`, applied with their own `apply`,
+so a fitted value means exactly what training randomizes) and a loop latency in physics steps.
+
+The model is the one `tasks.walk` trains on (4 ms physics, MuJoCo PD servos from `use_native_pd`, the same solver
+settings as `ksim_entropy.sim.SimOptions`). A suspended robot has its base pinned after every physics step and its
+contacts disabled (its feet hang clear of the floor).
+
+Latency: a logged sensor reading is `obs_latency` old and a logged target reaches the servos `action_latency`
+later, so an open-loop replay only sees their sum, the loop latency d: the target logged at step k drives the
+servos from physics step k·S + d of the window's clock, whose origin is the (late) state the log reports at s.
+"""
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from jaxtyping import Array
+from mujoco import mjx
+
+from ksim_entropy.actuation import use_native_pd
+from ksim_entropy.randomization import RandomizedParameter, with_updates
+from ksim_entropy.robot import RobotFiles, load_metadata, load_robot_model
+from ksim_entropy.sim import SimOptions
+
+__all__ = ["ReplayModel", "Windows", "make_windows"]
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Log windows to replay: initial readings (W, J), targets (W, history + horizon, J), readings to predict."""
+
+    angles0: np.ndarray  # (W, J) rad, encoder readings at each window's start
+    vels0: np.ndarray  # (W, J) rad/s
+    targets: np.ndarray  # (W, history + horizon, J) rad: logged outputs from step s − history to s + horizon − 1
+    angles: np.ndarray  # (W, horizon, J) rad: readings at s+1 … s+horizon
+    vels: np.ndarray  # (W, horizon, J) rad/s
+    history: int
+
+    @property
+    def horizon(self) -> int:
+        return int(self.angles.shape[1])
+
+
+def make_windows(
+    angles: np.ndarray, vels: np.ndarray, outputs: np.ndarray, starts: Sequence[int], horizon: int, history: int
+) -> Windows:
+    """Cut windows at control steps `starts` out of one log's (T, J) arrays (rows must be consecutive steps)."""
+    starts = np.asarray(starts, dtype=int)
+    if horizon < 1 or history < 1:
+        raise ValueError(f"need horizon >= 1 and history >= 1, got {horizon}, {history}")
+    if starts.size == 0 or starts.min() < history or starts.max() + horizon >= len(angles):
+        raise ValueError(f"window starts must lie in [{history}, {len(angles) - horizon - 1}]")
+    t = starts[:, None] + np.arange(-history, horizon)[None, :]
+    ahead = starts[:, None] + np.arange(1, horizon + 1)[None, :]
+    return Windows(
+        angles0=angles[starts],
+        vels0=vels[starts],
+        targets=outputs[t],
+        angles=angles[ahead],
+        vels=vels[ahead],
+        history=history,
+    )
+
+
+class ReplayModel:
+    """The training model of a robot in MJX, and a jitted batched replay of windows for candidate parameter sets."""
+
+    def __init__(
+        self,
+        files: RobotFiles,
+        parameters: Sequence[RandomizedParameter],
+        *,
+        suspended: bool,
+        options: SimOptions | None = None,
+    ) -> None:
+        options = options if options is not None else SimOptions()
+        mj_model = load_robot_model(files, scene=options.scene)
+        mj_model = use_native_pd(mj_model, load_metadata(files, mj_model))
+        mj_model.opt.timestep = options.dt_s
+        mj_model.opt.iterations = options.iterations
+        mj_model.opt.ls_iterations = options.ls_iterations
+        mj_model.opt.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+        mj_model.opt.solver = mujoco.mjtSolver.mjSOL_NEWTON
+        mj_model.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_EULERDAMP
+        mj_model.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_SENSOR  # encoder readings come from qpos, qvel
+        if suspended:
+            mj_model.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_CONTACT
+        self.mj_model = mj_model
+        self.parameters = tuple(parameters)
+        self.suspended = suspended
+        self.substeps = options.substeps
+        self.dt_s = options.dt_s
+        self.joint_names = tuple(mj_model.joint(i).name for i in range(1, mj_model.njnt))
+        data = mujoco.MjData(mj_model)
+        mujoco.mj_forward(mj_model, data)
+        base = data.qpos[:7].copy()
+        base[2] += 0.3  # as ksim_entropy.sim: the suspended robot's feet hang clear of the floor
+        self._base = jnp.asarray(base)
+        self._mjx_model = mjx.put_model(mj_model)
+        self._offset_index = next(
+            (i for i, p in enumerate(self.parameters) if type(p).__name__ == "JointZeroOffset"), None
+        )
+        self._runs: dict[int, Callable] = {}  # jitted batched replay per history length (a static shape)
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joint_names)
+
+    def _model(self, values: tuple[Array, ...]) -> mjx.Model:
+        model = self._mjx_model
+        for parameter, value in zip(self.parameters, values, strict=True):
+            model = with_updates(model, parameter.apply(model, value))
+        return model
+
+    def _window(
+        self, model: mjx.Model, delay: Array, offsets: Array, angles0: Array, vels0: Array, targets: Array, history: int
+    ) -> tuple[Array, Array]:
+        data = mjx.make_data(model)
+        qpos = jnp.concatenate([self._base, angles0 + offsets])
+        qvel = jnp.concatenate([jnp.zeros(6), vels0])
+        data = data.replace(qpos=qpos, qvel=qvel)
+        substeps = self.substeps
+
+        def physics_step(data: mjx.Data, j: Array) -> tuple[mjx.Data, None]:
+            row = history + jnp.floor_divide(j - delay, substeps)
+            data = mjx.step(model, data.replace(ctrl=targets[row]))
+            if self.suspended:
+                data = data.replace(qpos=data.qpos.at[:7].set(self._base), qvel=data.qvel.at[:6].set(0.0))
+            return data, None
+
+        def control_step(data: mjx.Data, k: Array) -> tuple[mjx.Data, tuple[Array, Array]]:
+            data, _ = jax.lax.scan(physics_step, data, k * substeps + jnp.arange(substeps))
+            return data, (data.qpos[7:] - offsets, data.qvel[6:])
+
+        horizon = targets.shape[0] - history
+        _, (angles, vels) = jax.lax.scan(control_step, data, jnp.arange(horizon))
+        return angles, vels
+
+    def _candidate(
+        self, values: tuple[Array, ...], delay: Array, angles0: Array, vels0: Array, targets: Array, *, history: int
+    ) -> tuple[Array, Array]:
+        model = self._model(values)
+        offsets = jnp.zeros(self.num_joints) if self._offset_index is None else values[self._offset_index]
+        offsets = jnp.broadcast_to(offsets, (self.num_joints,))
+        window = jax.vmap(self._window, in_axes=(None, None, None, 0, 0, 0, None))
+        return window(model, delay, offsets, angles0, vels0, targets, history)
+
+    def replay(
+        self, values: Sequence[np.ndarray], delays: np.ndarray, windows: Windows
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted readings (C, W, horizon, J) of angles (rad) and velocities (rad/s) for C candidates.
+
+        `values[i]` is (C, dims_i) for parameter i; `delays` (C,) is the loop latency in physics steps, at most
+        `windows.history · substeps`.
+        """
+        delays = np.asarray(delays, dtype=np.int32)
+        if delays.min() < 0 or delays.max() > windows.history * self.substeps:
+            raise ValueError(f"delays must lie in [0, {windows.history * self.substeps}] physics steps")
+        values = tuple(jnp.asarray(v, dtype=jnp.float32) for v in values)
+        args = (jnp.asarray(windows.angles0), jnp.asarray(windows.vels0), jnp.asarray(windows.targets))
+        if windows.history not in self._runs:
+            batched = jax.vmap(
+                functools.partial(self._candidate, history=windows.history), in_axes=(0, 0, None, None, None)
+            )
+            self._runs[windows.history] = jax.jit(batched)
+        angles, vels = self._runs[windows.history](values, jnp.asarray(delays), *args)
+        return np.asarray(angles), np.asarray(vels)

@@ -1,0 +1,76 @@
+"""Batched MJX replay (`ksim_entropy.replay`) against CPU MuJoCo, and the mass-scale symmetry the fit relies on."""
+
+import mujoco
+import numpy as np
+import pytest
+
+from ksim_entropy.fit import fit_parameters
+from ksim_entropy.reality import HiddenRobot, reality_log
+from ksim_entropy.replay import ReplayModel, make_windows
+from ksim_entropy.robot import resolve_robot_files
+
+HISTORY, HORIZON = 2, 8
+
+
+@pytest.fixture(scope="module")
+def replay_and_windows():
+    files = resolve_robot_files("local")
+    log = reality_log(HiddenRobot(), seconds=3.0, seed=4)
+    groups = [np.asarray(log.group(g), dtype=np.float64) for g in ("joint_angles", "joint_vels", "output")]
+    windows = make_windows(*groups, starts=[10, 60, 110], horizon=HORIZON, history=HISTORY)
+    return ReplayModel(files, fit_parameters(files), suspended=True), windows
+
+
+def _values(count: int, mass=1.0, friction=1.0, armature=1.0, damping=0.0, kp=1.0, kd=1.0, offsets=None):
+    columns = [np.full((count, 1), v) for v in (mass, friction, armature, damping, kp, kd)]
+    return [*columns, np.zeros((count, 20)) if offsets is None else np.broadcast_to(offsets, (count, 20))]
+
+
+def test_replay_matches_cpu_mujoco(replay_and_windows):
+    """Nominal robot, delay 0: MJX (float32) and MuJoCo's C engine (float64) on the same model agree."""
+    replay, windows = replay_and_windows
+    angles, vels = replay.replay(_values(1), np.array([0]), windows)
+    model = replay.mj_model
+    data = mujoco.MjData(model)
+    base = np.asarray(replay._base)
+    for w in range(len(windows.angles0)):
+        mujoco.mj_resetData(model, data)
+        data.qpos[:7], data.qpos[7:], data.qvel[6:] = base, windows.angles0[w], windows.vels0[w]
+        for k in range(HORIZON):
+            for _ in range(replay.substeps):
+                data.ctrl[:] = windows.targets[w, HISTORY + k]
+                mujoco.mj_step(model, data)
+                data.qpos[:7], data.qvel[:6] = base, 0.0
+            np.testing.assert_allclose(angles[0, w, k], data.qpos[7:], atol=2e-4)
+            np.testing.assert_allclose(vels[0, w, k], data.qvel[6:], atol=2e-2)
+
+
+def test_common_scale_leaves_joint_motion_unchanged(replay_and_windows):
+    """Masses, armature, friction loss, damping and gains ×1.25 together: the same joint motion to below an encoder
+    step (why the fit needs the weighed mass), while kp alone ×1.25 changes it by far more."""
+    replay, windows = replay_and_windows
+    c = 1.25
+    reference = _values(1, damping=0.4, friction=1.5, armature=0.9)
+    scaled = _values(1, mass=c, friction=1.5 * c, armature=0.9 * c, damping=0.4 * c, kp=c, kd=c)
+    kp_only = _values(1, damping=0.4, friction=1.5, armature=0.9, kp=c)
+    values = [np.concatenate(parts) for parts in zip(reference, scaled, kp_only, strict=True)]
+    angles, _ = replay.replay(values, np.array([2, 2, 2]), windows)
+    scaled_gap, kp_gap = np.abs(angles[1] - angles[0]).max(), np.abs(angles[2] - angles[0]).max()
+    print(f"common scale: {scaled_gap:.2e} rad, kp alone: {kp_gap:.2e} rad")
+    assert scaled_gap < 3e-4  # float32 and MuJoCo's constraint regularisation; an encoder step is 3.8e-4 rad
+    assert kp_gap > 20 * scaled_gap
+
+
+def test_latency_and_offsets_shift_the_prediction(replay_and_windows):
+    """A loop latency of d physics steps applies each target d steps later; an offset δ shifts the reading."""
+    replay, windows = replay_and_windows
+    delta = np.linspace(-0.02, 0.02, 20)
+    values = [np.concatenate(p) for p in zip(_values(1), _values(1), _values(1, offsets=delta), strict=True)]
+    angles, _ = replay.replay(values, np.array([0, replay.substeps, 0]), windows)
+    # one control step of latency = the previous target held one step longer: the response lags
+    lagged = np.abs(angles[1] - angles[0]).max()
+    assert lagged > 1e-3
+    # a zero offset moves the servo's set point: reading = q − δ settles near target − sag, not target − δ − sag
+    assert np.abs(angles[2] - angles[0]).max() > 1e-4
+    with pytest.raises(ValueError, match="delays must lie"):
+        replay.replay(_values(1), np.array([HISTORY * replay.substeps + 1]), windows)
