@@ -1,6 +1,7 @@
 """Fit the randomization to real logs by replay: which simulated robots reproduce what the real one did.
 
-Stages (a sysid engineer's order: closed forms first, then the global search, then the local refinement):
+Stages (a sysid engineer's order: closed forms first, then the global search, then the local refinement). After
+each, the result so far can be saved (`partial_path`), so a failed or interrupted fit keeps its last stage.
 
 1. **IMU, from moments** (`ksim_entropy.bridge.fitted.imu_moments`): a suspended robot is at rest, so gyro and
    accelerometer biases and noise follow from the means and spreads of the log.
@@ -9,9 +10,16 @@ Stages (a sysid engineer's order: closed forms first, then the global search, th
    candidates on many short log windows at once in MJX (`ksim_entropy.replay`). The score is the multi-step
    prediction likelihood of the encoder readings (DROPO's objective; Tiboni et al. 2023) with each channel's residual
    variance profiled out: ``loss = mean_c ½ log(mse_c + floor_c²)`` over joint angles and velocities.
-3. **Local refinement, Gauss-Newton** over the globals and the per-joint zero offsets (latency held), with a
-   finite-difference Jacobian computed as one batch. Its curvature, plus the prior as a Gaussian of the uniform's
-   variance, gives each parameter's posterior standard deviation σ.
+3. **Loop latency sweep**: every latency at the best globals, with its 95 % likelihood-ratio region.
+4. **Local refinement, Gauss-Newton / Levenberg-Marquardt** over the globals and the per-joint zero offsets at that
+   latency, with a finite-difference Jacobian computed as one batch. Its curvature, plus the prior as a Gaussian of
+   the uniform's variance, gives each parameter's posterior standard deviation σ. The latency is swept again; if it
+   moved, the refinement runs again (at most twice more).
+
+The replay model is the training model at the physical level: 1 ms physics (`FitOptions.replay_dt_s`) with the
+servo law applied explicitly each step (`ReplayModel(servo="explicit")`), as servo firmware does. At training's
+4 ms, or with MuJoCo's implicit servo damping, the integrator's error is larger than the data's noise and the fit
+absorbs it into the armature (measured: 0.54 for a true 0.82) and damping.
 
 Widths (the entropy side, after E-DROPO's "widest distribution consistent with the data"): an identifiable
 parameter gets the widest uniform range the data allow, mean ± 1.96 σ (its 95 % likelihood region), clipped to the
@@ -47,6 +55,7 @@ from ksim_entropy.bridge.fitted import FittedParameter, FittedRandomization, imu
 from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.replay import ReplayModel, Windows, make_windows
 from ksim_entropy.robot import RobotFiles, load_metadata, load_robot_model
+from ksim_entropy.sim import SimOptions
 
 __all__ = ["GLOBAL_PRIORS", "FitError", "FitOptions", "FitResult", "Prior", "fit_randomization"]
 
@@ -99,13 +108,18 @@ OBS_LATENCY_PRIOR_S = (0.0, 0.02)
 
 @dataclass(frozen=True)
 class FitOptions:
-    """Fit settings. `windows` log windows of `horizon` control steps are replayed per candidate."""
+    """Fit settings. `windows` log windows of `horizon` control steps are replayed per candidate.
+
+    `replay_dt_s` is the replay's physics step: the fit estimates physical values, so it replays finer than
+    training's 4 ms (at 4 ms the integrator's phase lag at the servo bandwidth biases armature and damping).
+    """
 
     horizon: int = 10
-    windows: int = 48
-    generations: int = 60
-    population: int = 12
-    refine_iterations: int = 8
+    windows: int = 32
+    generations: int = 30
+    population: int = 13
+    refine_iterations: int = 6
+    replay_dt_s: float = 0.001
     seed: int = 0
     mass_scale: float = 1.0  # the robot's weighed mass / the model's (joint motion cannot tell it, see the docstring)
     mass_scale_std: float | None = None  # its measurement's one-sigma error; None = not weighed
@@ -119,8 +133,9 @@ class FitResult:
 
     fitted: FittedRandomization
     loss_history: list[float] = field(default_factory=list)  # best loss per CMA-ES generation, then per refinement
-    before: tuple[np.ndarray, np.ndarray] | None = None  # predicted angles (W, H, J) at the prior centre, at the fit
-    after: tuple[np.ndarray, np.ndarray] | None = None
+    stages: list[tuple[str, int]] = field(default_factory=list)  # (stage, index of its first loss_history entry)
+    before: tuple[np.ndarray, np.ndarray] | None = None  # predicted (W, H, J) angles, vels at the prior centre
+    after: tuple[np.ndarray, np.ndarray] | None = None  # the same at the fit
     windows: Windows | None = None
     seconds: float = 0.0
 
@@ -171,14 +186,14 @@ def _windows(logs: Sequence[StepLog], options: FitOptions, history: int) -> Wind
 
 
 class _Objective:
-    """Batched replay loss and whitened residuals for candidates given as normalised vectors."""
+    """Batched replay loss and whitened residuals for candidates θ = (globals in [0, 1], zero offsets in rad)."""
 
-    def __init__(self, replay: ReplayModel, windows: Windows, max_delay: int, mass_scale: float) -> None:
-        self.replay, self.windows, self.max_delay, self.mass_scale = replay, windows, max_delay, mass_scale
-        self.batch = 1
+    def __init__(self, replay: ReplayModel, windows: Windows, mass_scale: float, batch: int) -> None:
+        self.replay, self.windows, self.mass_scale, self.batch = replay, windows, mass_scale, batch
         self.num_globals = len(GLOBAL_PRIORS)
         self.low = np.array([p.low for p in GLOBAL_PRIORS])
         self.high = np.array([p.high for p in GLOBAL_PRIORS])
+        self.calls = 0
 
     def values(self, x: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
         g = self.low + np.clip(x, 0.0, 1.0) * (self.high - self.low)
@@ -186,12 +201,18 @@ class _Objective:
         return [mass] + [g[:, i : i + 1] for i in range(self.num_globals)] + [offsets]
 
     def predict(self, x: np.ndarray, offsets: np.ndarray, delays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Replays of len(x) candidates, padded to one batch size so XLA compiles the replay once."""
-        count = len(x)
-        pad = max(self.batch - count, 0)
-        x, offsets, delays = (np.concatenate([a, np.repeat(a[:1], pad, 0)]) for a in (x, offsets, delays))
-        angles, vels = self.replay.replay(self.values(x, offsets), delays, self.windows)
-        return angles[:count], vels[:count]
+        """Replays of len(x) candidates in chunks of one batch size, so XLA compiles the replay once."""
+        angles, vels = [], []
+        for start in range(0, len(x), self.batch):
+            chunk = [a[start : start + self.batch] for a in (x, offsets, delays)]
+            count = len(chunk[0])
+            pad = self.batch - count
+            chunk = [np.concatenate([a, np.repeat(a[:1], pad, 0)]) for a in chunk]
+            a, v = self.replay.replay(self.values(chunk[0], chunk[1]), chunk[2], self.windows)
+            self.calls += 1
+            angles.append(a[:count])
+            vels.append(v[:count])
+        return np.concatenate(angles), np.concatenate(vels)
 
     def mse(self, angles: np.ndarray, vels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per candidate and channel mean squared residual plus its floor: (C, J) each."""
@@ -229,51 +250,25 @@ def fit_parameters(files: RobotFiles) -> list[rnd.RandomizedParameter]:
     return parameters
 
 
-def fit_randomization(
-    logs: Sequence[StepLog],
-    files: RobotFiles,
-    *,
-    suspended: bool = True,
-    options: FitOptions = FitOptions(),
-    robot_name: str = "kbot",
-    partial_path: str | Path | None = None,
-) -> FitResult:
-    """Fit the randomization to `logs` (see the module docstring).
+@dataclass
+class _State:
+    """Where the fit stands: globals in [0, 1], offsets (rad), loop latency (physics steps) and what is known."""
 
-    `partial_path`: where the result is also written when the fit ends (overwriting), for callers that save a
-    final file elsewhere.
-    """
-    if not suspended:
-        raise FitError(
-            "only suspended logs (robot on a stand, base fixed) are fitted so far; standing logs need the floor "
-            "contact in the replay and are not supported yet"
-        )
-    started = time.perf_counter()
-    lo, hi = MASS_SCALE_PRIOR
-    replay = ReplayModel(files, fit_parameters(files), suspended=suspended)
-    joints = replay.joint_names
-    latency_high_s = ACTION_LATENCY_PRIOR_S[1] + OBS_LATENCY_PRIOR_S[1]
-    max_delay = round(latency_high_s / replay.dt_s)
-    ctrl_steps = replay.substeps
-    history = max_delay // ctrl_steps + 1
-    _check_logs(logs, joints, need=history + options.horizon + options.windows)
-    windows = _windows(logs, options, history)
-    if not (math.isfinite(options.mass_scale) and lo <= options.mass_scale <= hi):
-        raise FitError(f"mass_scale must lie in {list(MASS_SCALE_PRIOR)}, got {options.mass_scale!r}")
-    objective = _Objective(replay, windows, max_delay, options.mass_scale)
-    objective.batch = max(options.population, len(GLOBAL_PRIORS) + len(joints) + 1, max_delay + 1)
-    num_globals = len(GLOBAL_PRIORS)
-    zeros = np.zeros((1, len(joints)))
+    globals_: np.ndarray
+    offsets: np.ndarray
+    delay: int
+    delay_region: tuple[int, int]
+    sigma: np.ndarray  # posterior σ of (globals in prior-width units, offsets in rad)
+    prior_sigma: np.ndarray
+    loss: float
+    stage: str
 
-    # 1. IMU from moments
-    imu = {}
-    for log in logs:
-        if all(g in log.groups for g in ("gyro", "accel", "projected_g")):
-            imu = imu_moments(log)
-            break
 
-    # 2. CMA-ES over the globals and the loop latency (last coordinate)
-    history_losses: list[float] = []
+def _global_search(
+    objective: _Objective, options: FitOptions, max_delay: int, num_joints: int, history: list[float]
+) -> tuple[np.ndarray, int]:
+    """CMA-ES over the globals and the loop latency (last coordinate, × max_delay); returns the best of both."""
+    num_globals = objective.num_globals
     centre = np.full(num_globals + 1, 0.5)
     optimizer = CMA(
         mean=centre,
@@ -282,101 +277,140 @@ def fit_randomization(
         seed=options.seed,
         population_size=options.population,
     )
-
-    def delays_of(x: np.ndarray) -> np.ndarray:
-        return np.rint(np.clip(x[:, -1], 0.0, 1.0) * max_delay).astype(int)
-
+    zeros = np.zeros((optimizer.population_size, num_joints))
     best_x, best_loss = centre.copy(), math.inf
     with _progress(options.generations, options.progress, "fit: CMA-ES") as bar:
         for _ in range(options.generations):
             xs = np.stack([optimizer.ask() for _ in range(optimizer.population_size)])
-            angles, vels = objective.predict(xs[:, :num_globals], np.repeat(zeros, len(xs), 0), delays_of(xs))
-            losses = objective.loss(angles, vels)
+            delays = np.rint(xs[:, -1] * max_delay).astype(int)
+            losses = objective.loss(*objective.predict(xs[:, :num_globals], zeros, delays))
             if not np.isfinite(losses).any():
                 raise FitError("every candidate's replay diverged (NaN); check the logs' units (rad, rad/s)")
             optimizer.tell([(x, float(v) if np.isfinite(v) else 1e9) for x, v in zip(xs, losses, strict=True)])
             i = int(np.argmin(losses))
             if losses[i] < best_loss:
                 best_x, best_loss = xs[i].copy(), float(losses[i])
-            history_losses.append(best_loss)
+            history.append(best_loss)
             bar.set_postfix(loss=f"{best_loss:.4f}")
             bar.update()
             if optimizer.should_stop():
                 break
+    return best_x[:num_globals], int(np.rint(best_x[-1] * max_delay))
 
-    # 3. Gauss-Newton over globals + zero offsets, latency held at the best
-    delay = int(delays_of(best_x[None])[0])
-    offset_scale = 2.0 * ZERO_OFFSET_PRIOR_RAD  # offsets normalised like the globals: prior width = 1
-    theta = np.concatenate([best_x[:num_globals], np.full(len(joints), 0.5)])
+
+def _latency_sweep(
+    objective: _Objective, globals_: np.ndarray, offsets: np.ndarray, max_delay: int
+) -> tuple[int, tuple[int, int], float, tuple[np.ndarray, np.ndarray]]:
+    """Every loop latency at fixed parameters: the best, its 95 % likelihood-ratio region, loss and replay."""
+    delays = np.arange(max_delay + 1)
+    count = delays.size
+    angles, vels = objective.predict(np.repeat(globals_[None], count, 0), np.repeat(offsets[None], count, 0), delays)
+    losses = objective.loss(angles, vels)
+    if not np.isfinite(losses).any():
+        raise FitError("the replay diverged (NaN) at every loop latency")
+    nll = objective.nll(losses)
+    best = int(np.argmin(nll))
+    region = delays[nll - nll[best] <= 0.5 * _Z95**2]
+    return best, (int(region.min()), int(region.max())), float(losses[best]), (angles[best], vels[best])
+
+
+def _refine(
+    objective: _Objective, state: _State, options: FitOptions, iterations: int, history: list[float], desc: str
+) -> _State:
+    """Gauss-Newton / Levenberg-Marquardt over the globals and zero offsets at a fixed loop latency.
+
+    The Jacobian of the whitened residuals is a forward finite difference, all probes in one batched replay. Its
+    curvature plus the prior (a uniform of width w as a Gaussian of variance w²/12) gives the posterior σ.
+    """
+    windows = objective.windows
+    num_globals = objective.num_globals
+    offset_width = 2.0 * ZERO_OFFSET_PRIOR_RAD
+    width = np.concatenate([np.ones(num_globals), np.full(state.offsets.size, offset_width)])
+    theta = np.concatenate([state.globals_, state.offsets / offset_width + 0.5])  # every coordinate in [0, 1]
     num = theta.size
-
-    def split(thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return thetas[:, :num_globals], (thetas[:, num_globals:] - 0.5) * offset_scale
-
-    def evaluate(thetas: np.ndarray, delay_: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x, off = split(thetas)
-        angles, vels = objective.predict(x, off, np.full(len(thetas), delay_))
-        return objective.loss(angles, vels), angles, vels
-
-    prior_precision = np.full(num, 12.0)  # uniform prior of width 1 as a Gaussian: variance 1/12
+    prior_precision = np.full(num, 12.0)
     step = 1e-2
-    loss0, _, _ = evaluate(theta[None], delay)
-    current = float(loss0[0])
+
+    def predict(thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        offsets = (thetas[:, num_globals:] - 0.5) * offset_width
+        return objective.predict(thetas[:, :num_globals], offsets, np.full(len(thetas), state.delay))
+
+    current = state.loss
     covariance = np.diag(1.0 / prior_precision)
-    with _progress(options.refine_iterations, options.progress, "fit: Gauss-Newton") as bar:
-        for _ in range(options.refine_iterations + 1):
+    with _progress(iterations, options.progress, desc) as bar:
+        for iteration in range(iterations + 1):
             probes = theta[None] + step * np.vstack([np.zeros(num), np.eye(num)])
-            _, angles_p, vels_p = evaluate(probes, delay)
-            msa, msv = objective.mse(angles_p[:1], vels_p[:1])
-            scale_a, scale_v = np.sqrt(msa[0]), np.sqrt(msv[0])
+            angles, vels = predict(probes)
+            if not np.isfinite(angles[0]).all():
+                raise FitError("the replay diverged (NaN) during the refinement; the partial result is the last good")
+            msa, msv = objective.mse(angles[:1], vels[:1])
             residual = np.concatenate(
                 [
-                    ((angles_p - windows.angles[None]) / scale_a).reshape(num + 1, -1),
-                    ((vels_p - windows.vels[None]) / scale_v).reshape(num + 1, -1),
+                    ((angles - windows.angles[None]) / np.sqrt(msa[0])).reshape(num + 1, -1),
+                    ((vels - windows.vels[None]) / np.sqrt(msv[0])).reshape(num + 1, -1),
                 ],
                 axis=1,
             )
             jacobian = (residual[1:] - residual[:1]).T / step  # (N, P)
             information = jacobian.T @ jacobian / options.horizon  # one independent sample per window and channel
             covariance = np.linalg.inv(information + np.diag(prior_precision))
-            if bar.n >= options.refine_iterations:
+            if iteration == iterations:
                 break
-            r0 = residual[0] / math.sqrt(options.horizon)
-            gradient = jacobian.T @ r0 / math.sqrt(options.horizon)
-            accepted = False
-            for damping in (1e-3, 1e-1, 1e1):  # Levenberg-Marquardt: damp until the loss falls
-                delta = -np.linalg.solve(information + damping * np.diag(np.diag(information) + 1e-9), gradient)
-                candidate = np.clip(theta + delta, 0.0, 1.0)
-                trial = float(evaluate(candidate[None], delay)[0][0])
-                if trial < current:
-                    theta, accepted = candidate, current - trial > 1e-5
-                    current = trial
-                    break
-            history_losses.append(current)
+            gradient = jacobian.T @ residual[0] / options.horizon
+            scaled = np.diag(np.diag(information) + 1e-9)
+            trials = np.stack(  # Levenberg-Marquardt: three dampings tried in one batch
+                [
+                    np.clip(theta - np.linalg.solve(information + d * scaled, gradient), 0.0, 1.0)
+                    for d in (1e-3, 1e-1, 1e1)
+                ]
+            )
+            losses = objective.loss(*predict(trials))
+            best = int(np.argmin(losses))
+            improved = losses[best] < current
+            gain = current - float(losses[best]) if improved else 0.0
+            if improved:
+                theta, current = trials[best], float(losses[best])
+            history.append(current)
             bar.set_postfix(loss=f"{current:.4f}")
             bar.update()
-            if not accepted:
-                bar.update(options.refine_iterations - bar.n)
+            if gain < 1e-5:
+                bar.update(iterations - bar.n)
                 break
+    return _State(
+        globals_=theta[:num_globals],
+        offsets=(theta[num_globals:] - 0.5) * offset_width,
+        delay=state.delay,
+        delay_region=state.delay_region,
+        sigma=np.sqrt(np.diag(covariance)) * width,
+        prior_sigma=width / np.sqrt(prior_precision),
+        loss=current,
+        stage=state.stage,
+    )
 
-    # loop latency: every delay, at the refined parameters; its 95 % region by the likelihood ratio
-    delays = np.arange(max_delay + 1)
-    x, off = split(np.repeat(theta[None], delays.size, 0))
-    angles_d, vels_d = objective.predict(x, off, delays)
-    nll = objective.nll(objective.loss(angles_d, vels_d))
-    delay = int(np.argmin(nll))
-    region = delays[nll - nll[delay] <= 0.5 * _Z95**2]
-    final_loss = float(objective.loss(angles_d[delay : delay + 1], vels_d[delay : delay + 1])[0])
-    history_losses.append(final_loss)
-    after = (angles_d[delay], vels_d[delay])
-    before_a, before_v = objective.predict(np.full((1, num_globals), 0.5), zeros, np.array([max_delay // 2]))
 
-    # results
-    sigma = np.sqrt(np.diag(covariance))
-    prior_sigma = 1.0 / np.sqrt(prior_precision)
+def _imu_parameters(imu: dict[str, tuple[float, float]]) -> list[FittedParameter]:
+    out = []
+    for name, (value, s) in imu.items():
+        kind, _, axis = name.partition("/")
+        if kind == "noise_std":
+            unit, lo, hi = {"gyro": "rad/s"}.get(axis, "m/s^2"), 0.0, max(1.0, 10 * value)
+        else:
+            unit, lo, hi = ("rad/s", -1.0, 1.0) if kind == "gyro_bias" else ("m/s^2", -2.0, 2.0)
+        value = float(np.clip(value, lo, hi))
+        low, high = max(lo, value - _Z95 * s), min(hi, value + _Z95 * s)
+        note = "IMU at rest: closed form from the log's moments"
+        out.append(FittedParameter(name, value, low, high, unit, float(s), True, (lo, hi), note))
+    return out
+
+
+def _fitted_parameters(
+    state: _State, options: FitOptions, joints: tuple[str, ...], dt_s: float, latency_high_s: float
+) -> list[FittedParameter]:
+    """`fitted.json` entries from the fit's state (IMU entries excluded)."""
     params: list[FittedParameter] = []
 
-    def add(name: str, unit: str, value: float, s: float, lo: float, hi: float, ok: bool, note: str = "") -> None:
+    def add(name: str, unit: str, value: float, s: float, prior: tuple[float, float], ok: bool, note: str = "") -> None:
+        lo, hi = prior
         value = float(np.clip(value, lo, hi))
         low, high = (max(lo, value - _Z95 * s), min(hi, value + _Z95 * s)) if ok else (lo, hi)
         params.append(FittedParameter(name, value, low, high, unit, float(s), bool(ok), (lo, hi), note))
@@ -397,34 +431,27 @@ def fit_randomization(
             "together, so logs of joint angles fix only their ratios to the mass; weigh the robot (--mass-scale)",
         )
     )
+    ok = state.sigma < options.identifiable_ratio * state.prior_sigma
     for i, prior in enumerate(GLOBAL_PRIORS):
-        width = prior.high - prior.low
-        ok = sigma[i] < options.identifiable_ratio * prior_sigma[i]
-        add(prior.name, prior.unit, prior.low + theta[i] * width, sigma[i] * width, prior.low, prior.high, ok)
-    dt = replay.dt_s
-    loop = delay * dt
-    loop_lo, loop_hi = float(region.min()) * dt - dt / 2, float(region.max()) * dt + dt / 2
-    add(
-        "loop_latency_s",
-        "s",
-        loop,
-        (loop_hi - loop_lo) / (2 * _Z95),
-        0.0,
-        latency_high_s,
-        True,
-        "action + observation latency: the only latency open-loop logs reveal",
-    )
-    obs = min(loop / 2, OBS_LATENCY_PRIOR_S[1])
+        w = prior.high - prior.low
+        value = prior.low + state.globals_[i] * w
+        add(prior.name, prior.unit, value, state.sigma[i] * w, (prior.low, prior.high), ok[i])
+    loop = state.delay * dt_s
+    loop_lo, loop_hi = state.delay_region[0] * dt_s - dt_s / 2, state.delay_region[1] * dt_s + dt_s / 2
+    loop_note = "action + observation latency: the only latency open-loop logs reveal"
+    add("loop_latency_s", "s", loop, (loop_hi - loop_lo) / (2 * _Z95), (0.0, latency_high_s), True, loop_note)
     split_note = "only the sum loop_latency_s is identifiable; range = the split consistent with it and the priors"
+    obs = min(loop / 2, OBS_LATENCY_PRIOR_S[1])
     act_lo, act_hi = max(0.0, loop_lo - OBS_LATENCY_PRIOR_S[1]), min(ACTION_LATENCY_PRIOR_S[1], max(loop_hi, 0.0))
+    act = float(np.clip(loop - obs, act_lo, act_hi))
     params.append(
         FittedParameter(
             "action_latency_s",
-            float(np.clip(loop - obs, act_lo, act_hi)),
+            act,
             act_lo,
             act_hi,
             "s",
-            (act_hi - act_lo) / math.sqrt(12),
+            (act_hi - act_lo) / 12**0.5,
             False,
             ACTION_LATENCY_PRIOR_S,
             split_note,
@@ -438,58 +465,116 @@ def fit_randomization(
             0.0,
             obs_hi,
             "s",
-            obs_hi / math.sqrt(12),
+            obs_hi / 12**0.5,
             False,
             OBS_LATENCY_PRIOR_S,
             split_note,
         )
     )
+    g = len(GLOBAL_PRIORS)
     for j, joint in enumerate(joints):
-        k = num_globals + j
-        ok = sigma[k] < options.identifiable_ratio * prior_sigma[k]
-        value = (theta[k] - 0.5) * offset_scale
-        add(
-            f"zero_offset/{joint}",
-            "rad",
-            value,
-            sigma[k] * offset_scale,
-            -ZERO_OFFSET_PRIOR_RAD,
-            ZERO_OFFSET_PRIOR_RAD,
-            ok,
+        prior = (-ZERO_OFFSET_PRIOR_RAD, ZERO_OFFSET_PRIOR_RAD)
+        add(f"zero_offset/{joint}", "rad", state.offsets[j], state.sigma[g + j], prior, ok[g + j])
+    return params
+
+
+def fit_randomization(
+    logs: Sequence[StepLog],
+    files: RobotFiles,
+    *,
+    suspended: bool = True,
+    options: FitOptions = FitOptions(),
+    robot_name: str = "kbot",
+    partial_path: str | Path | None = None,
+) -> FitResult:
+    """Fit the randomization to `logs` (see the module docstring).
+
+    `partial_path`: the result so far is written there (overwriting) after every stage, so a fit that fails or is
+    interrupted leaves its last complete stage on disk; coverage["stage"] says which.
+    """
+    if not suspended:
+        raise FitError(
+            "only suspended logs (robot on a stand, base fixed) are fitted so far; standing logs need the floor "
+            "contact in the replay and are not supported yet"
         )
-    for name, (value, s) in imu.items():
-        unit = (
-            {"gyro": "rad/s", "accel": "m/s^2", "projected_g": "m/s^2"}[name.split("/")[-1]]
-            if name.startswith("noise_std")
-            else ("rad/s" if name.startswith("gyro") else "m/s^2")
-        )
-        lo, hi = (
-            (0.0, max(1.0, 10 * value))
-            if name.startswith("noise_std")
-            else (-1.0, 1.0)
-            if name.startswith("gyro")
-            else (-2.0, 2.0)
-        )
-        add(name, unit, value, s, lo, hi, True, "IMU at rest: closed form from the log's moments")
+    started = time.perf_counter()
+    if not (math.isfinite(options.mass_scale) and MASS_SCALE_PRIOR[0] <= options.mass_scale <= MASS_SCALE_PRIOR[1]):
+        raise FitError(f"mass_scale must lie in {list(MASS_SCALE_PRIOR)}, got {options.mass_scale!r}")
+    try:
+        sim_options = SimOptions(dt_s=options.replay_dt_s)
+    except ValueError as err:
+        raise FitError(f"replay_dt_s: {err}") from None
+    replay = ReplayModel(files, fit_parameters(files), suspended=suspended, options=sim_options, servo="explicit")
+    joints = replay.joint_names
+    latency_high_s = ACTION_LATENCY_PRIOR_S[1] + OBS_LATENCY_PRIOR_S[1]
+    max_delay = round(latency_high_s / replay.dt_s)
+    history = max_delay // replay.substeps + 1
+    _check_logs(logs, joints, need=history + options.horizon + options.windows)
+    windows = _windows(logs, options, history)
+    objective = _Objective(replay, windows, options.mass_scale, batch=options.population)
+    imu = next((imu_moments(log) for log in logs if {"gyro", "accel", "projected_g"} <= set(log.groups)), {})
+    losses: list[float] = []
+    stages: list[tuple[str, int]] = []
     seconds = float(sum(len(log) for log in logs) * replay.substeps * replay.dt_s)
-    fitted = FittedRandomization(
-        robot=robot_name,
-        joint_names=joints,
-        parameters=tuple(params),
-        final_loss=final_loss,
-        coverage={
+    excursion = {
+        j: float(np.std(np.concatenate([log.group("joint_angles")[:, i] for log in logs])))
+        for i, j in enumerate(joints)
+    }
+
+    def fitted_of(state: _State) -> FittedRandomization:
+        params = _fitted_parameters(state, options, joints, replay.dt_s, latency_high_s) + _imu_parameters(imu)
+        coverage = {
             "logs": [log.source or "log" for log in logs],
             "seconds": seconds,
             "windows": int(windows.angles.shape[0]),
             "horizon_steps": options.horizon,
             "suspended": suspended,
-            "joint_excursion_rad": {
-                j: float(np.std(np.concatenate([log.group("joint_angles")[:, i] for log in logs])))
-                for i, j in enumerate(joints)
-            },
+            "stage": state.stage,
+            "joint_excursion_rad": excursion,
             "fit_seconds": time.perf_counter() - started,
-        },
+        }
+        return FittedRandomization(robot_name, joints, tuple(params), state.loss, coverage)
+
+    def checkpoint(state: _State) -> None:
+        if partial_path is not None:
+            fitted_of(state).save(partial_path, overwrite=True)
+
+    num_globals = len(GLOBAL_PRIORS)
+    zero_offsets = np.zeros(len(joints))
+    prior_sigma = np.concatenate(
+        [np.full(num_globals, 12**-0.5), np.full(len(joints), 2 * ZERO_OFFSET_PRIOR_RAD / 12**0.5)]
     )
+    centre = np.full(num_globals, 0.5)
+    before = objective.predict(centre[None], zero_offsets[None], np.array([max_delay // 2]))
+
+    # 1. global search: CMA-ES over the globals and the loop latency; then the latency at the best globals
+    stages.append(("CMA-ES", len(losses)))
+    globals_, _ = _global_search(objective, options, max_delay, len(joints), losses)
+    delay, region, loss, _ = _latency_sweep(objective, globals_, zero_offsets, max_delay)
+    state = _State(globals_, zero_offsets, delay, region, prior_sigma.copy(), prior_sigma, loss, "global search")
+    checkpoint(state)
+
+    # 2. local refinement at that latency; again if the refined parameters move the latency
+    stages.append(("Gauss-Newton", len(losses)))
+    for round_ in range(3):
+        state = _refine(
+            objective,
+            state,
+            options,
+            options.refine_iterations if round_ == 0 else 2,
+            losses,
+            f"fit: Gauss-Newton ({round_ + 1})",
+        )
+        delay, region, loss, after = _latency_sweep(objective, state.globals_, state.offsets, max_delay)
+        moved = delay != state.delay
+        state = _State(state.globals_, state.offsets, delay, region, state.sigma, prior_sigma, loss, "refined")
+        losses.append(loss)
+        checkpoint(state)
+        if not moved:
+            break
+    state.stage = "complete"
+    fitted = fitted_of(state)
     if partial_path is not None:
         fitted.save(partial_path, overwrite=True)
-    return FitResult(fitted, history_losses, (before_a[0], before_v[0]), after, windows, time.perf_counter() - started)
+    before_a, before_v = before
+    return FitResult(fitted, losses, stages, (before_a[0], before_v[0]), after, windows, time.perf_counter() - started)

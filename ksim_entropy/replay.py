@@ -5,9 +5,15 @@ A *window* starts at a logged control step s from the logged joint state, replay
 values of the training randomization's parameters (`ksim_entropy.randomization`, applied with their own `apply`,
 so a fitted value means exactly what training randomizes) and a loop latency in physics steps.
 
-The model is the one `tasks.walk` trains on (4 ms physics, MuJoCo PD servos from `use_native_pd`, the same solver
-settings as `ksim_entropy.sim.SimOptions`). A suspended robot has its base pinned after every physics step and its
-contacts disabled (its feet hang clear of the floor).
+The model is the one `tasks.walk` trains on (MuJoCo PD servos from `use_native_pd`, the same solver settings as
+`ksim_entropy.sim.SimOptions`; 4 ms physics unless `options` say otherwise). A suspended robot has its base pinned
+after every physics step and its contacts disabled (its feet hang clear of the floor).
+
+Servos: `servo="native"` steps MuJoCo's own PD actuators, whose damping term the implicit integrator treats
+implicitly (as training does). `servo="explicit"` computes the same law, clip(kp·(target + δ − q) − kd·q̇), from
+the (randomized) actuator fields once per physics step and applies it as a motor force, the way a servo's firmware
+closes its loop (and `ksim_entropy.sim.KBotSimulator` does). The implicit damping acts like an extra inertia of
+dt·kd per joint, which a fit at the physical level must not absorb into the armature.
 
 Latency: a logged sensor reading is `obs_latency` old and a logged target reaches the servos `action_latency`
 later, so an open-loop replay only sees their sum, the loop latency d: the target logged at step k drives the
@@ -80,7 +86,10 @@ class ReplayModel:
         *,
         suspended: bool,
         options: SimOptions | None = None,
+        servo: str = "native",
     ) -> None:
+        if servo not in ("native", "explicit"):
+            raise ValueError(f"servo must be 'native' or 'explicit', got {servo!r}")
         options = options if options is not None else SimOptions()
         mj_model = load_robot_model(files, scene=options.scene)
         mj_model = use_native_pd(mj_model, load_metadata(files, mj_model))
@@ -96,6 +105,7 @@ class ReplayModel:
         self.mj_model = mj_model
         self.parameters = tuple(parameters)
         self.suspended = suspended
+        self.servo = servo
         self.substeps = options.substeps
         self.dt_s = options.dt_s
         self.joint_names = tuple(mj_model.joint(i).name for i in range(1, mj_model.njnt))
@@ -120,10 +130,31 @@ class ReplayModel:
             model = with_updates(model, parameter.apply(model, value))
         return model
 
+    def _servo_step(self, model: mjx.Model) -> Callable[[mjx.Data, Array], mjx.Data]:
+        """One physics step holding PD targets `ctrl` (rad), with the servos stepped as `self.servo` says."""
+        if self.servo == "native":
+            return lambda data, ctrl: mjx.step(model, data.replace(ctrl=ctrl))
+        gain = model.actuator_gainprm[:, 0]
+        bias = model.actuator_biasprm[:, :3]
+        limited = model.actuator_forcelimited.astype(bool)
+        low = jnp.where(limited, model.actuator_forcerange[:, 0], -jnp.inf)
+        high = jnp.where(limited, model.actuator_forcerange[:, 1], jnp.inf)
+        motors = model.replace(  # force = ctrl: gain 1, no bias (actuator i drives qpos[7 + i], use_native_pd checks)
+            actuator_gainprm=model.actuator_gainprm.at[:, 0].set(1.0),
+            actuator_biasprm=jnp.zeros_like(model.actuator_biasprm),
+        )
+
+        def step(data: mjx.Data, ctrl: Array) -> mjx.Data:
+            force = gain * ctrl + bias[:, 0] + bias[:, 1] * data.qpos[7:] + bias[:, 2] * data.qvel[6:]
+            return mjx.step(motors, data.replace(ctrl=jnp.clip(force, low, high)))
+
+        return step
+
     def _window(
         self, model: mjx.Model, delay: Array, offsets: Array, angles0: Array, vels0: Array, targets: Array, history: int
     ) -> tuple[Array, Array]:
         data = mjx.make_data(model)
+        servo_step = self._servo_step(model)
         qpos = jnp.concatenate([self._base, angles0 + offsets])
         qvel = jnp.concatenate([jnp.zeros(6), vels0])
         data = data.replace(qpos=qpos, qvel=qvel)
@@ -131,7 +162,7 @@ class ReplayModel:
 
         def physics_step(data: mjx.Data, j: Array) -> tuple[mjx.Data, None]:
             row = history + jnp.floor_divide(j - delay, substeps)
-            data = mjx.step(model, data.replace(ctrl=targets[row]))
+            data = servo_step(data, targets[row])
             if self.suspended:
                 data = data.replace(qpos=data.qpos.at[:7].set(self._base), qvel=data.qvel.at[:6].set(0.0))
             return data, None
