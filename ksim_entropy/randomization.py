@@ -618,18 +618,24 @@ class _ActuatorParameter(RandomizedParameter):
         cls,
         model: ksim.PhysicsModel,
         *,
-        low: float,
-        high: float,
+        low: float | Sequence[float],
+        high: float | Sequence[float],
         joint_names: Sequence[str] | None = None,
         family: Family = "uniform",
         shared: bool = False,
         **kwargs: object,
     ) -> Self:
-        """Every actuator by default, one independent draw per joint."""
+        """Every actuator by default, one independent draw per joint; `low`/`high` one value or one per joint."""
         ids = cls._actuators(model, joint_names)
         n = 1 if shared else len(ids)
+        try:
+            lo, hi = (np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in (low, high))
+        except ValueError:
+            raise ValueError(
+                f"{cls.__name__}: low/high need 1 or {n} values, got {np.shape(low)}, {np.shape(high)}"
+            ) from None
         nominal = 1.0 if cls.positive else 0.0  # scale factors vs offsets (rad)
-        dist = make_distribution(family, [low] * n, [high] * n, nominal=nominal, unitless=cls.positive)
+        dist = make_distribution(family, lo, hi, nominal=nominal, unitless=cls.positive)
         return cls(actuator_ids=ids, dist=dist, **kwargs)
 
 

@@ -29,11 +29,13 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 from omegaconf.errors import OmegaConfBaseException
 
 from ksim_entropy.actuation import DelayedActuators, NativePDActuators, use_native_pd
+from ksim_entropy.bridge.fitted import FittedRandomizationError
 from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
 from ksim_entropy.curriculum import RandomizationCurriculum
 from ksim_entropy.events import ForcePushEvent, WindEvent
 from ksim_entropy.export import KinferPolicy, export_kinfer
+from ksim_entropy.fitted_ranges import FittedRanges, load_fitted_ranges
 from ksim_entropy.observation import DelayedObservation, SensorNoise
 from ksim_entropy.policy import RecurrentActorCritic
 from ksim_entropy.randomization import (
@@ -137,6 +139,9 @@ class WalkConfig(KBotEntropyConfig):
     obs_latency_s: tuple[float, float] = xax.field(value=(0.0, 0.02), help="Sensor delay per episode (s).")
     obs_hold_prob: float = xax.field(value=0.0, help="Per-step probability a sensor repeats its last value.")
     action_latency_s: tuple[float, float] = xax.field(value=(0.004, 0.012), help="Command delay per episode (s).")
+    randomization: str = xax.field(
+        value="", help="fitted.json from `python -m tasks.fit`: its ranges replace the defaults (sim2real only)."
+    )
 
 
 PRESETS: dict[str, dict[str, object]] = {
@@ -205,6 +210,17 @@ SENSOR_NOISE: dict[str, tuple[float, float]] = {  # name: (uniform half-width, p
 }
 
 
+# Physics ranges (low, high) where no fitted.json is given; the fit's ranges replace them (ksim_entropy.fitted_ranges).
+DEFAULT_PHYSICS_RANGES: dict[str, tuple[float, float]] = {
+    "mass_scale": (0.9, 1.1),  # Playground Go1/G1/BH
+    "frictionloss_scale": (0.5, 2.0),  # ksim, Playground G1
+    "joint_damping": (0.0, 1.0),  # N·m·s/rad added; the K-Bot model's damping is 0
+    "armature_scale": (0.95, 1.05),  # ksim
+    "kp_scale": (0.9, 1.1),  # Playground T1
+    "kd_scale": (0.9, 1.1),
+}
+
+
 class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfig]):
     """K-Bot velocity tracking on ksim 0.2.10's PPO with a recurrent actor-critic.
 
@@ -235,11 +251,20 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
     def nominal_pose(self, physics_model: ksim.PhysicsModel) -> list[float]:
         return [KBOT_NOMINAL_POSE_RAD.get(name, 0.0) for name in self.joint_names(physics_model)]
 
+    def fitted_ranges(self, physics_model: ksim.PhysicsModel) -> FittedRanges:
+        """The ranges of `config.randomization` (fitted.json), or none (all defaults) when it is unset."""
+        path = self.config.randomization
+        if not path:
+            return FittedRanges()
+        if not self.config.sim2real:
+            raise ValueError("randomization=fitted.json needs sim2real=True (ksim's plain randomizers have no ranges)")
+        return load_fitted_ranges(Path(path).expanduser(), self.joint_names(physics_model))
+
     # ---------------------------------------------------------------- environment
     def get_actuators(self, physics_model: ksim.PhysicsModel, metadata: ksim.Metadata | None = None) -> ksim.Actuators:
         cfg = self.config
         if cfg.sim2real:
-            lo, hi = cfg.action_latency_s
+            lo, hi = self.fitted_ranges(physics_model).action_latency_s or cfg.action_latency_s
             return DelayedActuators.create(NativePDActuators(), latency_range_s=(lo, hi), dt_s=cfg.dt)
         if metadata is None:
             raise ValueError("K-Bot actuators need joint metadata (kp, kd, soft torque limits)")
@@ -249,20 +274,23 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
         """The K-Bot's randomized physics, applied in this order (sources in ksim_entropy.randomization)."""
         w = {"width": self.config.randomization_width, "max_width": self.config.randomization_max_width}
         feet = [g for body in KBOT_FOOT_BODIES for g in KBOT_FOOT_COLLISION_GEOMS[body]]
+        fitted = self.fitted_ranges(physics_model)
+        r = {k: {"low": lo, "high": hi} for k, (lo, hi) in {**DEFAULT_PHYSICS_RANGES, **fitted.physics}.items()}
+        offset_lo, offset_hi = fitted.zero_offset_rad or (-0.03, 0.03)  # Playground qpos0 is ±0.05
         return DomainRandomization(
             parameters=[
-                BodyMassScale.create(physics_model, low=0.9, high=1.1, **w),  # Playground Go1/G1/BH
+                BodyMassScale.create(physics_model, **r["mass_scale"], **w),
                 BodyMassOffset.create(physics_model, body_names=["torso"], low=-1.0, high=1.0, **w),  # Playground
                 CenterOfMassOffset.create(physics_model, body_names=["torso"], max_offset_m=0.03, **w),
-                JointFrictionLoss.create(physics_model, low=0.5, high=2.0, **w),  # ksim, Playground G1
-                JointDamping.create(physics_model, low=0.0, high=1.0, mode="add", **w),  # K-Bot damping is 0
-                JointArmature.create(physics_model, low=0.95, high=1.05, **w),  # ksim
+                JointFrictionLoss.create(physics_model, **r["frictionloss_scale"], **w),
+                JointDamping.create(physics_model, **r["joint_damping"], mode="add", **w),
+                JointArmature.create(physics_model, **r["armature_scale"], **w),
                 GeomFriction.create(physics_model, geom_names=feet, low=0.4, high=1.0, **w),  # Playground floor
                 ImuMisalignment.create(physics_model, **w),  # ksim's 2 deg
-                ActuatorKpScale.create(physics_model, low=0.9, high=1.1, **w),  # Playground T1
-                ActuatorKdScale.create(physics_model, low=0.9, high=1.1, **w),
+                ActuatorKpScale.create(physics_model, **r["kp_scale"], **w),
+                ActuatorKdScale.create(physics_model, **r["kd_scale"], **w),
                 TorqueLimitScale.create(physics_model, low=0.8, high=1.0, **w),  # weaker, never stronger
-                JointZeroOffset.create(physics_model, low=-0.03, high=0.03, **w),  # Playground qpos0 is ±0.05
+                JointZeroOffset.create(physics_model, low=offset_lo, high=offset_hi, **w),
             ]
         )
 
@@ -330,14 +358,18 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
         }
         observations: dict[str, ksim.Observation] = {}
         cfg = self.config
+        fitted = self.fitted_ranges(physics_model)
         for name, obs in sensors.items():
             noise, bias = SENSOR_NOISE[name]
+            fitted_noise, fitted_bias = fitted.sensor_noise.get(name, (None, None))
+            noise = noise if fitted_noise is None else fitted_noise
+            bias = bias if fitted_bias is None else fitted_bias
             if cfg.sim2real:
                 observations[name] = obs
                 observations[f"noisy_{name}"] = DelayedObservation.create(
                     obs,
                     ctrl_dt_s=cfg.ctrl_dt,
-                    latency_range_s=tuple(cfg.obs_latency_s),
+                    latency_range_s=fitted.obs_latency_s or tuple(cfg.obs_latency_s),
                     hold_prob=cfg.obs_hold_prob,
                     sensor_noise=SensorNoise(uniform_mag=noise, bias_mag=bias),
                 )
@@ -715,6 +747,12 @@ def build_config(args: list[str]) -> WalkConfig:
             f"error: exp_dir {exp_dir} already holds a run and would be overwritten. Pick a new exp_dir; to resume, "
             f"pass load_from_ckpt_path={exp_dir}/checkpoints/ckpt.bin with a new (or no) exp_dir."
         )
+    if config.randomization:  # checked here: errors inside ksim's training loop are logged, not raised
+        task = KBotWalkingTask(config)
+        try:
+            task.fitted_ranges(load_robot_model(task.robot_files, scene=None))
+        except (FittedRandomizationError, ValueError) as err:
+            raise SystemExit(f"error: randomization={config.randomization}: {err}") from err
     return config
 
 

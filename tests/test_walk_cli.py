@@ -47,6 +47,7 @@ def test_default_run_directory_is_new(tmp_path, monkeypatch):
         (["num_envz=8"], "unknown config key 'num_envz'.*num_envs"),
         (["preset=tpu"], "unknown preset 'tpu'"),
         (["num_envs=lots"], "bad config override"),
+        (["randomization=/nonexistent/fitted.json"], "randomization=/nonexistent/fitted.json: .*fitted.json"),
     ],
 )
 def test_bad_arguments_exit_with_a_clear_message(args, message, tmp_path):

@@ -1,0 +1,103 @@
+"""`python -m tasks.walk randomization=fitted.json`: the fitted ranges become the walking task's randomization."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from ksim_entropy.bridge.fitted import FittedParameter, FittedRandomization, FittedRandomizationError
+from ksim_entropy.fitted_ranges import PHYSICS_PARAMETERS
+from tasks.walk import COMMON_DEFAULTS, PRESETS, SENSOR_NOISE, KBotWalkingTask, WalkConfig
+
+RANGES = {  # name: (low, high, prior)
+    "mass_scale": (1.02, 1.06, (0.7, 1.3)),
+    "frictionloss_scale": (0.88, 0.95, (0.25, 3.0)),
+    "armature_scale": (0.80, 0.84, (0.5, 2.0)),
+    "joint_damping": (0.21, 0.22, (0.0, 2.0)),
+    "kp_scale": (1.09, 1.10, (0.7, 1.3)),
+    "kd_scale": (1.20, 1.22, (0.5, 1.5)),
+    "action_latency_s": (0.0, 0.0125, (0.0, 0.03)),
+    "obs_latency_s": (0.0, 0.0125, (0.0, 0.02)),
+    "gyro_bias/x": (0.019, 0.0193, (-1.0, 1.0)),
+    "gyro_bias/y": (-0.031, -0.030, (-1.0, 1.0)),
+    "gyro_bias/z": (0.005, 0.006, (-1.0, 1.0)),
+}
+
+
+def _task(tmp_path, **overrides):
+    config = {**COMMON_DEFAULTS, **PRESETS["cpu"], "exp_dir": str(tmp_path / "run"), **overrides}
+    known = {f.name for f in dataclasses.fields(WalkConfig)}
+    config = {k: v for k, v in config.items() if k in known}
+    return KBotWalkingTask(KBotWalkingTask.get_config(config, use_cli=False))
+
+
+def _fitted(joints, ranges=RANGES):
+    params = [
+        FittedParameter(n, (lo + hi) / 2, lo, hi, "1", (hi - lo) / 4, True, prior)
+        for n, (lo, hi, prior) in ranges.items()
+    ]
+    offsets = np.linspace(-0.02, 0.02, len(joints))
+    params += [
+        FittedParameter(f"zero_offset/{j}", o, o - 0.005, o + 0.005, "rad", 0.0025, True, (-0.05, 0.05))
+        for j, o in zip(joints, offsets, strict=True)
+    ]
+    params += [FittedParameter("noise_std/gyro", 0.004, 0.0039, 0.0041, "rad/s", 1e-4, True, (0.0, 1.0))]
+    return FittedRandomization("kbot", tuple(joints), tuple(params), -6.8, {"logs": ["test"]}), offsets
+
+
+@pytest.fixture(scope="module")
+def model_and_joints(tmp_path_factory):
+    task = _task(tmp_path_factory.mktemp("plain"))
+    mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
+    return mj_model, task.joint_names(mj_model)
+
+
+def test_fitted_ranges_replace_the_defaults(model_and_joints, tmp_path):
+    mj_model, joints = model_and_joints
+    fitted, offsets = _fitted(joints)
+    path = fitted.save(tmp_path / "fitted.json")
+    task = _task(tmp_path, randomization=str(path))
+    randomization = task.get_domain_randomization(mj_model)
+    by_name = {type(p).__name__: p for p in randomization.parameters}
+    expected = dict(
+        zip(
+            PHYSICS_PARAMETERS,
+            (
+                "BodyMassScale",
+                "JointFrictionLoss",
+                "JointArmature",
+                "JointDamping",
+                "ActuatorKpScale",
+                "ActuatorKdScale",
+            ),
+            strict=True,
+        )
+    )
+    for name, cls in expected.items():
+        low, high = (np.asarray(b) for b in by_name[cls].dist.bounds(1.0))
+        np.testing.assert_allclose(low, RANGES[name][0], rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(high, RANGES[name][1], rtol=1e-6, err_msg=name)
+    low, high = (np.asarray(b) for b in by_name["JointZeroOffset"].dist.bounds(1.0))
+    np.testing.assert_allclose(low, offsets - 0.005, atol=1e-7)
+    np.testing.assert_allclose(high, offsets + 0.005, atol=1e-7)
+    latency = task.get_actuators(mj_model).latency
+    assert (latency.min_s, latency.max_s) == pytest.approx(RANGES["action_latency_s"][:2])
+    gyro = task.get_observations(mj_model)["noisy_imu_gyro"]
+    assert (gyro.latency.min_s, gyro.latency.max_s) == pytest.approx(RANGES["obs_latency_s"][:2])
+    assert float(gyro.sensor_noise.uniform_mag) == pytest.approx(0.004 * math.sqrt(3))  # same variance
+    assert float(gyro.sensor_noise.bias_mag) == pytest.approx(0.031)  # the largest |bound| of the axes
+    joint = task.get_observations(mj_model)["noisy_joint_position"]
+    assert float(joint.sensor_noise.uniform_mag) == SENSOR_NOISE["joint_position"][0]  # not fitted: default
+
+
+def test_a_fitted_file_of_another_robot_or_without_sim2real_is_refused(model_and_joints, tmp_path):
+    mj_model, joints = model_and_joints
+    fitted, _ = _fitted([f"j{i}" for i in range(len(joints))])
+    path = fitted.save(tmp_path / "other.json")
+    with pytest.raises(FittedRandomizationError, match="another robot"):
+        _task(tmp_path, randomization=str(path)).get_domain_randomization(mj_model)
+    with pytest.raises(FittedRandomizationError, match="no such file|not found|No such"):
+        _task(tmp_path, randomization=str(tmp_path / "missing.json")).get_domain_randomization(mj_model)
+    with pytest.raises(ValueError, match="needs sim2real=True"):
+        _task(tmp_path, randomization=str(path), sim2real=False).fitted_ranges(mj_model)
