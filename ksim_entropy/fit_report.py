@@ -5,7 +5,9 @@ Written next to `fitted.json` by ``python -m tasks.fit``:
 - ``<stem>_convergence.png``: the best loss per CMA-ES generation and per refinement step, stages marked;
 - ``<stem>_replay.png``: for the joints the prior fitted worst, the logged joint angles against the replay at the
   prior's centre (before) and at the fit (after), over the first log windows, plus every joint's RMS residual;
-- ``<stem>_summary.json``: loss history, stages, per-joint RMS residuals before and after (rad, rad/s).
+- ``<stem>_summary.json``: loss history, stages, per-joint RMS residuals before and after (rad, rad/s), and the
+  distribution distances between logged and replayed encoder readings (the bridge's Gaussian W2 over all joints,
+  rad and rad/s, and the unbiased MMD² with a median-bandwidth Gaussian kernel) before and after.
 
 Pure arrays and matplotlib's Agg canvas (no pyplot state); files are written atomically and never replace an
 existing file unless `overwrite`.
@@ -18,6 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ksim_entropy.bridge._jsonfile import write_json
+from ksim_entropy.bridge.metrics import mmd2_unbiased, w2_gaussian
 from ksim_entropy.bridge.report import _atomic_write
 from ksim_entropy.fit import FitResult
 
@@ -54,11 +57,26 @@ def _rms(result: FitResult) -> dict[str, np.ndarray]:
     return out
 
 
+def _distances(result: FitResult) -> dict[str, dict[str, float]]:
+    """W2 (Gaussian) and MMD² between the logged and replayed readings, all windows' steps pooled, per stage."""
+    windows, before, after = _replays(result)
+    out: dict[str, dict[str, float]] = {}
+    for when, (angles, vels) in (("before", before), ("after", after)):
+        joints = angles.shape[-1]
+        pairs = {"angle": (angles, windows.angles), "velocity": (vels, windows.vels)}
+        for kind, (replayed, logged) in pairs.items():
+            x, y = replayed.reshape(-1, joints), logged.reshape(-1, joints)
+            out.setdefault(f"w2_{kind}", {})[when] = w2_gaussian(x, y)
+            out.setdefault(f"mmd2_{kind}", {})[when] = mmd2_unbiased(x, y)
+    return out
+
+
 def fit_summary(result: FitResult) -> dict[str, Any]:
-    """JSON-ready facts of a fit: losses, stages, and per-joint RMS residuals of the replay before and after."""
+    """JSON-ready facts of a fit: losses, stages, per-joint RMS residuals and distribution distances, before/after."""
     rms = _rms(result)
     joints = result.fitted.joint_names
     return {
+        "distribution_distance": _distances(result),
         "seconds": result.seconds,
         "final_loss": result.fitted.final_loss,
         "loss_history": [float(v) for v in result.loss_history],

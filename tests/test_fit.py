@@ -80,6 +80,9 @@ def test_cli_writes_plots_and_a_summary(cli_fit):
     assert min(losses) == pytest.approx(losses[-1], abs=1e-9) and losses[-1] < losses[0]
     before, after = (np.array(list(summary["rms_angle_rad"][w].values())) for w in ("before", "after"))
     assert np.median(after / before) < 0.5  # the fit replays the log far better than the prior's centre
+    distance = summary["distribution_distance"]
+    for key in ("w2_angle", "w2_velocity"):
+        assert 0 <= distance[key]["after"] < distance[key]["before"], key
 
 
 def test_cli_refuses_to_overwrite_and_reports_bad_input(cli_fit, tmp_path, capsys):
