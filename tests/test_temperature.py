@@ -142,12 +142,13 @@ def _bandit_ppo(temperature, num_updates, fixed_alpha=None):
 
 @pytest.mark.parametrize("target", [-1.0, -0.5])
 def test_damped_controller_settles_policy_entropy_on_target(target):
-    # Measured over the last 50 of 500 updates, seeds 0-31: |mean error| <= 0.083, max |error| <= 0.200 nats/dim
-    # (seeds 0-3 here: <= 0.033, <= 0.121). NB the default decay does not keep improving this: by 2000 updates
-    # the target −1.0 limit cycle is slower and wider (4/32 seeds exceed ±0.2, 7/32 have |mean| > 0.1).
+    # Measured with the default constant ln 2 step, seeds 0-31, last 50 of 2000 updates: |mean error| <= 0.052,
+    # max |error| <= 0.134 nats/dim (at 500 updates: <= 0.048, <= 0.126). A step shrinking ×0.9 per crossing
+    # (ALF's idea) drifted: 7/32 seeds |mean| > 0.1 at 2000 updates for the target −1.0.
     temperature = EntropyTemperature(target_entropy=target)  # default mode "damped", default rates
-    entropy, alpha, _ = _bandit_ppo(temperature, num_updates=500)
-    window = entropy[:, -50:] - target
+    entropy, alpha, _ = _bandit_ppo(temperature, num_updates=2000)
+    assert np.abs(entropy[:, 450:500] - target).max() <= 0.2  # settled by 500 updates ...
+    window = entropy[:, -50:] - target  # ... and still there at 2000
     assert np.all(np.isfinite(entropy))
     for seed, err in zip(SEEDS, window, strict=True):
         assert abs(err.mean()) <= 0.1, f"seed {seed}: mean entropy error {err.mean():+.3f} nats/dim"
@@ -260,7 +261,7 @@ def test_damped_rate_unchanged_without_a_crossing():
 
 
 def test_damped_rate_resets_when_far_from_target():
-    temperature = EntropyTemperature(target_entropy=-1.0, averaging=1.0, fast_margin=1.0)
+    temperature = EntropyTemperature(target_entropy=-1.0, averaging=1.0, fast_margin=1.0, rate_decay=0.9)
     crossings = np.where(np.arange(20) % 2 == 0, -1.2, -0.8)  # ends above the target
     states = _run_controller(temperature, np.concatenate([crossings, [-0.1, 0.2, -0.5, -1.5]]))
     rate = np.asarray(states.rate)
