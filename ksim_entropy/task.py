@@ -582,7 +582,8 @@ class EntropyBridgedConfig(ksim.PPOConfig):
     initial_alpha: float = xax.field(value=4e-3, help="Starting α (kbot-joystick's entropy_coef).")
     alpha_bounds: tuple[float, float] = xax.field(value=(1e-4, 1e-1), help="α is clamped to [min, max] (ALF).")
     temperature_mode: str = xax.field(value="damped", help="damped (ALF-style steps) | dual (SAC, Adam on log α).")
-    temperature_rate: float = xax.field(value=0.6931, help="damped: first step on log α (ln 2, ALF).")
+    temperature_rate: float = xax.field(value=0.6931, help="damped: step on log α (ln 2, ALF).")
+    temperature_rate_decay: float = xax.field(value=1.0, help="damped: step × this at each target crossing (ALF).")
     temperature_min_rate: float = xax.field(value=0.01, help="damped: smallest step on log α (ALF).")
     temperature_dual_lr: float = xax.field(value=0.05, help="dual: Adam learning rate on log α per update.")
     entropy_target_path: str | None = xax.field(value=None, help="Real-log entropy profile (ksim-bridge profile).")
@@ -629,6 +630,7 @@ class EntropyBridgedTask(
             max_alpha=high,
             mode=cfg.temperature_mode,  # type: ignore[arg-type]
             initial_rate=cfg.temperature_rate,
+            rate_decay=cfg.temperature_rate_decay,
             min_rate=cfg.temperature_min_rate,
             dual_learning_rate=cfg.temperature_dual_lr,
             entropy_range=self.get_action_entropy_range(),
