@@ -101,3 +101,23 @@ def test_a_fitted_file_of_another_robot_or_without_sim2real_is_refused(model_and
         _task(tmp_path, randomization=str(tmp_path / "missing.json")).get_domain_randomization(mj_model)
     with pytest.raises(ValueError, match="needs sim2real=True"):
         _task(tmp_path, randomization=str(path), sim2real=False).fitted_ranges(mj_model)
+
+
+def test_fitted_ranges_and_a_real_log_profile_work_together(model_and_joints, tmp_path):
+    """randomization=fitted.json sets the ranges; entropy_target_path=profile.json then adapts their widths (the
+    matched mode): the curriculum the task builds carries both."""
+    from ksim_entropy.bridge.profile import EntropyProfile
+    from ksim_entropy.curriculum import RandomizationCurriculum
+    from ksim_entropy.reality import HiddenRobot, reality_log
+
+    mj_model, joints = model_and_joints
+    fitted, _ = _fitted(joints)
+    fitted_path = fitted.save(tmp_path / "fitted.json")
+    profile_path = EntropyProfile.from_log(reality_log(HiddenRobot(), seconds=2.0, seed=1)).save(tmp_path / "p.json")
+    task = _task(tmp_path, randomization=str(fitted_path), entropy_target_path=str(profile_path))
+    curriculum = task.get_curriculum(mj_model)
+    assert isinstance(curriculum, RandomizationCurriculum) and curriculum.mode == "matched"
+    assert curriculum.target is not None
+    kp = next(p for p in curriculum.randomization.parameters if type(p).__name__ == "ActuatorKpScale")
+    low, high = (np.asarray(b) for b in kp.dist.bounds(1.0))
+    np.testing.assert_allclose([low.min(), high.max()], RANGES["kp_scale"][:2], rtol=1e-6)
