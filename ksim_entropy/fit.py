@@ -193,7 +193,6 @@ class _Objective:
         self.num_globals = len(GLOBAL_PRIORS)
         self.low = np.array([p.low for p in GLOBAL_PRIORS])
         self.high = np.array([p.high for p in GLOBAL_PRIORS])
-        self.calls = 0
 
     def values(self, x: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
         g = self.low + np.clip(x, 0.0, 1.0) * (self.high - self.low)
@@ -209,7 +208,6 @@ class _Objective:
             pad = self.batch - count
             chunk = [np.concatenate([a, np.repeat(a[:1], pad, 0)]) for a in chunk]
             a, v = self.replay.replay(self.values(chunk[0], chunk[1]), chunk[2], self.windows)
-            self.calls += 1
             angles.append(a[:count])
             vels.append(v[:count])
         return np.concatenate(angles), np.concatenate(vels)
@@ -266,8 +264,11 @@ class _State:
 
 def _global_search(
     objective: _Objective, options: FitOptions, max_delay: int, num_joints: int, history: list[float]
-) -> tuple[np.ndarray, int]:
-    """CMA-ES over the globals and the loop latency (last coordinate, × max_delay); returns the best of both."""
+) -> np.ndarray:
+    """CMA-ES over the globals and the loop latency (last coordinate, × max_delay); returns the best globals.
+
+    The latency is searched with them (it shifts the loss landscape) but is then swept exactly (`_latency_sweep`).
+    """
     num_globals = objective.num_globals
     centre = np.full(num_globals + 1, 0.5)
     optimizer = CMA(
@@ -295,7 +296,7 @@ def _global_search(
             bar.update()
             if optimizer.should_stop():
                 break
-    return best_x[:num_globals], int(np.rint(best_x[-1] * max_delay))
+    return best_x[:num_globals]
 
 
 def _latency_sweep(
@@ -549,7 +550,7 @@ def fit_randomization(
 
     # 1. global search: CMA-ES over the globals and the loop latency; then the latency at the best globals
     stages.append(("CMA-ES", len(losses)))
-    globals_, _ = _global_search(objective, options, max_delay, len(joints), losses)
+    globals_ = _global_search(objective, options, max_delay, len(joints), losses)
     delay, region, loss, _ = _latency_sweep(objective, globals_, zero_offsets, max_delay)
     state = _State(globals_, zero_offsets, delay, region, prior_sigma.copy(), prior_sigma, loss, "global search")
     checkpoint(state)
