@@ -188,6 +188,7 @@ class KinferSession:
         self._init = ort.InferenceSession(blobs["init_fn.onnx"], options)
         self._step = ort.InferenceSession(blobs["step_fn.onnx"], options)
         self.input_names = tuple(i.name for i in self._step.get_inputs())
+        self.input_shapes = {i.name: tuple(i.shape) for i in self._step.get_inputs()}
 
     def init(self) -> np.ndarray:
         return self._init.run(None, {})[0]

@@ -41,16 +41,16 @@ import json.scanner
 import math
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, TextIO
 
 import numpy as np
 
 from ksim_entropy.bridge.schema import CHANNEL_GROUPS, JOINT_GROUPS, VECTOR_GROUPS, GroupReport, LogReport, StepLog
 
-__all__ = ["AngleUnit", "LogReadError", "NdjsonReader", "iter_ndjson", "read_ndjson", "write_ndjson"]
+__all__ = ["AngleUnit", "LogReadError", "NdjsonReader", "NdjsonWriter", "iter_ndjson", "read_ndjson", "write_ndjson"]
 
 AngleUnit = Literal["rad", "deg", "auto"]
 
@@ -614,17 +614,20 @@ def _format_rows(block: np.ndarray) -> list[str]:
     return rows
 
 
+def _format_record(step_id: int, t_us: int, rows: Mapping[str, str | None]) -> str:
+    """One NDJSON line: every channel group in schema order, null when absent."""
+    fields = [f'"step_id":{step_id}', f'"t_us":{t_us}']
+    fields.extend(f'"{name}":{rows.get(name) or "null"}' for name in CHANNEL_GROUPS)
+    return "{" + ",".join(fields) + "}\n"
+
+
 def _format_lines(log: StepLog, start: int, stop: int) -> str:
-    columns = {
-        name: _format_rows(log.groups[name][start:stop]) if name in log.groups else None for name in CHANNEL_GROUPS
-    }
-    lines = []
+    columns = {name: _format_rows(log.groups[name][start:stop]) for name in CHANNEL_GROUPS if name in log.groups}
     steps = zip(log.step_id[start:stop].tolist(), log.t_us[start:stop].tolist(), strict=True)
-    for i, (step_id, t_us) in enumerate(steps):
-        fields = [f'"step_id":{step_id}', f'"t_us":{t_us}']
-        fields.extend(f'"{name}":{"null" if rows is None else rows[i]}' for name, rows in columns.items())
-        lines.append("{" + ",".join(fields) + "}\n")
-    return "".join(lines)
+    return "".join(
+        _format_record(step_id, t_us, {name: rows[i] for name, rows in columns.items()})
+        for i, (step_id, t_us) in enumerate(steps)
+    )
 
 
 def write_ndjson(log: StepLog, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -651,3 +654,45 @@ def write_ndjson(log: StepLog, path: str | os.PathLike[str], *, overwrite: bool 
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+class NdjsonWriter:
+    """Append control steps to a kinfer NDJSON log as they happen: one line per step, flushed at once.
+
+    For live runs (the deployment loop): a process that dies loses at most the line it was writing, and
+    `read_ndjson` reads what is there. Same schema and float formatting as `write_ndjson`; never replaces an
+    existing file unless `overwrite=True`. Use as a context manager, or call `close()` (which fsyncs).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._file: TextIO = self.path.open("w" if overwrite else "x", encoding="utf-8", newline="\n")
+        except FileExistsError:
+            raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it") from None
+        self.steps = 0
+
+    def write(self, step_id: int, t_us: int, groups: Mapping[str, Sequence[float] | np.ndarray]) -> None:
+        """Append one step; `groups` maps channel group names (schema units) to 1-D values."""
+        unknown = set(groups) - set(CHANNEL_GROUPS)
+        if unknown:
+            raise ValueError(f"unknown channel groups {sorted(unknown)}; known: {list(CHANNEL_GROUPS)}")
+        rows = {
+            name: _format_rows(np.asarray(values, dtype=float).reshape(1, -1))[0] for name, values in groups.items()
+        }
+        self._file.write(_format_record(int(step_id), int(t_us), rows))
+        self._file.flush()
+        self.steps += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def __enter__(self) -> "NdjsonWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,432 @@
+"""Run a `.kinfer` policy on a K-Bot over KOS: deadline-scheduled control, soft start, limits, watchdog, NDJSON log.
+
+One control step (period T = 1 / the robot's control rate, 20 ms on the K-Bot), at deadline t0 + k·T:
+
+1. read actuator states and the IMU (three concurrent pykos calls, each bounded by `read_timeout` · T);
+2. convert KOS's units to the policy's (deg → rad, deg/s → rad/s; projected gravity from the IMU quaternion);
+3. step the model through kinfer's runtime (`PyModelRunner.step_and_take_action`, which carries the carry);
+4. blend from the starting pose during the soft start, clamp to the joint limits, send the position targets (deg);
+5. append the step to the NDJSON log (flushed at once) and sleep until the next deadline (not `sleep(T)`).
+
+The watchdog ends the run with a safe stop — hold the last measured pose for `hold_s`, then damping (kp = 0) or
+torque off — when KOS stops answering or errs (disconnect, latency spike), an actuator reports a fault, the IMU
+reading repeats bit for bit (a frozen stream: a live MEMS IMU never does), `max_overruns` steps in a row overrun
+their period, the policy outputs a non-finite value, or the user presses Ctrl-C. Each of these is noticed at the
+latest one step after it happens, so the hold command goes out within two control periods. Every stop is written,
+with its reason, to `<log>.deploy.json` along with timing statistics.
+
+Before any motion: the policy's joints must equal the robot's (by name), its inputs must be ones this loop can
+provide, every actuator must answer, be online and report no fault, and the IMU must answer.
+"""
+
+import asyncio
+import contextlib
+import math
+import signal
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import grpc
+import numpy as np
+from kinfer.rust_bindings import ModelProviderABC, PyModelMetadata, PyModelRunner
+from pykos import KOS
+
+from ksim_entropy.bridge._jsonfile import write_json
+from ksim_entropy.bridge.logs import NdjsonWriter
+from ksim_entropy.deploy.robot_map import DeployError, RobotMap
+from ksim_entropy.export import ExportError, KinferSession
+from ksim_entropy.robot import RobotFiles
+
+__all__ = ["DeployOptions", "DeployResult", "deploy", "projected_gravity"]
+
+GRAVITY_MPS2 = 9.81
+# kinfer step inputs this loop can provide (kinfer 0.6.1's names, `kinfer/rust/src/types.rs`)
+_PROVIDED_INPUTS = frozenset(
+    {"joint_angles", "joint_angular_velocities", "projected_gravity", "accelerometer", "gyroscope", "command", "time"}
+)
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """How to run; times in seconds, `read_timeout` as a fraction of the control period."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    duration_s: float | None = None  # None: until Ctrl-C or a fault
+    command: tuple[float, ...] = ()  # the policy's command vector (default: zeros), e.g. (xvel m/s, yvel, yaw rad/s)
+    soft_start_s: float = 2.0  # blend from the measured pose to the policy's targets over this long
+    hold_s: float = 0.5  # safe stop: hold the last measured pose this long ...
+    final: Literal["damp", "torque_off"] = "damp"  # ... then damping only (kp = 0) or torque off
+    max_overruns: int = 2  # this many overrunning steps in a row stop the run
+    read_timeout: float = 0.75  # fraction of the period a read may take before KOS counts as not answering
+    connect_timeout_s: float = 3.0
+    stop_timeout_s: float = 2.0  # how long the final damping / torque-off setting may take
+    limit_margin_rad: float = 0.0  # targets stay this far inside each joint's range
+
+    def __post_init__(self) -> None:
+        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise DeployError(f"duration_s must be > 0 s, got {self.duration_s!r}")
+        for name in ("soft_start_s", "hold_s", "limit_margin_rad", "connect_timeout_s", "stop_timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise DeployError(f"{name} must be finite and >= 0, got {value!r}")
+        if not 0 < self.read_timeout <= 1:
+            raise DeployError(f"read_timeout must be in (0, 1] control periods, got {self.read_timeout!r}")
+        if self.max_overruns < 1:
+            raise DeployError(f"max_overruns must be >= 1, got {self.max_overruns!r}")
+        if self.final not in ("damp", "torque_off"):
+            raise DeployError(f"final must be 'damp' or 'torque_off', got {self.final!r}")
+        if not all(math.isfinite(c) for c in self.command):
+            raise DeployError(f"command must be finite, got {self.command!r}")
+
+
+@dataclass
+class DeployResult:
+    """What happened: why it stopped, when (unix s), and the loop's timing (ms)."""
+
+    reason: str
+    steps: int
+    log_path: str
+    stopped_at_s: float = math.nan
+    last_good_step_s: float = math.nan
+    stop_actions: list[str] = field(default_factory=list)
+    jitter_ms: dict[str, float] = field(default_factory=dict)
+    step_ms: dict[str, float] = field(default_factory=dict)
+    inference_ms: dict[str, float] = field(default_factory=dict)
+    overruns: int = 0
+
+
+class _SafeStopError(Exception):
+    """A watchdog condition: the run must end with a safe stop, for `reason`."""
+
+
+def projected_gravity(quat_wxyz: np.ndarray) -> np.ndarray:
+    """Gravity (0, 0, −g) in the IMU frame, for an IMU orientation quaternion (w, x, y, z) in the world frame."""
+    w, x, y, z = np.asarray(quat_wxyz, dtype=float) / np.linalg.norm(quat_wxyz)
+    # third row of the rotation matrix (world z axis in IMU coordinates), times -g
+    return -GRAVITY_MPS2 * np.array([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
+
+
+class _Inputs(ModelProviderABC):
+    """Hands kinfer's runtime the inputs this step has read, and keeps the action it returns."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> "_Inputs":
+        return super().__new__(cls)  # the pyo3 base class takes no constructor arguments
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, np.ndarray] = {}
+        self.action: np.ndarray | None = None
+
+    def get_inputs(self, input_types: list[str], metadata: PyModelMetadata) -> Mapping[str, np.ndarray]:
+        return {name: self.values[name] for name in input_types}
+
+    def take_action(self, action: np.ndarray, metadata: PyModelMetadata) -> None:
+        self.action = np.asarray(action, dtype=float)
+
+
+def _check_model(path: Path, files: RobotFiles, command: tuple[float, ...]) -> tuple[RobotMap, np.ndarray]:
+    """The robot map in the policy's order and the command vector; `DeployError` if the policy cannot run here."""
+    try:
+        session = KinferSession(path)
+    except (ExportError, OSError) as err:
+        raise DeployError(f"cannot load the policy {path}: {err}") from err
+    joint_names = tuple(session.metadata.get("joint_names") or ())
+    command_names = tuple(session.metadata.get("command_names") or ())
+    unknown = sorted(set(session.input_names) - _PROVIDED_INPUTS - {"carry"})
+    if unknown:
+        raise DeployError(f"the policy {path} asks for inputs this loop cannot provide: {unknown}")
+    robot = RobotMap.from_files(files, joint_names)
+    vector = np.zeros(len(command_names)) if not command else np.asarray(command, dtype=float)
+    if vector.shape != (len(command_names),):
+        raise DeployError(f"the policy takes {len(command_names)} commands {list(command_names)}, got {len(command)}")
+    dummy = {name: np.zeros(shape, np.float32) for name, shape in session.input_shapes.items()}
+    dummy["carry"] = session.init()
+    action, _ = session.step(dummy)
+    if np.shape(action) != (len(joint_names),):
+        raise DeployError(
+            f"the policy's action has shape {np.shape(action)}; its metadata names {len(joint_names)} joints"
+        )
+    return robot, vector
+
+
+def _stats_ms(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    array = np.asarray(values) * 1e3
+    return {
+        "p50": float(np.percentile(array, 50)),
+        "p99": float(np.percentile(array, 99)),
+        "max": float(array.max()),
+        "mean": float(statistics.fmean(array)),
+    }
+
+
+class _Run:
+    """One deployment: connection, model, state of the loop, log."""
+
+    def __init__(
+        self, model_path: Path, files: RobotFiles, log_path: Path, options: DeployOptions, overwrite: bool
+    ) -> None:
+        self.options = options
+        self.robot, self.command = _check_model(model_path, files, options.command)
+        if not math.isfinite(self.robot.control_hz) or self.robot.control_hz <= 0:
+            raise DeployError(f"robot metadata: bad control_frequency {self.robot.control_hz!r}")
+        self.period = 1.0 / self.robot.control_hz
+        self.model_path = model_path
+        self.log_path = log_path
+        self.summary_path = log_path.with_suffix(".deploy.json")
+        if not overwrite:
+            for path in (log_path, self.summary_path):
+                if path.exists():
+                    raise FileExistsError(f"{path} exists; pass overwrite to replace it")
+        self.overwrite = overwrite
+        self.ids = list(self.robot.ids)
+        self.lower = self.robot.array("lower_rad") + options.limit_margin_rad
+        self.upper = self.robot.array("upper_rad") - options.limit_margin_rad
+        self.interrupted = False
+        self.last_q: np.ndarray | None = None
+        self.last_imu: tuple[float, ...] | None = None
+        self.result = DeployResult(reason="not started", steps=0, log_path=str(log_path))
+
+    # ---- KOS ------------------------------------------------------------------------------------------------
+    async def _call(self, what: str, awaitable: object, timeout_s: float) -> object:
+        try:
+            return await asyncio.wait_for(awaitable, timeout_s)  # type: ignore[arg-type]
+        except TimeoutError:
+            raise _SafeStopError(f"KOS did not answer {what} within {timeout_s * 1e3:.0f} ms") from None
+        except grpc.aio.AioRpcError as err:
+            raise _SafeStopError(f"KOS connection lost during {what}: {err.code().name} {err.details()}") from None
+
+    async def _read(self, kos: KOS, timeout_s: float) -> dict[str, np.ndarray]:
+        states, imu, quat = await self._call(
+            "a sensor read",
+            asyncio.gather(
+                kos.actuator.get_actuators_state(self.ids), kos.imu.get_imu_values(), kos.imu.get_quaternion()
+            ),
+            timeout_s,
+        )
+        by_id = {s.actuator_id: s for s in states.states}
+        for spec in self.robot.joints:
+            state = by_id.get(spec.actuator_id)
+            if state is None or not state.online:
+                raise _SafeStopError(
+                    f"actuator {spec.actuator_id} ({spec.name}) is {'missing' if state is None else 'offline'}"
+                )
+            if state.faults:
+                raise _SafeStopError(f"actuator {spec.actuator_id} ({spec.name}) reports faults: {list(state.faults)}")
+        for message in (imu, quat):
+            if message.HasField("error") and message.error.message:
+                raise _SafeStopError(f"the IMU reports an error: {message.error.message}")
+        imu_values = (imu.accel_x, imu.accel_y, imu.accel_z, imu.gyro_x, imu.gyro_y, imu.gyro_z)
+        if imu_values == self.last_imu:
+            raise _SafeStopError("the IMU stream is frozen: its reading repeated bit for bit")
+        self.last_imu = imu_values
+        q = np.radians([by_id[i].position for i in self.ids])
+        if not np.isfinite(q).all():
+            raise _SafeStopError("an actuator reported a non-finite position")
+        return {
+            "joint_angles": q,
+            "joint_vels": np.radians([by_id[i].velocity for i in self.ids]),
+            "accel": np.array(imu_values[:3]),
+            "gyro": np.radians(imu_values[3:]),
+            "projected_g": projected_gravity(np.array([quat.w, quat.x, quat.y, quat.z])),
+        }
+
+    async def _command(self, kos: KOS, targets_rad: np.ndarray, timeout_s: float) -> None:
+        targets = np.clip(targets_rad, self.lower, self.upper)  # never outside the limits, whatever the caller
+        commands = [{"actuator_id": aid, "position": math.degrees(t)} for aid, t in zip(self.ids, targets, strict=True)]
+        response = await self._call("a command", kos.actuator.command_actuators(commands), timeout_s)
+        failed = [r.actuator_id for r in response.results if not r.success]
+        if failed:
+            raise _SafeStopError(f"actuators {failed} refused the command")
+
+    async def _configure(self, kos: KOS, timeout_s: float, **settings: object) -> None:
+        calls = [kos.actuator.configure_actuator(actuator_id=aid, **settings) for aid in self.ids]
+        responses = await self._call("configure", asyncio.gather(*calls), timeout_s)
+        failed = [aid for aid, r in zip(self.ids, responses, strict=True) if not r.success]
+        if failed:
+            raise _SafeStopError(f"actuators {failed} refused {settings}")
+
+    # ---- the run --------------------------------------------------------------------------------------------
+    async def run(self) -> DeployResult:
+        options = self.options
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not in the main thread: no Ctrl-C handler
+            loop.add_signal_handler(signal.SIGINT, self._interrupt)
+        try:
+            async with KOS(options.host, options.port) as kos:
+                start = await self._prepare(kos)
+                with NdjsonWriter(self.log_path, overwrite=self.overwrite) as log:
+                    try:
+                        await self._loop(kos, log, start)
+                    except _SafeStopError as stop:
+                        await self._safe_stop(kos, str(stop))
+                    except BaseException as err:  # a bug or an unforeseen error: still stop the robot safely
+                        await self._safe_stop(kos, f"internal error: {type(err).__name__}: {err}")
+                        raise
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+            if self.result.reason != "not started":
+                summary = asdict(self.result) | self._describe()
+                summary = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()}
+                write_json(summary, self.summary_path, overwrite=True)
+        return self.result
+
+    def _interrupt(self) -> None:
+        self.interrupted = True
+
+    async def _prepare(self, kos: KOS) -> dict[str, np.ndarray]:
+        """Checks before motion, then gains and torque limits; returns the first reading."""
+        where = f"{self.options.host}:{self.options.port}"
+        try:
+            state = await self._read(kos, self.options.connect_timeout_s)
+        except _SafeStopError as err:
+            raise DeployError(f"KOS at {where} is not ready, nothing was moved: {err}") from None
+        try:
+            await self._command(kos, state["joint_angles"], self.options.connect_timeout_s)  # hold where it stands
+            for spec in self.robot.joints:
+                await self._call(
+                    "configure",
+                    kos.actuator.configure_actuator(
+                        actuator_id=spec.actuator_id,
+                        kp=spec.kp,
+                        kd=spec.kd,
+                        max_torque=spec.max_torque_percent,
+                        torque_enabled=True,
+                    ),
+                    self.options.connect_timeout_s,
+                )
+        except _SafeStopError as err:
+            raise DeployError(f"KOS at {where} refused the setup: {err}") from None
+        return state
+
+    async def _loop(self, kos: KOS, log: NdjsonWriter, first: dict[str, np.ndarray]) -> None:
+        options, period = self.options, self.period
+        inputs = _Inputs()
+        runner = PyModelRunner(str(self.model_path), inputs, None)
+        self.last_q = first["joint_angles"]
+        start_pose = None  # the soft start blends from the pose measured at the first step
+        jitter, step_time, inference = [], [], []
+        overruns_in_row = 0
+        steps = math.inf if options.duration_s is None else round(options.duration_s / period)
+        t0 = time.monotonic() + period
+        k = 0
+        self.result.reason = "running"
+        while k < steps:
+            deadline = t0 + k * period
+            await _sleep_until(deadline)
+            began = time.monotonic()
+            jitter.append(began - deadline)
+            if self.interrupted:
+                raise _SafeStopError("user interrupt (Ctrl-C)")
+            state = await self._read(kos, options.read_timeout * period)
+            self.last_q = state["joint_angles"]
+            start_pose = self.last_q if start_pose is None else start_pose
+            elapsed = k * period
+            inputs.values = {
+                "joint_angles": state["joint_angles"].astype(np.float32),
+                "joint_angular_velocities": state["joint_vels"].astype(np.float32),
+                "projected_gravity": state["projected_g"].astype(np.float32),
+                "accelerometer": state["accel"].astype(np.float32),
+                "gyroscope": state["gyro"].astype(np.float32),
+                "command": self.command.astype(np.float32),
+                "time": np.array([elapsed], dtype=np.float32),
+            }
+            tick = time.perf_counter()
+            runner.step_and_take_action()
+            inference.append(time.perf_counter() - tick)
+            action = inputs.action
+            if action is None or not np.isfinite(action).all():
+                raise _SafeStopError("the policy output a non-finite action")
+            blend = 1.0 if options.soft_start_s == 0 else min(1.0, elapsed / options.soft_start_s)
+            blend = 0.5 - 0.5 * math.cos(math.pi * blend)  # smooth ramp, zero slope at both ends
+            targets = np.clip(start_pose + blend * (action - start_pose), self.lower, self.upper)
+            await self._command(kos, targets, max(period - (time.monotonic() - began), 0.25 * period))
+            log.write(
+                k,
+                round(time.time() * 1e6),
+                {
+                    **{n: state[n] for n in ("joint_angles", "joint_vels", "projected_g", "accel", "gyro")},
+                    "command": self.command,
+                    "output": targets,
+                },
+            )
+            self.result.steps = k + 1
+            self.result.last_good_step_s = time.time()
+            done = time.monotonic()
+            step_time.append(done - began)
+            overruns_in_row = overruns_in_row + 1 if done - deadline > period else 0
+            self.result.overruns += overruns_in_row > 0
+            if overruns_in_row >= options.max_overruns:
+                raise _SafeStopError(f"{overruns_in_row} steps in a row overran the {period * 1e3:.0f} ms period")
+            k += 1
+            if time.monotonic() > t0 + k * period + period:  # fell more than a period behind: skip missed ticks
+                k = max(k, math.ceil((time.monotonic() - t0) / period))
+            self.result.jitter_ms, self.result.step_ms = _stats_ms(jitter), _stats_ms(step_time)
+            self.result.inference_ms = _stats_ms(inference)
+        self.result.reason = "completed"
+        self.result.stopped_at_s = time.time()
+        await self._safe_stop(kos, "completed", completed=True)
+
+    async def _safe_stop(self, kos: KOS, reason: str, completed: bool = False) -> None:
+        """Hold the last measured pose for `hold_s`, then damping only or torque off; each step bounded in time."""
+        if not completed:
+            self.result.reason = reason
+            self.result.stopped_at_s = time.time()
+        actions = self.result.stop_actions
+        timeout = max(self.period, 0.05)
+        if self.last_q is not None:
+            try:
+                await self._command(kos, self.last_q, timeout)
+                actions.append(f"held the last measured pose at {time.time():.3f}")
+                await asyncio.sleep(self.options.hold_s)
+            except _SafeStopError as err:
+                actions.append(f"could not hold: {err}")
+        settings: dict[str, object] = (
+            {"kp": 0.0, "torque_enabled": True} if self.options.final == "damp" else {"torque_enabled": False}
+        )
+        try:  # the robot holds meanwhile: give a slow KOS time to take the final setting
+            await self._configure(kos, self.options.stop_timeout_s, **settings)
+            actions.append("damping only (kp = 0)" if self.options.final == "damp" else "torque off")
+        except _SafeStopError as err:
+            actions.append(f"could not switch to {self.options.final}: {err}")
+
+    def _describe(self) -> dict[str, object]:
+        return {
+            "model": str(self.model_path),
+            "control_hz": self.robot.control_hz,
+            "joint_names": list(self.robot.names),
+            "actuator_ids": self.ids,
+            "options": asdict(self.options),
+        }
+
+
+async def _sleep_until(deadline: float) -> None:
+    """Sleep to within ~1 ms of `deadline` (monotonic s), then spin: the event loop's timers are coarse."""
+    remaining = deadline - time.monotonic()
+    if remaining > 0.0015:
+        await asyncio.sleep(remaining - 0.0015)
+    while time.monotonic() < deadline:
+        pass
+
+
+def deploy(
+    model_path: str | Path,
+    files: RobotFiles,
+    log_path: str | Path,
+    options: DeployOptions = DeployOptions(),
+    *,
+    overwrite: bool = False,
+) -> DeployResult:
+    """Run `model_path` on the robot at `options.host:port`; writes `log_path` (NDJSON) and `<log>.deploy.json`.
+
+    Raises `DeployError` (before any motion) when the policy does not fit the robot or KOS is not ready.
+    """
+    run = _Run(Path(model_path), files, Path(log_path), options, overwrite)
+    return asyncio.run(run.run())

@@ -1,0 +1,356 @@
+"""A KOS gRPC server with a simulated K-Bot behind it: pykos's own service definitions, CPU MuJoCo at 1 kHz.
+
+The robot is `ksim_entropy.reality`'s stand-in (hidden physics, action latency, encoder zero offsets, IMU biases,
+sensor noise), stepped in real time by a physics thread. It speaks KOS's units: positions in degrees, velocities
+in deg/s, gyro in deg/s, accelerometer in m/s². A deployment loop cannot tell it from a robot's KOS, so the loop is
+tested against a real server and a real network stack, not a mock.
+
+Faults, for the deployment's safety tests, start after the N-th `CommandActuators` request:
+`freeze_imu_after` (the IMU keeps returning its last reading), `latency_spike_after` + `latency_spike_s` (every
+reply is held back that long), and from the start `faulty_actuators` (report a fault) / `offline_actuators`.
+`record` appends one JSON line per event (command, configure, fault onset; wall time `t`, s) as an independent
+record of what the robot was told.
+
+    python -m ksim_entropy.deploy.sim_server --port 50051 [--suspended] [--hidden-seed S] [--record events.jsonl]
+"""
+
+# ruff: noqa: N802  (the servicer methods carry gRPC's CamelCase names)
+import argparse
+import json
+import math
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import mujoco
+import numpy as np
+from google.protobuf import empty_pb2
+from kos_protos import actuator_pb2, actuator_pb2_grpc, common_pb2, imu_pb2, imu_pb2_grpc
+
+from ksim_entropy.deploy.robot_map import RobotMap
+from ksim_entropy.reality import REALITY_DT_S, HiddenRobot, _perturbed_simulator
+from ksim_entropy.robot import RobotFiles, resolve_robot_files
+
+__all__ = ["Faults", "SimulatedKBot", "serve"]
+
+_MAX_LAG_S = 0.05  # the physics thread drops simulated time rather than fall further behind the wall clock
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Injected faults; `*_after` counts `CommandActuators` requests (None: never)."""
+
+    freeze_imu_after: int | None = None
+    latency_spike_after: int | None = None
+    latency_spike_s: float = 0.2
+    faulty_actuators: tuple[int, ...] = ()
+    offline_actuators: tuple[int, ...] = ()
+
+
+class SimulatedKBot:
+    """The stand-in K-Bot, stepped in real time at 1 kHz by a thread; all access under one lock."""
+
+    def __init__(
+        self,
+        files: RobotFiles,
+        hidden: HiddenRobot,
+        *,
+        suspended: bool,
+        seed: int = 0,
+        faults: Faults = Faults(),
+        record: Path | None = None,
+    ) -> None:
+        self.sim = _perturbed_simulator(files, hidden, suspended)
+        self.map = RobotMap.from_files(files, self.sim.joint_names)
+        self.hidden = hidden
+        self.suspended = suspended
+        self.faults = faults
+        self.offsets = hidden.offsets(self.sim.num_joints)
+        self.index = {aid: i for i, aid in enumerate(self.map.ids)}
+        self.kp_scale, self.kd_scale = hidden.kp_scale, hidden.kd_scale  # the servos' gain error
+        # as configured over KOS (start: the metadata's gains, torque on, holding the nominal pose)
+        self.kp, self.kd = self.sim.kp / hidden.kp_scale, self.sim.kd / hidden.kd_scale
+        self.torque_limit = self.sim.torque_limit_nm.copy()
+        self.targets = self.sim.nominal_pose_rad.copy()
+        self.torque_enabled = np.ones(self.sim.num_joints, dtype=bool)
+        self.pending: list[tuple[float, np.ndarray]] = []  # (sim time the servos get it, targets)
+        self.rng = np.random.default_rng(seed)
+        self.stds = hidden.noise.stds()
+        self.commands = 0
+        self.frozen_imu: tuple[np.ndarray, np.ndarray] | None = None
+        self.last_imu: tuple[np.ndarray, np.ndarray] | None = None
+        self.lock = threading.Lock()
+        self.dropped_s = 0.0
+        self._record = record.open("a", encoding="utf-8") if record is not None else None
+        self._running = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="physics", daemon=True)
+
+    # ---- physics -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._running.set()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._running.clear()
+        self._thread.join(timeout=1.0)
+        if self._record is not None:
+            self._record.close()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        steps = 0
+        while self._running.is_set():
+            due = int((time.monotonic() - start) / REALITY_DT_S)
+            if due - steps > _MAX_LAG_S / REALITY_DT_S:
+                self.dropped_s += (due - steps) * REALITY_DT_S
+                steps = due - 1
+            with self.lock:
+                while steps < due:
+                    self._physics_step()
+                    steps += 1
+            time.sleep(REALITY_DT_S / 2)
+
+    def _physics_step(self) -> None:
+        sim = self.sim
+        while self.pending and self.pending[0][0] <= sim.time_s + 1e-9:
+            self.targets = self.pending.pop(0)[1]
+        # the servo closes its loop on the encoder (q - offset), so it drives the joint to target + offset
+        error = self.targets + self.offsets - sim.data.qpos[7:]
+        torque = self.kp_scale * self.kp * error - self.kd_scale * self.kd * sim.data.qvel[6:]
+        torque = np.clip(torque, -self.torque_limit, self.torque_limit)
+        sim.data.ctrl[:] = np.where(self.torque_enabled, torque, 0.0)
+        mujoco.mj_step(sim.model, sim.data)
+        if self.suspended:
+            sim.data.qpos[:7] = sim._base_pose
+            sim.data.qvel[:6] = 0.0
+
+    # ---- events --------------------------------------------------------------------------------------------
+    def log_event(self, event: str, **fields: object) -> None:
+        if self._record is not None:
+            self._record.write(json.dumps({"t": time.time(), "event": event, **fields}) + "\n")
+            self._record.flush()
+
+    def reply_delay_s(self) -> float:
+        after = self.faults.latency_spike_after
+        return self.faults.latency_spike_s if after is not None and self.commands >= after else 0.0
+
+    # ---- what KOS reports (caller holds the lock) --------------------------------------------------------
+    def actuator_states(self, ids: list[int]) -> list[actuator_pb2.ActuatorStateResponse]:
+        sim = self.sim
+        q = sim.data.qpos[7:] - self.offsets
+        q = q + self.rng.normal(0.0, self.stds["joint_angles"], q.shape)
+        qd = sim.data.qvel[6:] + self.rng.normal(0.0, self.stds["joint_vels"], q.shape)
+        states = []
+        for aid in ids or self.map.ids:
+            i = self.index.get(aid)
+            if i is None:
+                states.append(actuator_pb2.ActuatorStateResponse(actuator_id=aid, online=False, faults=["unknown id"]))
+                continue
+            spec = self.map.joints[i]
+            faults = ["overcurrent"] if aid in self.faults.faulty_actuators else []
+            states.append(
+                actuator_pb2.ActuatorStateResponse(
+                    actuator_id=aid,
+                    online=aid not in self.faults.offline_actuators,
+                    position=math.degrees(q[i]),
+                    velocity=math.degrees(qd[i]),
+                    torque=float(sim.data.ctrl[i]),
+                    temperature=35.0,
+                    torque_enabled=bool(self.torque_enabled[i]),
+                    min_position=math.degrees(spec.lower_rad),
+                    max_position=math.degrees(spec.upper_rad),
+                    kp=float(self.kp[i]),
+                    kd=float(self.kd[i]),
+                    max_torque=float(self.torque_limit[i]),
+                    faults=faults,
+                )
+            )
+        return states
+
+    def imu(self) -> tuple[np.ndarray, np.ndarray]:
+        """(accel m/s², gyro rad/s) as the IMU reports them now, or frozen."""
+        if self.frozen_imu is not None:
+            return self.frozen_imu
+        sensors = self.sim.sensors()
+        accel = -sensors["projected_g"] if self.suspended else sensors["accel"]
+        accel = accel + np.asarray(self.hidden.accel_bias_mps2) + self.rng.normal(0.0, self.stds["accel"], 3)
+        gyro = sensors["gyro"] + np.asarray(self.hidden.gyro_bias_rad_s) + self.rng.normal(0.0, self.stds["gyro"], 3)
+        self.last_imu = (accel, gyro)
+        return accel, gyro
+
+    def quaternion(self) -> np.ndarray:
+        """IMU orientation (w, x, y, z) in the world frame."""
+        return self.sim.data.sensordata[self.sim._quat_adr].copy()
+
+    # ---- what KOS is told (caller holds the lock) --------------------------------------------------------
+    def command(self, positions_deg: dict[int, float]) -> list[common_pb2.ActionResult]:
+        targets = self.targets.copy() if not self.pending else self.pending[-1][1].copy()
+        results = []
+        for aid, position in positions_deg.items():
+            i = self.index.get(aid)
+            if i is None or aid in self.faults.offline_actuators:
+                error = common_pb2.Error(code=common_pb2.ErrorCode.INVALID_ARGUMENT, message=f"no actuator {aid}")
+                results.append(common_pb2.ActionResult(actuator_id=aid, success=False, error=error))
+                continue
+            targets[i] = math.radians(position)
+            results.append(common_pb2.ActionResult(actuator_id=aid, success=True))
+        self.pending.append((self.sim.time_s + self.hidden.action_latency_s, targets))
+        self.commands += 1
+        self.log_event(
+            "command", sim_time_s=self.sim.time_s, positions_deg={str(k): v for k, v in positions_deg.items()}
+        )
+        if self.faults.freeze_imu_after is not None and self.commands == self.faults.freeze_imu_after:
+            self.frozen_imu = self.last_imu if self.last_imu is not None else self.imu()
+            self.log_event("fault", kind="imu frozen")
+        if self.faults.latency_spike_after is not None and self.commands == self.faults.latency_spike_after:
+            self.log_event("fault", kind="latency spike", seconds=self.faults.latency_spike_s)
+        return results
+
+    def configure(self, request: actuator_pb2.ConfigureActuatorRequest) -> common_pb2.ActionResponse:
+        i = self.index.get(request.actuator_id)
+        if i is None:
+            error = common_pb2.Error(code=common_pb2.ErrorCode.INVALID_ARGUMENT, message="unknown actuator")
+            return common_pb2.ActionResponse(success=False, error=error)
+        fields = {}
+        if request.HasField("kp"):
+            self.kp[i] = fields["kp"] = request.kp
+        if request.HasField("kd"):
+            self.kd[i] = fields["kd"] = request.kd
+        if request.HasField("max_torque"):
+            spec = self.map.joints[i]
+            fields["max_torque"] = request.max_torque
+            self.torque_limit[i] = spec.actuator_max_torque_nm * request.max_torque / 100.0
+        if request.HasField("torque_enabled"):
+            self.torque_enabled[i] = fields["torque_enabled"] = request.torque_enabled
+        self.log_event("configure", actuator_id=request.actuator_id, **fields)
+        return common_pb2.ActionResponse(success=True)
+
+
+class _ActuatorService(actuator_pb2_grpc.ActuatorServiceServicer):
+    def __init__(self, robot: SimulatedKBot) -> None:
+        self.robot = robot
+
+    def _delay(self) -> None:
+        delay = self.robot.reply_delay_s()
+        if delay > 0:
+            time.sleep(delay)
+
+    def GetActuatorsState(
+        self, request: actuator_pb2.GetActuatorsStateRequest, context: grpc.ServicerContext
+    ) -> actuator_pb2.GetActuatorsStateResponse:
+        self._delay()
+        with self.robot.lock:
+            states = self.robot.actuator_states(list(request.actuator_ids))
+        return actuator_pb2.GetActuatorsStateResponse(states=states)
+
+    def CommandActuators(
+        self, request: actuator_pb2.CommandActuatorsRequest, context: grpc.ServicerContext
+    ) -> actuator_pb2.CommandActuatorsResponse:
+        self._delay()
+        with self.robot.lock:
+            results = self.robot.command(
+                {c.actuator_id: c.position for c in request.commands if c.HasField("position")}
+            )
+        return actuator_pb2.CommandActuatorsResponse(results=results)
+
+    def ConfigureActuator(
+        self, request: actuator_pb2.ConfigureActuatorRequest, context: grpc.ServicerContext
+    ) -> common_pb2.ActionResponse:
+        self._delay()
+        with self.robot.lock:
+            return self.robot.configure(request)
+
+
+class _IMUService(imu_pb2_grpc.IMUServiceServicer):
+    def __init__(self, robot: SimulatedKBot) -> None:
+        self.robot = robot
+
+    def GetValues(self, request: empty_pb2.Empty, context: grpc.ServicerContext) -> imu_pb2.IMUValuesResponse:
+        time.sleep(self.robot.reply_delay_s())
+        with self.robot.lock:
+            accel, gyro = self.robot.imu()
+        gyro_deg = np.degrees(gyro)
+        return imu_pb2.IMUValuesResponse(
+            accel_x=accel[0],
+            accel_y=accel[1],
+            accel_z=accel[2],
+            gyro_x=gyro_deg[0],
+            gyro_y=gyro_deg[1],
+            gyro_z=gyro_deg[2],
+        )
+
+    def GetQuaternion(self, request: empty_pb2.Empty, context: grpc.ServicerContext) -> imu_pb2.QuaternionResponse:
+        time.sleep(self.robot.reply_delay_s())
+        with self.robot.lock:
+            w, x, y, z = self.robot.quaternion()
+        return imu_pb2.QuaternionResponse(w=w, x=x, y=y, z=z)
+
+
+def serve(robot: SimulatedKBot, host: str = "127.0.0.1", port: int = 0) -> tuple[grpc.Server, int]:
+    """Start the physics thread and a gRPC server on `host:port` (0: any free port); returns (server, port)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    actuator_pb2_grpc.add_ActuatorServiceServicer_to_server(_ActuatorService(robot), server)
+    imu_pb2_grpc.add_IMUServiceServicer_to_server(_IMUService(robot), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind a KOS server to {host}:{port}")
+    robot.start()
+    server.start()
+    return server, bound
+
+
+def _ids(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m ksim_entropy.deploy.sim_server", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: localhost only)")
+    parser.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed)")
+    parser.add_argument("--robot", default="local", help="robot model: local | <dir> | kscale:<name>")
+    parser.add_argument("--suspended", action="store_true", help="base held still (robot on a stand)")
+    parser.add_argument("--hidden-seed", type=int, default=None, help="draw hidden physics (default: nominal)")
+    parser.add_argument("--seed", type=int, default=0, help="sensor noise seed")
+    parser.add_argument("--record", type=Path, default=None, help="append events here (JSON lines)")
+    parser.add_argument("--freeze-imu-after", type=int, default=None, metavar="N")
+    parser.add_argument("--latency-spike-after", type=int, default=None, metavar="N")
+    parser.add_argument("--latency-spike-s", type=float, default=0.2)
+    parser.add_argument("--faulty-actuators", type=_ids, default=(), metavar="ID,ID")
+    parser.add_argument("--offline-actuators", type=_ids, default=(), metavar="ID,ID")
+    args = parser.parse_args(argv)
+    files = resolve_robot_files(args.robot)
+    num_joints = len(RobotMap.from_files(files, _joint_names(files)).joints)
+    hidden = HiddenRobot() if args.hidden_seed is None else HiddenRobot.random(args.hidden_seed, num_joints)
+    faults = Faults(
+        args.freeze_imu_after,
+        args.latency_spike_after,
+        args.latency_spike_s,
+        args.faulty_actuators,
+        args.offline_actuators,
+    )
+    robot = SimulatedKBot(files, hidden, suspended=args.suspended, seed=args.seed, faults=faults, record=args.record)
+    server, port = serve(robot, args.host, args.port)
+    print(f"KOS sim server listening on {args.host}:{port}", flush=True)
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop(grace=None)
+        robot.stop()
+
+
+def _joint_names(files: RobotFiles) -> tuple[str, ...]:
+    from ksim_entropy.robot import load_robot_model
+
+    model = load_robot_model(files, scene=None)
+    return tuple(model.joint(i).name for i in range(1, model.njnt))
+
+
+if __name__ == "__main__":
+    main()

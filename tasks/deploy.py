@@ -1,0 +1,92 @@
+"""Run a `.kinfer` policy on a K-Bot over KOS: ``python -m tasks.deploy MODEL.kinfer --host HOST --port PORT``.
+
+    python -m tasks.deploy policy.kinfer --host 10.33.10.1 --port 50051 --log run.ndjson \
+        [--robot local] [--duration 30] [--command 0.3,0,0] [--soft-start 2] [--hold 0.5] [--final damp] [--overwrite]
+
+Reads actuator states and the IMU over pykos at the robot's control rate (50 Hz), steps the model through kinfer's
+runtime, sends position targets clamped to the joint limits, after a soft start from the measured pose. Writes the
+kinfer NDJSON log (`--log`, read by `python -m ksim_entropy.bridge`) and `<log>.deploy.json` (why it stopped,
+timing). The watchdog holds the pose and then damps (or turns torque off) on disconnect, a frozen sensor, repeated
+overruns, an actuator fault or Ctrl-C. Without a robot, try it on the simulated one:
+
+    python -m ksim_entropy.deploy.sim_server --port 50051 --suspended &
+    python -m tasks.deploy policy.kinfer --port 50051 --log run.ndjson --duration 10
+
+Exit status: 0 when the run completed or Ctrl-C ended it, 1 when the watchdog stopped it, 2 on bad input or a
+robot that is not ready (nothing moved; one `error: ...` line).
+"""
+
+# isort: off
+import ksim_entropy  # noqa: F401  (must come first: headless defaults before anything imports mujoco)
+# isort: on
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ksim_entropy.deploy.loop import DeployOptions, deploy
+from ksim_entropy.deploy.robot_map import DeployError
+from ksim_entropy.robot import RobotLoadError, resolve_robot_files
+
+EXIT_OK, EXIT_STOPPED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = DeployOptions()
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("model", type=Path, help="the .kinfer policy")
+    parser.add_argument("--host", default=defaults.host, help="KOS host (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=defaults.port, help="KOS port (default: %(default)s)")
+    parser.add_argument(
+        "--robot", default="local", help="robot metadata: 'local' (assets/kbot), a folder, kscale:<name>"
+    )
+    parser.add_argument("--log", type=Path, required=True, help="the NDJSON log to write")
+    parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    parser.add_argument("--command", type=_floats, default=(), help="the policy's command vector, e.g. 0.3,0,0")
+    parser.add_argument("--soft-start", type=float, default=defaults.soft_start_s, help="ramp-in time (s)")
+    parser.add_argument("--hold", type=float, default=defaults.hold_s, help="safe stop: hold time (s) before --final")
+    parser.add_argument("--final", choices=("damp", "torque_off"), default=defaults.final, help="after the hold")
+    parser.add_argument("--max-overruns", type=int, default=defaults.max_overruns, help="overruns in a row to stop")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing log")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        options = DeployOptions(
+            host=args.host,
+            port=args.port,
+            duration_s=args.duration,
+            command=args.command,
+            soft_start_s=args.soft_start,
+            hold_s=args.hold,
+            final=args.final,
+            max_overruns=args.max_overruns,
+        )
+        files = resolve_robot_files(args.robot)
+        print(f"deploying {args.model} to KOS at {args.host}:{args.port}; Ctrl-C stops safely", flush=True)
+        result = deploy(args.model, files, args.log, options, overwrite=args.overwrite)
+    except (DeployError, RobotLoadError, FileExistsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    jitter = result.jitter_ms.get("p99", float("nan"))
+    print(f"stopped: {result.reason} after {result.steps} steps; jitter p99 {jitter:.3f} ms; log {args.log}")
+    for action in result.stop_actions:
+        print(f"  {action}")
+    return EXIT_OK if result.reason in ("completed", "user interrupt (Ctrl-C)") else EXIT_STOPPED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Shared pieces of the deployment tests: a tiny `.kinfer` policy and a KOS server in its own process."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from ksim_entropy.export import KinferPolicy, export_kinfer
+from ksim_entropy.robot import KBOT_NOMINAL_POSE_RAD
+from ksim_entropy.sim_logs import COMMAND_NAMES
+
+SWING_RAD = 0.15  # the tiny policy's swing about the nominal pose
+SWING_HZ = 0.5
+
+
+def swing_targets(time_s: float | np.ndarray, joint_names: tuple[str, ...]) -> np.ndarray:
+    """What the tiny policy asks for at policy time `time_s`: the nominal pose plus a 0.5 Hz swing on every joint."""
+    nominal = np.array([KBOT_NOMINAL_POSE_RAD.get(n, 0.0) for n in joint_names])
+    return nominal + SWING_RAD * np.sin(2 * np.pi * SWING_HZ * np.asarray(time_s))[..., None]
+
+
+def tiny_policy(joint_names: tuple[str, ...], ctrl_dt_s: float = 0.02) -> KinferPolicy:
+    """A policy with no network: nominal pose + swing; its clock is the carry (steps so far), so the swing only
+    advances if the runtime feeds the carry back."""
+    nominal = jnp.array([KBOT_NOMINAL_POSE_RAD.get(n, 0.0) for n in joint_names], dtype=jnp.float32)
+
+    def init_fn():
+        return jnp.zeros(1, dtype=jnp.float32)
+
+    def step_fn(joint_angles, projected_gravity, command, carry):
+        del joint_angles, projected_gravity, command
+        action = nominal + SWING_RAD * jnp.sin(2 * jnp.pi * SWING_HZ * ctrl_dt_s * carry[0])
+        return action, carry + 1.0
+
+    return KinferPolicy(init_fn, step_fn, joint_names, COMMAND_NAMES, carry_size=1)
+
+
+def write_tiny_policy(path: Path, joint_names: tuple[str, ...]) -> Path:
+    return export_kinfer(tiny_policy(joint_names), path)
+
+
+class KosServer:
+    """`python -m ksim_entropy.deploy.sim_server` in a subprocess, on a free localhost port."""
+
+    def __init__(self, record: Path, *args: str) -> None:
+        self.record = record
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ksim_entropy.deploy.sim_server",
+                "--port",
+                "0",
+                "--suspended",
+                "--record",
+                str(record),
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        deadline = time.monotonic() + 120
+        output = []
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            match = re.search(r"listening on [\d.]+:(\d+)", line)
+            if match:
+                self.port = int(match.group(1))
+                return
+        self.process.kill()
+        raise RuntimeError("the KOS sim server did not start:\n" + "".join(output[-20:]))
+
+    def kill(self) -> float:
+        """SIGKILL the server; returns the wall time (s) it was killed at."""
+        killed_at = time.time()
+        self.process.kill()
+        self.process.wait(timeout=10)
+        return killed_at
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()

@@ -1,0 +1,306 @@
+"""The deployment loop against a real KOS gRPC server (`ksim_entropy.deploy.sim_server`, a separate process).
+
+Oracles: the server's own record of what it was told (commands, configuration, fault onset, wall time), the
+policy's closed-form targets, and MuJoCo's quaternion rotation.
+"""
+
+import io
+import json
+import math
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import mujoco
+import numpy as np
+import pytest
+
+from ksim_entropy.bridge.logs import read_ndjson
+from ksim_entropy.deploy.loop import DeployOptions, DeployResult, deploy, projected_gravity
+from ksim_entropy.deploy.robot_map import DeployError, RobotMap
+from ksim_entropy.export import function_to_onnx
+from ksim_entropy.robot import resolve_robot_files
+from ksim_entropy.sim import KBotSimulator
+from tests.deploy.parts import SWING_RAD, KosServer, swing_targets, tiny_policy, write_tiny_policy
+
+PERIOD_S = 0.02  # the K-Bot's 50 Hz control period (assets/kbot/metadata.json)
+
+
+@pytest.fixture(scope="module")
+def files():
+    return resolve_robot_files("local")
+
+
+@pytest.fixture(scope="module")
+def joint_names(files):
+    return KBotSimulator(files).joint_names
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, joint_names):
+    return write_tiny_policy(tmp_path_factory.mktemp("model") / "tiny.kinfer", joint_names)
+
+
+def events(record: Path) -> list[dict]:
+    return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, files, model):
+    """4 s of the tiny policy (1 s soft start) on a suspended robot with hidden physics."""
+    out = tmp_path_factory.mktemp("run")
+    server = KosServer(out / "events.jsonl", "--hidden-seed", "3")
+    try:
+        options = DeployOptions(port=server.port, duration_s=4.0, soft_start_s=1.0, hold_s=0.2)
+        result = deploy(model, files, out / "run.ndjson", options)
+    finally:
+        server.close()
+    return result, out
+
+
+def test_clean_run_completes_and_logs_every_step(clean_run, joint_names):
+    result, out = clean_run
+    assert result.reason == "completed"
+    assert result.steps == 200
+    log, _ = read_ndjson(out / "run.ndjson", joint_names=joint_names)
+    assert len(log) == 200
+    np.testing.assert_array_equal(log.step_id, np.arange(200))
+    dt_ms = np.diff(log.t_us) / 1e3
+    assert abs(np.median(dt_ms) - 20.0) < 0.5  # deadline scheduling holds the 50 Hz period
+    summary = json.loads((out / "run.deploy.json").read_text())
+    assert summary["reason"] == "completed" and summary["steps"] == 200
+    assert summary["stop_actions"][-1] == "damping only (kp = 0)"
+
+
+def test_robot_does_what_the_policy_asks(clean_run, joint_names, files):
+    _, out = clean_run
+    log, _ = read_ndjson(out / "run.ndjson", joint_names=joint_names)
+    robot = RobotMap.from_files(files, joint_names)
+    asked = np.clip(
+        swing_targets(np.arange(200) * PERIOD_S, joint_names), robot.array("lower_rad"), robot.array("upper_rad")
+    )
+    # after the 1 s soft start the logged output is exactly what the policy asked (the carry is its clock)
+    np.testing.assert_allclose(log.groups["output"][50:], asked[50:], atol=1e-5)
+    # during it, the output blends from the measured starting pose to the policy's targets
+    start = log.groups["joint_angles"][0]
+    np.testing.assert_allclose(log.groups["output"][0], start, atol=1e-6)
+    progress = (log.groups["output"][1:50] - start) / (asked[1:50] - start + 1e-12)
+    moving = np.abs(asked[1:50] - start) > 0.05
+    assert np.all((progress[moving] > -1e-6) & (progress[moving] < 1 + 1e-6))
+    # the robot follows: measured angles track the targets of one to two steps before (servo + latency lag)
+    q, targets = log.groups["joint_angles"][60:], log.groups["output"][60:]
+    errors = [np.sqrt(np.mean((q[lag:] - targets[: len(targets) - lag]) ** 2)) for lag in range(4)]
+    assert min(errors) < 0.2 * SWING_RAD, errors
+    swing = q.max(axis=0) - q.min(axis=0)
+    assert np.median(swing) > 1.5 * SWING_RAD  # it really swings (peak to peak 2 * SWING_RAD asked)
+
+
+def test_every_command_the_server_received_was_within_limits(clean_run, joint_names, files):
+    _, out = clean_run
+    robot = RobotMap.from_files(files, joint_names)
+    limits = {j.actuator_id: (math.degrees(j.lower_rad), math.degrees(j.upper_rad)) for j in robot.joints}
+    commands = [e for e in events(out / "events.jsonl") if e["event"] == "command"]
+    assert len(commands) >= 200
+    for command in commands:
+        assert set(map(int, command["positions_deg"])) == set(limits)
+        for aid, position in command["positions_deg"].items():
+            low, high = limits[int(aid)]
+            assert low - 1e-9 <= position <= high + 1e-9
+    configured = [e for e in events(out / "events.jsonl") if e["event"] == "configure"]
+    by_id = {e["actuator_id"]: e for e in configured if "max_torque" in e}
+    metadata = json.loads(files.metadata.read_text())
+    for name, joint in metadata["joint_name_to_metadata"].items():  # gains, torque limits set before motion
+        peak = float(metadata["actuator_type_to_metadata"][joint["actuator_type"]]["max_torque"])
+        sent = by_id[joint["id"]]
+        assert (sent["kp"], sent["kd"]) == (float(joint["kp"]), float(joint["kd"])), name
+        assert sent["max_torque"] == pytest.approx(100 * float(joint["soft_torque_limit"]) / peak), name
+        assert sent["torque_enabled"] is True
+    assert sum(1 for e in configured if e.get("kp") == 0.0) == len(robot.joints)  # damping at the end
+
+
+def _deploy_in_thread(model, files, log_path, options) -> tuple[threading.Thread, dict]:
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = deploy(model, files, log_path, options)
+        except BaseException as err:  # reported by the test
+            box["error"] = err
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, box
+
+
+def _assert_log_intact(path: Path, result: DeployResult, joint_names) -> None:
+    log, _ = read_ndjson(path, joint_names=joint_names)
+    assert len(log) == result.steps > 50
+    np.testing.assert_array_equal(log.step_id, np.arange(result.steps))
+
+
+def test_server_killed_mid_run_stops_within_two_periods(tmp_path, files, model, joint_names):
+    server = KosServer(tmp_path / "events.jsonl")
+    try:
+        options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5)
+        thread, box = _deploy_in_thread(model, files, tmp_path / "run.ndjson", options)
+        time.sleep(3.0)
+        killed_at = server.kill()
+        thread.join(timeout=30)
+    finally:
+        server.close()
+    result = box["result"]
+    assert "connection lost" in result.reason or "did not answer" in result.reason, result.reason
+    assert result.stopped_at_s - killed_at <= 2 * PERIOD_S, result.stopped_at_s - killed_at
+    assert any("could not hold" in a for a in result.stop_actions)  # nobody left to tell; said so
+    _assert_log_intact(tmp_path / "run.ndjson", result, joint_names)
+    assert json.loads((tmp_path / "run.deploy.json").read_text())["reason"] == result.reason
+
+
+@pytest.mark.parametrize(
+    ("fault_args", "reason"),
+    [
+        (("--freeze-imu-after", "100"), "IMU stream is frozen"),
+        (("--latency-spike-after", "100", "--latency-spike-s", "0.3"), "did not answer"),
+    ],
+)
+def test_sensor_faults_stop_safely_within_two_periods(tmp_path, files, model, joint_names, fault_args, reason):
+    record = tmp_path / "events.jsonl"
+    server = KosServer(record, *fault_args)
+    try:
+        options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1)
+        result = deploy(model, files, tmp_path / "run.ndjson", options)
+        time.sleep(0.5)  # let the delayed replies land in the record
+    finally:
+        server.close()
+    assert reason in result.reason
+    log = events(record)
+    onset = next(e["t"] for e in log if e["event"] == "fault")
+    assert result.stopped_at_s - onset <= 2 * PERIOD_S, result.stopped_at_s - onset
+    assert result.steps in range(99, 102)  # the fault hit at the 100th command (the first holds the start pose)
+    # the server was then told to hold the last measured pose and to switch to damping
+    after = [e for e in log if e["t"] > onset]
+    assert after[0]["event"] == "command"
+    assert sum(1 for e in after if e["event"] == "configure" and e.get("kp") == 0.0) == len(joint_names)
+    _assert_log_intact(tmp_path / "run.ndjson", result, joint_names)
+
+
+def test_ctrl_c_in_the_cli_stops_safely(tmp_path, model):
+    record = tmp_path / "events.jsonl"
+    server = KosServer(record)
+    try:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tasks.deploy",
+                str(model),
+                "--port",
+                str(server.port),
+                "--log",
+                str(tmp_path / "run.ndjson"),
+                "--soft-start",
+                "0.5",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (tmp_path / "run.ndjson").exists():
+            time.sleep(0.1)
+        time.sleep(2.0)
+        interrupted_at = time.time()
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        server.close()
+    assert process.returncode == 0, output
+    summary = json.loads((tmp_path / "run.deploy.json").read_text())
+    assert summary["reason"] == "user interrupt (Ctrl-C)"
+    assert summary["stopped_at_s"] - interrupted_at <= 2 * PERIOD_S
+    assert "user interrupt" in output
+    assert sum(1 for e in events(record) if e["event"] == "configure" and e.get("kp") == 0.0) == 20
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def test_policy_with_other_joints_is_refused_before_connecting(tmp_path, files, joint_names):
+    model = write_tiny_policy(tmp_path / "arms_missing.kinfer", joint_names[:-1])
+    with pytest.raises(DeployError, match=joint_names[-1]):
+        deploy(model, files, tmp_path / "run.ndjson", DeployOptions(port=1))  # port 1: would fail if it connected
+    assert not (tmp_path / "run.ndjson").exists()
+
+
+def test_policy_with_an_input_the_loop_cannot_provide_is_refused(tmp_path, files, joint_names):
+    policy = tiny_policy(joint_names)
+    init = function_to_onnx(policy.init_fn, [], [], ["carry"])
+
+    def step(lidar, carry):
+        return policy.step_fn(lidar[: len(joint_names)], lidar[:3], lidar[:3], carry)
+
+    step_onnx = function_to_onnx(step, ["lidar", "carry"], [(64,), (1,)], ["action", "next_carry"])
+    path = tmp_path / "lidar.kinfer"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, blob in (
+            ("init_fn.onnx", init.SerializeToString()),
+            ("step_fn.onnx", step_onnx.SerializeToString()),
+            ("metadata.json", policy.metadata.to_json().encode()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    with pytest.raises(DeployError, match="lidar"):
+        deploy(path, files, tmp_path / "run.ndjson", DeployOptions(port=1))
+
+
+def test_wrong_command_length_and_bad_options_are_refused(tmp_path, files, model):
+    with pytest.raises(DeployError, match="3 commands"):
+        deploy(model, files, tmp_path / "run.ndjson", DeployOptions(port=1, command=(0.5,)))
+    with pytest.raises(DeployError, match="read_timeout"):
+        DeployOptions(read_timeout=2.0)
+    with pytest.raises(DeployError, match="duration_s"):
+        DeployOptions(duration_s=math.nan)
+
+
+def test_unreachable_host_is_a_clear_error(tmp_path, files, model):
+    started = time.monotonic()
+    with pytest.raises(DeployError, match=r"KOS at 127\.0\.0\.1:1 is not ready, nothing was moved"):
+        deploy(model, files, tmp_path / "run.ndjson", DeployOptions(port=1, connect_timeout_s=2.0))
+    assert time.monotonic() - started < 10
+
+
+def test_actuator_reporting_a_fault_is_refused_before_motion(tmp_path, files, model):
+    record = tmp_path / "events.jsonl"
+    server = KosServer(record, "--faulty-actuators", "34")
+    try:
+        with pytest.raises(DeployError, match=r"actuator 34 \(dof_left_knee_04\) reports faults"):
+            deploy(model, files, tmp_path / "run.ndjson", DeployOptions(port=server.port))
+    finally:
+        server.close()
+    assert not [e for e in events(record) if e["event"] in ("command", "configure")]
+
+
+def test_existing_log_is_not_overwritten(tmp_path, files, model):
+    (tmp_path / "run.ndjson").write_text("precious\n")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        deploy(model, files, tmp_path / "run.ndjson", DeployOptions(port=1))
+    assert (tmp_path / "run.ndjson").read_text() == "precious\n"
+
+
+# ------------------------------------------------------------------------------------------------ units
+
+
+def test_projected_gravity_matches_mujoco():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        quat = rng.normal(size=4)
+        quat /= np.linalg.norm(quat)
+        inverse, expected = np.empty(4), np.empty(3)
+        mujoco.mju_negQuat(inverse, quat)
+        mujoco.mju_rotVecQuat(expected, np.array([0.0, 0.0, -9.81]), inverse)
+        np.testing.assert_allclose(projected_gravity(quat), expected, atol=1e-12)
