@@ -22,12 +22,13 @@ import numpy as np
 import onnx
 from jaxtyping import Array
 from kinfer.export.serialize import pack
-from kinfer.rust_bindings import PyInputType, PyModelMetadata
+from kinfer.rust_bindings import ModelProviderABC, PyInputType, PyModelMetadata, PyModelRunner
 
 __all__ = [
     "KINFER_INPUT_NAMES",
     "ExportError",
     "KinferPolicy",
+    "KinferRunner",
     "KinferSession",
     "export_kinfer",
     "function_to_onnx",
@@ -200,3 +201,45 @@ class KinferSession:
         feeds = {n: np.asarray(inputs[n], dtype=np.float32) for n in self.input_names}
         action, carry = self._step.run(None, feeds)
         return action, carry
+
+
+class _GivenInputs(ModelProviderABC):
+    """Hands kinfer's runtime the inputs its caller set, and keeps the action it returns."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> "_GivenInputs":
+        return super().__new__(cls)  # the pyo3 base class takes no constructor arguments
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: Mapping[str, np.ndarray] = {}
+        self.action: np.ndarray | None = None
+
+    def get_inputs(self, input_types: list[str], metadata: PyModelMetadata) -> Mapping[str, np.ndarray]:
+        missing = [name for name in input_types if name not in self.values]
+        if missing:
+            raise ExportError(f"the model asks for inputs that were not given: {missing}")
+        return {name: self.values[name] for name in input_types}
+
+    def take_action(self, action: np.ndarray, metadata: PyModelMetadata) -> None:
+        self.action = np.asarray(action, dtype=float)
+
+
+class KinferRunner:
+    """A `.kinfer` stepped by kinfer's own Rust runtime, one control step at a time, on inputs the caller reads.
+
+    The runtime runs the init function and feeds the carry back itself; `step` returns the action. For loops
+    that keep their own clock (the deployment loop, the sim-to-sim gate), unlike `PyModelRunner.run`'s.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._inputs = _GivenInputs()
+        self._runner = PyModelRunner(str(path), self._inputs, None)
+
+    def step(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One step on `inputs` (kinfer input name -> float32 array); returns the action (float64)."""
+        self._inputs.values = inputs
+        self._inputs.action = None
+        self._runner.step_and_take_action()
+        if self._inputs.action is None:
+            raise ExportError("kinfer's runtime returned no action")
+        return self._inputs.action

@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ksim_entropy.bridge._jsonfile import write_json
+from ksim_entropy.bridge._jsonfile import atomic_write, write_json
 from ksim_entropy.bridge.metrics import mmd2_unbiased, w2_gaussian
-from ksim_entropy.bridge.report import _atomic_write
 from ksim_entropy.fit import FitResult
 
 __all__ = ["fit_summary", "report_paths", "write_fit_report"]
@@ -93,7 +92,7 @@ def fit_summary(result: FitResult) -> dict[str, Any]:
 def _save(fig: Figure, path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=_DPI, format="png", facecolor="white"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=_DPI, format="png", facecolor="white"))
 
 
 def _plot_convergence(result: FitResult, path: Path, overwrite: bool) -> None:

@@ -7,10 +7,11 @@ the path and re-raise their own error type.
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JsonFileError", "read_json", "write_json"]
+__all__ = ["JsonFileError", "atomic_write", "read_json", "write_json"]
 
 
 class JsonFileError(ValueError):
@@ -75,3 +76,14 @@ def write_json(data: object, path: str | os.PathLike[str], *, overwrite: bool = 
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary sibling of `path`, then rename it to `path` (removed on failure)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

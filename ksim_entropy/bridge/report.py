@@ -39,7 +39,6 @@ import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ksim_entropy.bridge._jsonfile import atomic_write
 from ksim_entropy.bridge.metrics import (
     MetricInputError,
     classifier_two_sample_test,
@@ -167,16 +167,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [_json_safe(v) for v in value]
     return str(value)
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------- inputs
@@ -623,7 +613,7 @@ def _group_colors(groups: Sequence[str]) -> dict[str, str]:
 
 
 def _save(fig: Figure, path: Path) -> None:
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png", facecolor="white"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png", facecolor="white"))
 
 
 def _grid(
@@ -1279,8 +1269,8 @@ def gap_report(
     summaries = {side: None if q is None else q.summary() for side, q in qualities.items()}
     page = _render_html(safe, files, summaries, max_channels_plotted)
     json_path, html_path = out / "report.json", out / "report.html"
-    _atomic_write(json_path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
-    _atomic_write(html_path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    atomic_write(json_path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    atomic_write(html_path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     if progress is not None:
         progress(f"done in {time.monotonic() - started:.1f} s: {html_path}")
     return GapReport(

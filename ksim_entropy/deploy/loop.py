@@ -4,7 +4,7 @@ One control step (period T = 1 / the robot's control rate, 20 ms on the K-Bot), 
 
 1. read actuator states and the IMU (three concurrent pykos calls, each bounded by `read_timeout` · T);
 2. convert KOS's units to the policy's (deg → rad, deg/s → rad/s; projected gravity from the IMU quaternion);
-3. step the model through kinfer's runtime (`PyModelRunner.step_and_take_action`, which carries the carry);
+3. step the model through kinfer's runtime (`ksim_entropy.export.KinferRunner`, which feeds the carry back);
 4. blend from the starting pose during the soft start, clamp to the joint limits, send the position targets (deg);
 5. append the step to the NDJSON log (flushed at once) and sleep until the next deadline (not `sleep(T)`).
 
@@ -25,20 +25,18 @@ import math
 import signal
 import statistics
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import grpc
 import numpy as np
-from kinfer.rust_bindings import ModelProviderABC, PyModelMetadata, PyModelRunner
 from pykos import KOS
 
 from ksim_entropy.bridge._jsonfile import write_json
 from ksim_entropy.bridge.logs import NdjsonWriter
 from ksim_entropy.deploy.robot_map import DeployError, RobotMap
-from ksim_entropy.export import ExportError, KinferSession
+from ksim_entropy.export import ExportError, KinferRunner, KinferSession
 from ksim_entropy.robot import RobotFiles
 
 __all__ = ["DeployOptions", "DeployResult", "deploy", "projected_gravity"]
@@ -109,24 +107,6 @@ def projected_gravity(quat_wxyz: np.ndarray) -> np.ndarray:
     w, x, y, z = np.asarray(quat_wxyz, dtype=float) / np.linalg.norm(quat_wxyz)
     # third row of the rotation matrix (world z axis in IMU coordinates), times -g
     return -GRAVITY_MPS2 * np.array([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
-
-
-class _Inputs(ModelProviderABC):
-    """Hands kinfer's runtime the inputs this step has read, and keeps the action it returns."""
-
-    def __new__(cls, *args: object, **kwargs: object) -> "_Inputs":
-        return super().__new__(cls)  # the pyo3 base class takes no constructor arguments
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.values: dict[str, np.ndarray] = {}
-        self.action: np.ndarray | None = None
-
-    def get_inputs(self, input_types: list[str], metadata: PyModelMetadata) -> Mapping[str, np.ndarray]:
-        return {name: self.values[name] for name in input_types}
-
-    def take_action(self, action: np.ndarray, metadata: PyModelMetadata) -> None:
-        self.action = np.asarray(action, dtype=float)
 
 
 def _check_model(path: Path, files: RobotFiles, command: tuple[float, ...]) -> tuple[RobotMap, np.ndarray]:
@@ -308,8 +288,7 @@ class _Run:
 
     async def _loop(self, kos: KOS, log: NdjsonWriter, first: dict[str, np.ndarray]) -> None:
         options, period = self.options, self.period
-        inputs = _Inputs()
-        runner = PyModelRunner(str(self.model_path), inputs, None)
+        runner = KinferRunner(self.model_path)
         self.last_q = first["joint_angles"]
         start_pose = None  # the soft start blends from the pose measured at the first step
         jitter, step_time, inference = [], [], []
@@ -329,7 +308,7 @@ class _Run:
             self.last_q = state["joint_angles"]
             start_pose = self.last_q if start_pose is None else start_pose
             elapsed = k * period
-            inputs.values = {
+            inputs = {
                 "joint_angles": state["joint_angles"].astype(np.float32),
                 "joint_angular_velocities": state["joint_vels"].astype(np.float32),
                 "projected_gravity": state["projected_g"].astype(np.float32),
@@ -339,10 +318,9 @@ class _Run:
                 "time": np.array([elapsed], dtype=np.float32),
             }
             tick = time.perf_counter()
-            runner.step_and_take_action()
+            action = runner.step(inputs)
             inference.append(time.perf_counter() - tick)
-            action = inputs.action
-            if action is None or not np.isfinite(action).all():
+            if not np.isfinite(action).all():
                 raise _SafeStopError("the policy output a non-finite action")
             blend = 1.0 if options.soft_start_s == 0 else min(1.0, elapsed / options.soft_start_s)
             blend = 0.5 - 0.5 * math.cos(math.pi * blend)  # smooth ramp, zero slope at both ends

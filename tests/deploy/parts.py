@@ -24,7 +24,7 @@ def swing_targets(time_s: float | np.ndarray, joint_names: tuple[str, ...]) -> n
     return nominal + SWING_RAD * np.sin(2 * np.pi * SWING_HZ * np.asarray(time_s))[..., None]
 
 
-def tiny_policy(joint_names: tuple[str, ...], ctrl_dt_s: float = 0.02) -> KinferPolicy:
+def tiny_policy(joint_names: tuple[str, ...], ctrl_dt_s: float = 0.02, swing_rad: float = SWING_RAD) -> KinferPolicy:
     """A policy with no network: nominal pose + swing; its clock is the carry (steps so far), so the swing only
     advances if the runtime feeds the carry back."""
     nominal = jnp.array([KBOT_NOMINAL_POSE_RAD.get(n, 0.0) for n in joint_names], dtype=jnp.float32)
@@ -34,14 +34,15 @@ def tiny_policy(joint_names: tuple[str, ...], ctrl_dt_s: float = 0.02) -> Kinfer
 
     def step_fn(joint_angles, projected_gravity, command, carry):
         del joint_angles, projected_gravity, command
-        action = nominal + SWING_RAD * jnp.sin(2 * jnp.pi * SWING_HZ * ctrl_dt_s * carry[0])
+        action = nominal + swing_rad * jnp.sin(2 * jnp.pi * SWING_HZ * ctrl_dt_s * carry[0])
         return action, carry + 1.0
 
     return KinferPolicy(init_fn, step_fn, joint_names, COMMAND_NAMES, carry_size=1)
 
 
-def write_tiny_policy(path: Path, joint_names: tuple[str, ...]) -> Path:
-    return export_kinfer(tiny_policy(joint_names), path)
+def write_tiny_policy(path: Path, joint_names: tuple[str, ...], swing_rad: float = SWING_RAD) -> Path:
+    """Export `tiny_policy`; `swing_rad=0` is a policy that stands still in the nominal pose."""
+    return export_kinfer(tiny_policy(joint_names, swing_rad=swing_rad), path)
 
 
 class KosServer:
