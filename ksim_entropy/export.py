@@ -8,6 +8,7 @@ are renamed to kinfer's fixed names (`joint_angles`, `joint_angular_velocities`,
 Everything the policy keeps between steps (recurrent state, filters, delay buffers) must be inside the flat carry.
 """
 
+import datetime
 import inspect
 import json
 import logging
@@ -234,12 +235,19 @@ class KinferRunner:
     def __init__(self, path: str | Path) -> None:
         self._inputs = _GivenInputs()
         self._runner = PyModelRunner(str(path), self._inputs, None)
+        self._initialised = False
 
     def step(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """One step on `inputs` (kinfer input name -> float32 array); returns the action (float64)."""
         self._inputs.values = inputs
         self._inputs.action = None
-        self._runner.step_and_take_action()
+        if self._initialised:
+            self._runner.step_and_take_action()
+        else:
+            # kinfer 0.6.1 runs the init function only inside `run()`; `step_and_take_action` alone would start
+            # from an uninitialised carry buffer. A one-step `run` with no period is init + the first step.
+            self._runner.run(datetime.timedelta(0), total_steps=1)
+            self._initialised = True
         if self._inputs.action is None:
             raise ExportError("kinfer's runtime returned no action")
         return self._inputs.action

@@ -75,9 +75,11 @@ from ksim_entropy.robot import (
     resolve_robot_files,
 )
 from ksim_entropy.rollout_logs import ksim_rollout, trajectory_to_step_log
+from ksim_entropy.sim2sim import GateOptions
 from ksim_entropy.task import EntropyBridgedKBotTask, KBotEntropyConfig
 from ksim_entropy.temperature import gaussian_entropy
 from ksim_entropy.terminations import UnstablePhysicsTermination
+from tasks.sim2sim import gate
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,9 @@ class WalkConfig(KBotEntropyConfig):
     robot_source: str = xax.field(value="local", help="'local' (shipped asset), a directory, or 'kscale:<name>'.")
     scene: str = xax.field(value="smooth", help="mujoco-scenes terrain around the robot.")
     export_kinfer: bool = xax.field(value=True, help="Export <exp_dir>/policy.kinfer when training ends.")
+    sim2sim_gate: bool = xax.field(value=True, help="Run the sim-to-sim gate on the exported policy (tasks.sim2sim).")
+    sim2sim_episodes: int = xax.field(value=2, help="Sim-to-sim gate: episodes per perturbation level.")
+    sim2sim_seconds: float = xax.field(value=5.0, help="Sim-to-sim gate: seconds per episode.")
 
     # Policy.
     hidden_size: int = xax.field(value=128, help="LSTM width.")
@@ -685,6 +690,9 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
             export_kinfer(self.kinfer_policy(self.load_policy_model(ckpt)), out, overwrite=True)
             logger.info("Exported %s", out)
             print(f"Exported policy: {out}", flush=True)
+            if self.config.sim2sim_gate:  # reported, not enforced: a failed gate still leaves the policy to study
+                options = GateOptions(episodes=self.config.sim2sim_episodes, seconds=self.config.sim2sim_seconds)
+                gate(out, self.robot_files, self.exp_dir, options, overwrite=True)
 
 
 # -------------------------------------------------------------------- command line
@@ -753,6 +761,11 @@ def build_config(args: list[str]) -> WalkConfig:
             task.fitted_ranges(load_robot_model(task.robot_files, scene=None))
         except (FittedRandomizationError, ValueError) as err:
             raise SystemExit(f"error: randomization={config.randomization}: {err}") from err
+    if config.sim2sim_gate:
+        try:
+            GateOptions(episodes=config.sim2sim_episodes, seconds=config.sim2sim_seconds)
+        except ValueError as err:
+            raise SystemExit(f"error: sim2sim gate: {err}") from err
     return config
 
 

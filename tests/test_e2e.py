@@ -7,6 +7,7 @@ Each training run compiles the MJX step (~1.5-3 min cold on 2 CPU cores; JAX's c
 import datetime
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -99,6 +100,10 @@ def test_training_writes_checkpoint_logs_and_kinfer(first_run):
     assert any(first_run.rglob("events.out.tfevents*")), "no TensorBoard event files"
     session = KinferSession(first_run / "policy.kinfer")
     assert len(session.metadata["joint_names"]) == 20
+    # the sim-to-sim gate ran on the exported policy (an untrained policy fails it: it cannot stand)
+    gate = json.loads((first_run / "sim2sim.json").read_text())
+    assert gate["levels"][0]["name"] == "nominal" and gate["passed"] is False
+    assert (first_run / "sim2sim.png").stat().st_size > 10_000
 
 
 def test_resume_continues_in_a_new_directory_and_keeps_the_old_one(first_run, tmp_path):
@@ -194,6 +199,17 @@ def test_export_of_checkpoint_with_broken_weights_is_refused(first_run, tmp_path
     with pytest.raises(CheckpointError, match="Cannot load weights"):
         export_checkpoint(broken, tmp_path / "x.kinfer")
     assert not (tmp_path / "x.kinfer").exists()
+
+
+def test_export_cli_runs_the_sim2sim_gate(first_run, tmp_path):
+    ckpt = first_run / "checkpoints" / "ckpt.bin"
+    out = tmp_path / "gated" / "policy.kinfer"
+    out.parent.mkdir()
+    command = [sys.executable, "-m", "tasks.export", str(ckpt), str(out), "--gate-episodes", "1", "--gate-seconds", "1"]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]  # written, but the gate failed
+    assert out.is_file() and "sim2sim gate FAILED" in proc.stdout
+    assert json.loads((out.parent / "sim2sim.json").read_text())["options"]["episodes"] == 1
 
 
 def test_export_cli_reports_foreign_checkpoint(tmp_path):

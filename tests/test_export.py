@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from kinfer.rust_bindings import ModelProviderABC, PyModelRunner
 
-from ksim_entropy.export import ExportError, KinferPolicy, KinferSession, export_kinfer
+from ksim_entropy.export import ExportError, KinferPolicy, KinferRunner, KinferSession, export_kinfer
 from tasks.walk import COMMAND_NAMES, KBotWalkingTask, build_config
 
 NUM_STEPS = 100
@@ -141,3 +141,20 @@ def test_corrupt_kinfer_file_is_reported(tmp_path):
     path.write_bytes(b"not a tarball")
     with pytest.raises(ExportError, match="Corrupt"):
         KinferSession(path)
+
+
+def test_kinfer_runner_starts_from_the_init_carry(tmp_path):
+    """kinfer's `step_and_take_action` alone skips the init function; `KinferRunner` must not."""
+
+    def init_fn():
+        return jnp.full((2,), 7.0, dtype=jnp.float32)
+
+    def step_fn(joint_angles, carry):
+        return joint_angles + carry[0], carry + 1.0
+
+    policy = KinferPolicy(init_fn, step_fn, ("a", "b", "c"), (), carry_size=2)
+    path = export_kinfer(policy, tmp_path / "counter.kinfer")
+    runner = KinferRunner(path)
+    angles = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+    for expected_carry in (7.0, 8.0, 9.0):
+        np.testing.assert_array_equal(runner.step({"joint_angles": angles}), angles + expected_carry)
