@@ -6,6 +6,7 @@
     python3 bootstrap.py test [args]     # run the test suite:   python -m pytest [args]
     python3 bootstrap.py export CKPT [OUT] [--overwrite]   # checkpoint -> .kinfer
     python3 bootstrap.py view CKPT       # watch a checkpoint in the MuJoCo viewer (needs a display)
+    python3 bootstrap.py fit|deploy|sim2sim ...   # python -m tasks.fit / tasks.deploy / tasks.sim2sim
     python3 bootstrap.py bench           # bench/walk_throughput.py (JSON on stdout)
     python3 bootstrap.py run CMD ...     # any command inside the environment
 
@@ -30,6 +31,9 @@ COMMANDS = {
     "test": ["-m", "pytest"],
     "export": ["-m", "tasks.export"],
     "view": ["-m", "tasks.view"],
+    "fit": ["-m", "tasks.fit"],
+    "deploy": ["-m", "tasks.deploy"],
+    "sim2sim": ["-m", "tasks.sim2sim"],
     "bench": ["bench/walk_throughput.py"],
 }
 

@@ -27,7 +27,7 @@ import numpy as np
 from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.robot import RobotFiles, resolve_robot_files
 from ksim_entropy.sim import KBotSimulator, SimOptions
-from ksim_entropy.sim_logs import SensorNoise, _joint_limits, _motion_script, random_commands
+from ksim_entropy.sim_logs import SensorNoise, _joint_limits, motion_script, random_commands
 
 __all__ = ["REALITY_DT_S", "HiddenRobot", "reality_log"]
 
@@ -170,7 +170,7 @@ def reality_log(
     action_delay, obs_delay = _substeps(hidden.action_latency_s), _substeps(hidden.obs_latency_s)
     offsets = hidden.offsets(sim.num_joints)
     rng = np.random.default_rng(seed)
-    script = _motion_script(sim, rng, amplitude_rad, band_hz, num_sines)
+    script = motion_script(sim.nominal_pose_rad, rng, amplitude_rad, band_hz, num_sines)
     commands = random_commands(seed)
     noise_rng = np.random.default_rng(int(rng.integers(2**63)))
     stds = hidden.noise.stds()

@@ -43,6 +43,7 @@ from ksim_entropy.sim import KBotSimProvider, KBotSimulator
 __all__ = [
     "COMMAND_NAMES",
     "SensorNoise",
+    "motion_script",
     "policy_log",
     "random_commands",
     "replay_open_loop",
@@ -152,8 +153,12 @@ def _joint_limits(sim: KBotSimulator) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def _motion_script(
-    sim: KBotSimulator, rng: np.random.Generator, amplitude_rad: float, band_hz: tuple[float, float], num_sines: int
+def motion_script(
+    nominal_pose_rad: np.ndarray,
+    rng: np.random.Generator,
+    amplitude_rad: float = 0.25,
+    band_hz: tuple[float, float] = (0.2, 2.0),
+    num_sines: int = 4,
 ) -> Callable[[float], np.ndarray]:
     """Targets(t) before clipping: nominal pose + per joint a sum of `num_sines` equal sines with random phases.
 
@@ -166,11 +171,11 @@ def _motion_script(
             f"need 0 < band_hz[0] <= band_hz[1], num_sines >= 1 and amplitude_rad >= 0; got {band_hz}, {num_sines}, "
             f"{amplitude_rad}"
         )
-    offsets = (np.arange(sim.num_joints)[:, None] * 0.6180339887) % 1.0
+    nominal = np.array(nominal_pose_rad, dtype=float)
+    offsets = (np.arange(nominal.size)[:, None] * 0.6180339887) % 1.0
     freqs = low_hz * (high_hz / low_hz) ** ((np.arange(num_sines)[None, :] + offsets) / num_sines)
     phases = rng.uniform(0.0, 2.0 * np.pi, freqs.shape)
     weight = amplitude_rad * np.sqrt(2.0 / num_sines)
-    nominal = sim.nominal_pose_rad.copy()
 
     def targets(time_s: float) -> np.ndarray:
         return nominal + weight * np.sum(np.sin(2.0 * np.pi * freqs * time_s + phases), axis=1)
@@ -208,7 +213,7 @@ def scripted_log(
     if not dither_rad >= 0:
         raise ValueError(f"dither_rad must be >= 0, got {dither_rad!r}")
     rng = np.random.default_rng(seed)
-    script = _motion_script(sim, rng, amplitude_rad, band_hz, num_sines)
+    script = motion_script(sim.nominal_pose_rad, rng, amplitude_rad, band_hz, num_sines)
     command = command_fn if command_fn is not None else random_commands(seed)
     derived_noise_seed = int(rng.integers(2**63))  # drawn always, so noise_seed leaves the script unchanged
     sensing = _Sensing(sim, noise, seed=derived_noise_seed if noise_seed is None else noise_seed)

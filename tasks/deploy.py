@@ -12,6 +12,10 @@ overruns, an actuator fault or Ctrl-C. Without a robot, try it on the simulated 
     python -m ksim_entropy.deploy.sim_server --port 50051 --suspended &
     python -m tasks.deploy policy.kinfer --port 50051 --log run.ndjson --duration 10
 
+Excitation for fitting the randomization (robot on a stand; then `python -m tasks.fit --real excite.ndjson ...`):
+
+    python -m tasks.deploy --excite --log excite.ndjson --duration 300 [--excite-seed 0 --excite-amplitude 0.25]
+
 Exit status: 0 when the run completed or Ctrl-C ended it, 1 when the watchdog stopped it, 2 on bad input or a
 robot that is not ready (nothing moved; one `error: ...` line).
 """
@@ -25,7 +29,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ksim_entropy.deploy.loop import DeployOptions, deploy
+from ksim_entropy.deploy.loop import DeployOptions, Excitation, deploy
 from ksim_entropy.deploy.robot_map import DeployError
 from ksim_entropy.robot import RobotLoadError, resolve_robot_files
 
@@ -44,7 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tasks.deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("model", type=Path, help="the .kinfer policy")
+    parser.add_argument("model", type=Path, nargs="?", help="the .kinfer policy (or --excite)")
+    parser.add_argument("--excite", action="store_true", help="run the excitation script instead of a policy")
+    parser.add_argument("--excite-seed", type=int, default=Excitation().seed)
+    parser.add_argument("--excite-amplitude", type=float, default=Excitation().amplitude_rad, help="rad (std)")
     parser.add_argument("--host", default=defaults.host, help="KOS host (default: %(default)s)")
     parser.add_argument("--port", type=int, default=defaults.port, help="KOS port (default: %(default)s)")
     parser.add_argument(
@@ -63,7 +70,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.model is None) == (not args.excite):
+        parser.error("give either a .kinfer MODEL or --excite")
+    source = Excitation(seed=args.excite_seed, amplitude_rad=args.excite_amplitude) if args.excite else args.model
     try:
         options = DeployOptions(
             host=args.host,
@@ -76,8 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_overruns=args.max_overruns,
         )
         files = resolve_robot_files(args.robot)
-        print(f"deploying {args.model} to KOS at {args.host}:{args.port}; Ctrl-C stops safely", flush=True)
-        result = deploy(args.model, files, args.log, options, overwrite=args.overwrite)
+        what = "the excitation script" if args.excite else args.model
+        print(f"deploying {what} to KOS at {args.host}:{args.port}; Ctrl-C stops safely", flush=True)
+        result = deploy(source, files, args.log, options, overwrite=args.overwrite)
     except (DeployError, RobotLoadError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -25,6 +25,7 @@ import math
 import signal
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -37,9 +38,10 @@ from ksim_entropy.bridge._jsonfile import write_json
 from ksim_entropy.bridge.logs import NdjsonWriter
 from ksim_entropy.deploy.robot_map import DeployError, RobotMap
 from ksim_entropy.export import ExportError, KinferRunner, KinferSession
-from ksim_entropy.robot import RobotFiles
+from ksim_entropy.robot import KBOT_NOMINAL_POSE_RAD, RobotFiles, load_robot_model
+from ksim_entropy.sim_logs import COMMAND_NAMES, motion_script
 
-__all__ = ["DeployOptions", "DeployResult", "deploy", "projected_gravity"]
+__all__ = ["DeployOptions", "DeployResult", "Excitation", "deploy", "projected_gravity"]
 
 GRAVITY_MPS2 = 9.81
 # kinfer step inputs this loop can provide (kinfer 0.6.1's names, `kinfer/rust/src/types.rs`)
@@ -134,6 +136,52 @@ def _check_model(path: Path, files: RobotFiles, command: tuple[float, ...]) -> t
     return robot, vector
 
 
+@dataclass(frozen=True)
+class Excitation:
+    """Scripted excitation instead of a policy, for fitting the randomization (`python -m tasks.fit`).
+
+    Targets: the nominal pose plus `sim_logs.motion_script`'s seeded multi-sine (std `amplitude_rad` per joint,
+    `num_sines` sines over `band_hz`) plus white dither of std `dither_rad` per step, kept `margin_rad` inside each
+    joint's range: the same excitation as `ksim_entropy.reality.reality_log`. Run it with the robot on a stand.
+    """
+
+    seed: int = 0
+    amplitude_rad: float = 0.25
+    band_hz: tuple[float, float] = (0.2, 2.0)
+    num_sines: int = 4
+    dither_rad: float = 0.02
+    margin_rad: float = 0.05
+
+    def __post_init__(self) -> None:
+        low, high = self.band_hz
+        values = (self.amplitude_rad, self.dither_rad, self.margin_rad)
+        if not (0 < low <= high and self.num_sines >= 1 and all(math.isfinite(v) and v >= 0 for v in values)):
+            raise DeployError(
+                f"Excitation: need 0 < band_hz[0] <= band_hz[1], num_sines >= 1 and finite amplitude, dither and "
+                f"margin >= 0; got {self}"
+            )
+
+    def controller(self, robot: RobotMap) -> Callable[[Mapping[str, np.ndarray], float], np.ndarray]:
+        """targets(inputs, time_s) for the robot's joints (rad)."""
+        rng = np.random.default_rng(self.seed)
+        nominal = np.array([KBOT_NOMINAL_POSE_RAD.get(name, 0.0) for name in robot.names])
+        script = motion_script(nominal, rng, self.amplitude_rad, self.band_hz, self.num_sines)
+        low = robot.array("lower_rad") + self.margin_rad
+        high = robot.array("upper_rad") - self.margin_rad
+
+        def targets(inputs: Mapping[str, np.ndarray], time_s: float) -> np.ndarray:
+            del inputs
+            return np.clip(script(time_s) + rng.normal(0.0, self.dither_rad, nominal.size), low, high)
+
+        return targets
+
+
+def _check_excitation(files: RobotFiles) -> RobotMap:
+    """The robot map in the model's (MJCF) joint order, which is the order the fit reads logs in."""
+    model = load_robot_model(files, scene=None)
+    return RobotMap.from_files(files, tuple(model.joint(i).name for i in range(1, model.njnt)))
+
+
 def _stats_ms(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -150,14 +198,17 @@ class _Run:
     """One deployment: connection, model, state of the loop, log."""
 
     def __init__(
-        self, model_path: Path, files: RobotFiles, log_path: Path, options: DeployOptions, overwrite: bool
+        self, source: Path | Excitation, files: RobotFiles, log_path: Path, options: DeployOptions, overwrite: bool
     ) -> None:
         self.options = options
-        self.robot, self.command = _check_model(model_path, files, options.command)
+        if isinstance(source, Excitation):
+            self.robot, self.command = _check_excitation(files), np.zeros(len(COMMAND_NAMES))
+        else:
+            self.robot, self.command = _check_model(source, files, options.command)
         if not math.isfinite(self.robot.control_hz) or self.robot.control_hz <= 0:
             raise DeployError(f"robot metadata: bad control_frequency {self.robot.control_hz!r}")
         self.period = 1.0 / self.robot.control_hz
-        self.model_path = model_path
+        self.source = source
         self.log_path = log_path
         self.summary_path = log_path.with_suffix(".deploy.json")
         if not overwrite:
@@ -288,7 +339,15 @@ class _Run:
 
     async def _loop(self, kos: KOS, log: NdjsonWriter, first: dict[str, np.ndarray]) -> None:
         options, period = self.options, self.period
-        runner = KinferRunner(self.model_path)
+        if isinstance(self.source, Excitation):
+            controller = self.source.controller(self.robot)
+        else:
+            runner = KinferRunner(self.source)
+
+            def controller(inputs: Mapping[str, np.ndarray], time_s: float) -> np.ndarray:
+                del time_s
+                return runner.step(inputs)
+
         self.last_q = first["joint_angles"]
         start_pose = None  # the soft start blends from the pose measured at the first step
         jitter, step_time, inference = [], [], []
@@ -318,7 +377,7 @@ class _Run:
                 "time": np.array([elapsed], dtype=np.float32),
             }
             tick = time.perf_counter()
-            action = runner.step(inputs)
+            action = controller(inputs, elapsed)
             inference.append(time.perf_counter() - tick)
             if not np.isfinite(action).all():
                 raise _SafeStopError("the policy output a non-finite action")
@@ -377,7 +436,7 @@ class _Run:
 
     def _describe(self) -> dict[str, object]:
         return {
-            "model": str(self.model_path),
+            "model": str(self.source) if isinstance(self.source, Path) else f"excitation {asdict(self.source)}",
             "control_hz": self.robot.control_hz,
             "joint_names": list(self.robot.names),
             "actuator_ids": self.ids,
@@ -395,16 +454,17 @@ async def _sleep_until(deadline: float) -> None:
 
 
 def deploy(
-    model_path: str | Path,
+    source: str | Path | Excitation,
     files: RobotFiles,
     log_path: str | Path,
     options: DeployOptions = DeployOptions(),
     *,
     overwrite: bool = False,
 ) -> DeployResult:
-    """Run `model_path` on the robot at `options.host:port`; writes `log_path` (NDJSON) and `<log>.deploy.json`.
+    """Run a `.kinfer` policy (or an `Excitation`) on the robot at `options.host:port`.
 
-    Raises `DeployError` (before any motion) when the policy does not fit the robot or KOS is not ready.
+    Writes `log_path` (NDJSON) and `<log>.deploy.json`. Raises `DeployError` (before any motion) when the policy
+    does not fit the robot or KOS is not ready.
     """
-    run = _Run(Path(model_path), files, Path(log_path), options, overwrite)
+    run = _Run(source if isinstance(source, Excitation) else Path(source), files, Path(log_path), options, overwrite)
     return asyncio.run(run.run())

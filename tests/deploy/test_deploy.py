@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from ksim_entropy.bridge.logs import read_ndjson
-from ksim_entropy.deploy.loop import DeployOptions, DeployResult, deploy, projected_gravity
+from ksim_entropy.deploy.loop import DeployOptions, DeployResult, Excitation, deploy, projected_gravity
 from ksim_entropy.deploy.robot_map import DeployError, RobotMap
 from ksim_entropy.export import function_to_onnx
 from ksim_entropy.robot import resolve_robot_files
@@ -304,3 +304,31 @@ def test_projected_gravity_matches_mujoco():
         mujoco.mju_negQuat(inverse, quat)
         mujoco.mju_rotVecQuat(expected, np.array([0.0, 0.0, -9.81]), inverse)
         np.testing.assert_allclose(projected_gravity(quat), expected, atol=1e-12)
+
+
+def test_excitation_mode_logs_the_script_for_the_fit(tmp_path, files):
+    record = tmp_path / "events.jsonl"
+    server = KosServer(record, "--hidden-seed", "1")
+    excitation = Excitation(seed=4, amplitude_rad=0.2)
+    try:
+        options = DeployOptions(port=server.port, duration_s=3.0, soft_start_s=0.5, hold_s=0.1)
+        result = deploy(excitation, files, tmp_path / "excite.ndjson", options)
+    finally:
+        server.close()
+    assert result.reason == "completed" and result.steps == 150
+    robot = _excitation_robot(files)
+    log, _ = read_ndjson(tmp_path / "excite.ndjson", joint_names=robot.names)
+    script = excitation.controller(robot)  # the same seeded script, evaluated here step by step
+    expected = np.stack([script({}, k * PERIOD_S) for k in range(150)])
+    np.testing.assert_allclose(log.groups["output"][25:], expected[25:], atol=1e-12)
+    assert (log.groups["output"] >= robot.array("lower_rad") - 1e-12).all()
+    assert (log.groups["output"] <= robot.array("upper_rad") + 1e-12).all()
+    # the excitation moves every joint: the logged angles vary by about the script's amplitude
+    assert np.median(log.groups["joint_angles"][25:].std(axis=0)) > 0.1
+    with pytest.raises(DeployError, match="Excitation"):
+        Excitation(band_hz=(2.0, 1.0))
+
+
+def _excitation_robot(files) -> RobotMap:
+    model = mujoco.MjModel.from_xml_path(str(files.mjcf))
+    return RobotMap.from_files(files, tuple(model.joint(i).name for i in range(1, model.njnt)))
