@@ -19,9 +19,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +27,7 @@ import jax
 import ksim
 
 from ksim_entropy.deploy.loop import DeployOptions, deploy
+from ksim_entropy.deploy.sim_server import SimServerProcess
 from ksim_entropy.export import export_kinfer
 from ksim_entropy.robot import resolve_robot_files
 from tasks.walk import KBotWalkingTask, build_config
@@ -45,21 +43,6 @@ def _export_walk_policy(directory: Path) -> Path:
     return export_kinfer(task.kinfer_policy(model), directory / "walk.kinfer")
 
 
-def _start_server(record: Path) -> tuple[subprocess.Popen, int]:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "ksim_entropy.deploy.sim_server", "--port", "0", "--suspended", "--record", str(record)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    for line in server.stdout:
-        match = re.search(r"listening on [\d.]+:(\d+)", line)
-        if match:
-            return server, int(match.group(1))
-    raise RuntimeError("the KOS sim server did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0)
@@ -68,19 +51,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="deploy-bench-") as tmp:
         tmp = Path(tmp)
         model = _export_walk_policy(tmp)
-        server, port = _start_server(tmp / "events.jsonl")
-        try:
+        with SimServerProcess("--suspended") as server:
             started = time.time()
             result = deploy(
                 model,
                 resolve_robot_files("local"),
                 tmp / "run.ndjson",
-                DeployOptions(port=port, duration_s=args.seconds, soft_start_s=1.0, hold_s=0.1),
+                DeployOptions(port=server.port, duration_s=args.seconds, soft_start_s=1.0, hold_s=0.1),
             )
             wall_s = time.time() - started
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
     report = {
         "benchmark": "deploy_jitter",
         "policy": "tasks.walk architecture (LSTM 2 x 128), random weights",

@@ -22,8 +22,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 from ksim_entropy.bridge._jsonfile import write_json
 from ksim_entropy.bridge.logs import read_ndjson
 from ksim_entropy.deploy.loop import DeployOptions, Excitation, deploy
+from ksim_entropy.deploy.sim_server import SimServerProcess
 from ksim_entropy.fit import FitOptions, fit_randomization
 from ksim_entropy.reality import HiddenRobot
 from ksim_entropy.robot import resolve_robot_files
@@ -39,25 +38,6 @@ from ksim_entropy.sim import KBotSimulator
 
 MULTIPLICATIVE = ("frictionloss_scale", "armature_scale", "kp_scale", "kd_scale")
 BIASES = tuple(f"{kind}/{axis}" for kind in ("gyro_bias", "accel_bias") for axis in "xyz")
-
-
-def _server(hidden_seed: int, record: Path) -> tuple[subprocess.Popen, int]:
-    command = [
-        sys.executable, "-m", "ksim_entropy.deploy.sim_server", "--port", "0", "--suspended",
-        "--hidden-seed", str(hidden_seed), "--seed", str(hidden_seed + 100), "--record", str(record),
-    ]  # fmt: skip
-    server = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    for line in server.stdout:
-        match = re.search(r"listening on [\d.]+:(\d+)", line)
-        if match:
-            return server, int(match.group(1))
-    raise RuntimeError("the KOS sim server did not start")
 
 
 def main() -> None:
@@ -71,14 +51,11 @@ def main() -> None:
     hidden = HiddenRobot.random(args.hidden_seed, len(joint_names))
     with tempfile.TemporaryDirectory(prefix="kos-fit-") as tmp:
         tmp = Path(tmp)
-        server, port = _server(args.hidden_seed, tmp / "events.jsonl")
-        try:
-            options = DeployOptions(port=port, duration_s=args.seconds, soft_start_s=1.0, hold_s=0.2)
+        seeds = ("--hidden-seed", str(args.hidden_seed), "--seed", str(args.hidden_seed + 100))
+        with SimServerProcess("--suspended", *seeds) as server:
+            options = DeployOptions(port=server.port, duration_s=args.seconds, soft_start_s=1.0, hold_s=0.2)
             excitation = Excitation(seed=args.hidden_seed + 7)
             deployed = deploy(excitation, files, tmp / "excite.ndjson", options)
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
         print(f"excitation: {deployed.reason}, {deployed.steps} steps", file=sys.stderr, flush=True)
         log, _ = read_ndjson(tmp / "excite.ndjson", joint_names=joint_names)
     started = time.perf_counter()

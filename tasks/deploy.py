@@ -36,7 +36,8 @@ from ksim_entropy.robot import RobotLoadError, resolve_robot_files
 EXIT_OK, EXIT_STOPPED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def comma_floats(text: str) -> tuple[float, ...]:
+    """Argparse type: '0.3,0,0' -> (0.3, 0.0, 0.0)."""
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -59,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log", type=Path, required=True, help="the NDJSON log to write")
     parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
-    parser.add_argument("--command", type=_floats, default=(), help="the policy's command vector, e.g. 0.3,0,0")
+    parser.add_argument("--command", type=comma_floats, default=(), help="the policy's command vector, e.g. 0.3,0,0")
     parser.add_argument("--soft-start", type=float, default=defaults.soft_start_s, help="ramp-in time (s)")
     parser.add_argument("--hold", type=float, default=defaults.hold_s, help="safe stop: hold time (s) before --final")
     parser.add_argument("--final", choices=("damp", "torque_off"), default=defaults.final, help="after the hold")

@@ -23,6 +23,7 @@ from pathlib import Path
 from ksim_entropy.export import ExportError
 from ksim_entropy.robot import RobotFiles, RobotLoadError, resolve_robot_files
 from ksim_entropy.sim2sim import DEFAULT_LEVELS, GateOptions, GateResult, run_gate, write_gate_report
+from tasks.deploy import comma_floats
 
 EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -43,13 +44,6 @@ def gate(model: Path, files: RobotFiles, out_dir: Path, options: GateOptions, *,
     return result
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     defaults = GateOptions()
@@ -61,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--robot", default="local", help="'local' (assets/kbot), a model folder, or kscale:<name>")
     parser.add_argument("--episodes", type=int, default=defaults.episodes)
     parser.add_argument("--seconds", type=float, default=defaults.seconds)
-    parser.add_argument("--command", type=_floats, default=None, help="default: 0.3,0,0 for a walking policy")
+    parser.add_argument("--command", type=comma_floats, default=None, help="default: 0.3,0,0 for a walking policy")
     parser.add_argument("--min-success", type=float, default=defaults.min_success)
     parser.add_argument("--min-efficiency", type=float, default=defaults.min_efficiency)
     parser.add_argument("--seed", type=int, default=defaults.seed)

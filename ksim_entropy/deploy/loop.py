@@ -2,7 +2,8 @@
 
 One control step (period T = 1 / the robot's control rate, 20 ms on the K-Bot), at deadline t0 + k·T:
 
-1. read actuator states and the IMU (three concurrent pykos calls, each bounded by `read_timeout` · T);
+1. read actuator states and the IMU (three concurrent pykos calls, each bounded by `read_timeout` · T; the command
+   in step 4 by T);
 2. convert KOS's units to the policy's (deg → rad, deg/s → rad/s; projected gravity from the IMU quaternion);
 3. step the model through kinfer's runtime (`ksim_entropy.export.KinferRunner`, which feeds the carry back);
 4. blend from the starting pose during the soft start, clamp to the joint limits, send the position targets (deg);
@@ -384,7 +385,7 @@ class _Run:
             blend = 1.0 if options.soft_start_s == 0 else min(1.0, elapsed / options.soft_start_s)
             blend = 0.5 - 0.5 * math.cos(math.pi * blend)  # smooth ramp, zero slope at both ends
             targets = np.clip(start_pose + blend * (action - start_pose), self.lower, self.upper)
-            await self._command(kos, targets, max(period - (time.monotonic() - began), 0.25 * period))
+            await self._command(kos, targets, period)  # a late step is an overrun; a command over T, a stop
             log.write(
                 k,
                 round(time.time() * 1e6),

@@ -18,6 +18,10 @@ record of what the robot was told.
 import argparse
 import json
 import math
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from concurrent import futures
@@ -32,9 +36,9 @@ from kos_protos import actuator_pb2, actuator_pb2_grpc, common_pb2, imu_pb2, imu
 
 from ksim_entropy.deploy.robot_map import RobotMap
 from ksim_entropy.reality import REALITY_DT_S, HiddenRobot, _perturbed_simulator
-from ksim_entropy.robot import RobotFiles, resolve_robot_files
+from ksim_entropy.robot import RobotFiles, load_robot_model, resolve_robot_files
 
-__all__ = ["Faults", "SimulatedKBot", "serve"]
+__all__ = ["Faults", "SimServerProcess", "SimulatedKBot", "serve"]
 
 _MAX_LAG_S = 0.05  # the physics thread drops simulated time rather than fall further behind the wall clock
 
@@ -302,6 +306,58 @@ def serve(robot: SimulatedKBot, host: str = "127.0.0.1", port: int = 0) -> tuple
     return server, bound
 
 
+class SimServerProcess:
+    """The server in its own process (`python -m ksim_entropy.deploy.sim_server`) on a free localhost port.
+
+    `args` are extra command-line options (`--suspended`, `--hidden-seed 3`, `--freeze-imu-after 100`, ...).
+    Waits for the server to listen (or raises with its output); `port` is where. A context manager.
+    """
+
+    def __init__(self, *args: str, timeout_s: float = 120.0) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ksim_entropy.deploy.sim_server", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + timeout_s
+        output = []
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            match = re.search(r"listening on [\d.]+:(\d+)", line)
+            if match:
+                self.port = int(match.group(1))
+                return
+        self.process.kill()
+        raise RuntimeError("the KOS sim server did not start:\n" + "".join(output[-20:]))
+
+    def kill(self) -> float:
+        """SIGKILL the server (a crash, a pulled cable); returns the wall time (s) it was killed at."""
+        killed_at = time.time()
+        self.process.kill()
+        self.process.wait(timeout=10)
+        return killed_at
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def __enter__(self) -> "SimServerProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _ids(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
 
@@ -324,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--offline-actuators", type=_ids, default=(), metavar="ID,ID")
     args = parser.parse_args(argv)
     files = resolve_robot_files(args.robot)
-    num_joints = len(RobotMap.from_files(files, _joint_names(files)).joints)
+    num_joints = load_robot_model(files, scene=None).njnt - 1  # hinge joints after the free joint
     hidden = HiddenRobot() if args.hidden_seed is None else HiddenRobot.random(args.hidden_seed, num_joints)
     faults = Faults(
         args.freeze_imu_after,
@@ -343,13 +399,6 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         server.stop(grace=None)
         robot.stop()
-
-
-def _joint_names(files: RobotFiles) -> tuple[str, ...]:
-    from ksim_entropy.robot import load_robot_model
-
-    model = load_robot_model(files, scene=None)
-    return tuple(model.joint(i).name for i in range(1, model.njnt))
 
 
 if __name__ == "__main__":

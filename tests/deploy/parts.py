@@ -1,15 +1,11 @@
 """Shared pieces of the deployment tests: a tiny `.kinfer` policy and a KOS server in its own process."""
 
-import os
-import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 
+from ksim_entropy.deploy.sim_server import SimServerProcess
 from ksim_entropy.export import KinferPolicy, export_kinfer
 from ksim_entropy.robot import KBOT_NOMINAL_POSE_RAD
 from ksim_entropy.sim_logs import COMMAND_NAMES
@@ -45,54 +41,6 @@ def write_tiny_policy(path: Path, joint_names: tuple[str, ...], swing_rad: float
     return export_kinfer(tiny_policy(joint_names, swing_rad=swing_rad), path)
 
 
-class KosServer:
-    """`python -m ksim_entropy.deploy.sim_server` in a subprocess, on a free localhost port."""
-
-    def __init__(self, record: Path, *args: str) -> None:
-        self.record = record
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ksim_entropy.deploy.sim_server",
-                "--port",
-                "0",
-                "--suspended",
-                "--record",
-                str(record),
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        deadline = time.monotonic() + 120
-        output = []
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            match = re.search(r"listening on [\d.]+:(\d+)", line)
-            if match:
-                self.port = int(match.group(1))
-                return
-        self.process.kill()
-        raise RuntimeError("the KOS sim server did not start:\n" + "".join(output[-20:]))
-
-    def kill(self) -> float:
-        """SIGKILL the server; returns the wall time (s) it was killed at."""
-        killed_at = time.time()
-        self.process.kill()
-        self.process.wait(timeout=10)
-        return killed_at
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+def kos_server(record: Path, *args: str) -> SimServerProcess:
+    """A suspended simulated K-Bot behind KOS in its own process, recording what it is told to `record`."""
+    return SimServerProcess("--suspended", "--record", str(record), *args)
