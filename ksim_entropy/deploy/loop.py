@@ -12,9 +12,10 @@ One control step (period T = 1 / the robot's control rate, 20 ms on the K-Bot), 
 The watchdog ends the run with a safe stop — hold the last measured pose for `hold_s`, then damping (kp = 0) or
 torque off — when KOS stops answering or errs (disconnect, latency spike), an actuator reports a fault, the IMU
 reading repeats bit for bit (a frozen stream: a live MEMS IMU never does), `max_overruns` steps in a row overrun
-their period, the policy outputs a non-finite value, or the user presses Ctrl-C. Each of these is noticed at the
-latest one step after it happens, so the hold command goes out within two control periods. Every stop is written,
-with its reason, to `<log>.deploy.json` along with timing statistics.
+their period, the policy outputs a non-finite value, or the user presses Ctrl-C. Except for overruns (which
+need `max_overruns` slow steps), each is noticed at the latest one step after it happens, so the hold command goes
+out within two control periods. Every stop is written, with its reason, to `<log>.deploy.json` along with timing
+statistics.
 
 Before any motion: the policy's joints must equal the robot's (by name), its inputs must be ones this loop can
 provide, every actuator must answer, be online and report no fault, and the IMU must answer.
