@@ -4,9 +4,12 @@ Three modes over a `DomainRandomization`'s parameters (one width scale each):
 
 - ``uniform``: the widths stay at the parameters' starting `width` (plain domain randomization).
 - ``curriculum``: widths grow linearly from the starting width to `max_width` over `ramp_updates` PPO updates.
-- ``matched``: entropy matching to a real-robot profile (`ksim_entropy.matching`): every `match_rule.every_updates`
-  updates the rollout's observation entropy is compared with the `target`'s; all widths shrink ×0.9 when the
-  simulation is more diverse than the robot (entropy ratio > 1.5) and grow ×1.1 when it is less (< 0.7).
+- ``matched``: entropy matching (`ksim_entropy.matching`), one decision every `match_rule.every_updates` updates.
+  With a real-log profile (`EntropyTarget`) the rollout's observation entropy is compared with the profile's; all
+  widths shrink ×0.9 when the simulation is more diverse than the robot (entropy ratio > 1.5) and grow ×1.1 when it
+  is less (< 0.7). With a fitted randomization (`RandomizationTarget`) each fitted randomizer's own range is
+  compared with its fitted range: the same band rule on its entropy ratio, or (``smooth``) a fixed fraction of the
+  way to its W2-optimal width; the other widths stay as they are.
 - ``adaptive``: entropy-maximising ADR (OpenAI, arXiv 1910.07113; DeXtreme's open implementation). A fixed
   `boundary_fraction` of environments each *pin* one parameter at the boundary of its current range (every
   dimension at its low or high bound, drawn per episode). Their performance is pooled per parameter; once a pool
@@ -36,7 +39,7 @@ import xax
 from jaxtyping import Array, PRNGKeyArray
 from ksim.curriculum import CurriculumState
 
-from ksim_entropy.matching import EntropyTarget, MatchRule, observation_gap
+from ksim_entropy.matching import EntropyTarget, MatchRule, RandomizationTarget, observation_gap
 from ksim_entropy.randomization import DomainRandomization
 
 __all__ = ["Mode", "RandomizationCurriculum", "WidthState"]
@@ -71,7 +74,7 @@ class RandomizationCurriculum(ksim.Curriculum[WidthState]):
     min_width: float = attrs.field(default=0.0)
     boundary_fraction: float = attrs.field(default=0.4)
     queue_length: int = attrs.field(default=64)
-    target: EntropyTarget | None = attrs.field(default=None)
+    target: EntropyTarget | RandomizationTarget | None = attrs.field(default=None)
     match_rule: MatchRule = attrs.field(factory=MatchRule)
 
     def __attrs_post_init__(self) -> None:
@@ -89,6 +92,13 @@ class RandomizationCurriculum(ksim.Curriculum[WidthState]):
             raise ValueError(f"boundary_fraction must be in [0, 1], got {self.boundary_fraction}")
         if (self.mode == "matched") != (self.target is not None):
             raise ValueError("mode 'matched' needs an entropy target, and a target needs mode 'matched'")
+        if self.match_rule.controller == "smooth" and not isinstance(self.target, RandomizationTarget):
+            raise ValueError("the 'smooth' match controller needs a fitted randomization target (fitted.json)")
+        if isinstance(self.target, RandomizationTarget):
+            names = self.randomization.names
+            wrong = [t.name for t in self.target.parameters if t.index >= len(names) or names[t.index] != t.name]
+            if wrong:
+                raise ValueError(f"the fitted target's parameters {wrong} are not this randomization's ({names})")
         if self.queue_length < 1:
             raise ValueError(f"queue_length must be >= 1, got {self.queue_length}")
         if self.min_width < 0 or any(self.min_width > w for w in self.randomization.initial_widths.tolist()):
@@ -164,10 +174,13 @@ class RandomizationCurriculum(ksim.Curriculum[WidthState]):
             perf_sum = jnp.where(ready, 0.0, perf_sum)
             perf_count = jnp.where(ready, 0.0, perf_count)
         elif self.mode == "matched" and self.target is not None:
-            ratio = observation_gap(trajectory.obs, self.target)["entropy_ratio"]
+            if isinstance(self.target, RandomizationTarget):
+                proposed = self.target.next_widths(widths, self.match_rule)
+            else:
+                ratio = observation_gap(trajectory.obs, self.target)["entropy_ratio"]
+                proposed = widths * self.match_rule.factor(ratio)
             due = num_updates % self.match_rule.every_updates == 0
-            scaled = jnp.clip(widths * self.match_rule.factor(ratio), self.min_width, max_w)
-            widths = jnp.where(due, scaled, widths)
+            widths = jnp.where(due, jnp.clip(proposed, self.min_width, max_w), widths)
 
         n = state.pinned.shape[0]
         new_state = WidthState(

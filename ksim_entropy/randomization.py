@@ -58,6 +58,7 @@ __all__ = [
     "JointZeroOffset",
     "RandomizedParameter",
     "TorqueLimitScale",
+    "actuator_joint_names",
     "make_distribution",
 ]
 
@@ -159,6 +160,12 @@ def _check_width_value(what: str, value: float) -> float:
     if not math.isfinite(value) or value < 0.0:
         raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
     return value
+
+
+def actuator_joint_names(model: ksim.PhysicsModel) -> list[str]:
+    """The joint each actuator drives, in actuator order (works on `mujoco.MjModel` and `mjx.Model`)."""
+    joints = _names(model, model.name_jntadr, model.njnt)
+    return [joints[int(j)] for j in np.asarray(model.actuator_trnid)[:, 0]]
 
 
 # ----------------------------------------------------------------------------------------------- base class

@@ -35,8 +35,15 @@ from ksim.task.ppo import compute_ppo_inputs, compute_ppo_loss
 from ksim.task.rl import RLLoopCarry, RLLoopConstants, RolloutConstants, RolloutEnvState, RolloutSharedState
 
 from ksim_entropy.curriculum import RandomizationCurriculum, WidthState
-from ksim_entropy.matching import EntropyTarget, MatchRule, observation_entropy, observation_gap
-from ksim_entropy.randomization import DomainRandomization
+from ksim_entropy.matching import (
+    EntropyTarget,
+    MatchRule,
+    RandomizationTarget,
+    load_target,
+    observation_entropy,
+    observation_gap,
+)
+from ksim_entropy.randomization import DomainRandomization, actuator_joint_names
 from ksim_entropy.temperature import EntropyTemperature, TemperatureState, gaussian_entropy_range
 
 __all__ = [
@@ -586,10 +593,16 @@ class EntropyBridgedConfig(ksim.PPOConfig):
     temperature_rate_decay: float = xax.field(value=1.0, help="damped: step × this at each target crossing (ALF).")
     temperature_min_rate: float = xax.field(value=0.01, help="damped: smallest step on log α (ALF).")
     temperature_dual_lr: float = xax.field(value=0.05, help="dual: Adam learning rate on log α per update.")
-    entropy_target_path: str | None = xax.field(value=None, help="Real-log entropy profile (ksim-bridge profile).")
+    entropy_target_path: str | None = xax.field(
+        value=None, help="Matching target: a real-log entropy profile (ksim-bridge profile) or a fitted.json."
+    )
     entropy_match_band: tuple[float, float] = xax.field(value=(0.7, 1.5), help="Entropy ratio band kept as is.")
     entropy_match_factors: tuple[float, float] = xax.field(value=(0.9, 1.1), help="Width × (shrink, grow).")
     entropy_match_every: int = xax.field(value=10, help="PPO updates between entropy-matching decisions.")
+    entropy_match_controller: str = xax.field(
+        value="band", help="band (the seed's rule) | smooth (fitted targets: a fraction of the way to the W2 optimum)."
+    )
+    entropy_match_rate: float = xax.field(value=0.2, help="smooth: fraction of the way to the optimum per decision.")
     entropy_metrics: bool = xax.field(value=True, help="Log observation entropy per group every update.")
 
 
@@ -636,18 +649,31 @@ class EntropyBridgedTask(
             entropy_range=self.get_action_entropy_range(),
         )
 
-    def get_entropy_target(self) -> EntropyTarget | None:
+    def get_entropy_target(
+        self, physics_model: ksim.PhysicsModel, randomization: DomainRandomization
+    ) -> EntropyTarget | RandomizationTarget | None:
+        """The matching target in `entropy_target_path`: a real-log profile or a fitted randomization."""
         path = self.config.entropy_target_path
-        return None if path is None else EntropyTarget.load(path, self.get_entropy_observations())
+        if path is None:
+            return None
+        return load_target(path, self.get_entropy_observations(), randomization, actuator_joint_names(physics_model))
 
     def get_curriculum(self, physics_model: ksim.PhysicsModel) -> ksim.Curriculum:
         curriculum = super().get_curriculum(physics_model)
-        target = self.get_entropy_target()
-        if target is None or not isinstance(curriculum, RandomizationCurriculum):
+        if self.config.entropy_target_path is None or not isinstance(curriculum, RandomizationCurriculum):
             return curriculum
         cfg = self.config
         (low, high), (shrink, grow) = cfg.entropy_match_band, cfg.entropy_match_factors
-        rule = MatchRule(low=low, high=high, shrink=shrink, grow=grow, every_updates=cfg.entropy_match_every)
+        rule = MatchRule(
+            low=low,
+            high=high,
+            shrink=shrink,
+            grow=grow,
+            every_updates=cfg.entropy_match_every,
+            controller=cfg.entropy_match_controller,  # type: ignore[arg-type]
+            rate=cfg.entropy_match_rate,
+        )
+        target = self.get_entropy_target(physics_model, curriculum.randomization)
         return attrs.evolve(curriculum, mode="matched", target=target, match_rule=rule)
 
     def after_update(
@@ -658,11 +684,15 @@ class EntropyBridgedTask(
         metrics: Mapping[str, jax.Array],
     ) -> tuple[RLLoopCarry, dict[str, jax.Array]]:
         carry, metrics = super().after_update(constants, carry, trajectories, metrics)
+        curriculum = constants.constants.curriculum
         extra = entropy_metrics(
             trajectories.obs,
             self.get_entropy_observations() if self.config.entropy_metrics else {},
             metrics,
-            getattr(constants.constants.curriculum, "target", None),
+            getattr(curriculum, "target", None),
+            carry.env_states.curriculum_state.state.widths[0]
+            if isinstance(curriculum, RandomizationCurriculum)
+            else None,
         )
         return carry, {**metrics, **extra}
 
@@ -671,9 +701,14 @@ def entropy_metrics(
     obs: Mapping[str, jax.Array],
     groups: Mapping[str, str],
     train_metrics: Mapping[str, jax.Array],
-    target: EntropyTarget | None,
+    target: EntropyTarget | RandomizationTarget | None,
+    widths: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-    """Observation entropy per group (nats/channel), the policy-to-observation entropy ratio, the gap to a target."""
+    """Observation entropy per group (nats/channel), the policy-to-observation entropy ratio, the gap to a target.
+
+    A fitted-randomization target is compared at the randomization `widths`: `target_w2` in total and, per fitted
+    randomizer, `target_<name>_w2` and `target_<name>_entropy_ratio`.
+    """
     out: dict[str, jax.Array] = {}
     if groups:
         entropies = observation_entropy(obs, groups)
@@ -684,7 +719,13 @@ def entropy_metrics(
         out["obs_entropy_per_channel"] = per_channel
         if "policy_entropy_per_dim" in train_metrics:
             out["policy_obs_entropy_ratio"] = jnp.mean(train_metrics["policy_entropy_per_dim"]) / per_channel
-    if target is not None:
+    if isinstance(target, RandomizationTarget):
+        if widths is None:
+            raise ValueError("a fitted-randomization target is compared at the randomization widths; none given")
+        gap = target.gap(widths)
+        out["target_w2"] = gap.pop("w2")
+        out |= {f"target_{k.replace('/', '_')}": v for k, v in gap.items()}
+    elif target is not None:
         gap = observation_gap(obs, target)
         out["target_w2"] = gap["w2"]
         out["target_entropy_ratio"] = gap["entropy_ratio"]

@@ -761,6 +761,17 @@ def build_config(args: list[str]) -> WalkConfig:
             task.fitted_ranges(load_robot_model(task.robot_files, scene=None))
         except (FittedRandomizationError, ValueError) as err:
             raise SystemExit(f"error: randomization={config.randomization}: {err}") from err
+    if config.entropy_match_controller != "band" and config.entropy_target_path is None:
+        raise SystemExit(
+            f"error: entropy_match_controller={config.entropy_match_controller} needs a target: "
+            "entropy_target_path=fitted.json"
+        )
+    if config.entropy_target_path is not None:
+        task = KBotWalkingTask(config)
+        try:
+            task.get_curriculum(task.get_mujoco_model())
+        except ValueError as err:
+            raise SystemExit(f"error: entropy_target_path={config.entropy_target_path}: {err}") from err
     if config.sim2sim_gate:
         try:
             GateOptions(episodes=config.sim2sim_episodes, seconds=config.sim2sim_seconds)

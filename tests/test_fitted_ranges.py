@@ -121,3 +121,22 @@ def test_fitted_ranges_and_a_real_log_profile_work_together(model_and_joints, tm
     kp = next(p for p in curriculum.randomization.parameters if type(p).__name__ == "ActuatorKpScale")
     low, high = (np.asarray(b) for b in kp.dist.bounds(1.0))
     np.testing.assert_allclose([low.min(), high.max()], RANGES["kp_scale"][:2], rtol=1e-6)
+
+
+def test_a_fitted_file_as_the_matching_target(model_and_joints, tmp_path):
+    """entropy_target_path=fitted.json: each fitted physics parameter's randomizer is matched to its fitted range;
+    with the ranges built from the same file the W2-optimal width is exactly 1 and W2 there is 0."""
+    from ksim_entropy.curriculum import RandomizationCurriculum
+    from ksim_entropy.matching import RandomizationTarget
+
+    _, joints = model_and_joints
+    fitted, _ = _fitted(joints)
+    path = fitted.save(tmp_path / "fitted.json")
+    task = _task(tmp_path, randomization=str(path), entropy_target_path=str(path), entropy_match_controller="smooth")
+    curriculum = task.get_curriculum(task.get_mujoco_model())
+    assert isinstance(curriculum, RandomizationCurriculum) and curriculum.mode == "matched"
+    assert isinstance(curriculum.target, RandomizationTarget) and curriculum.match_rule.controller == "smooth"
+    assert sorted(t.fitted for t in curriculum.target.parameters) == sorted([*PHYSICS_PARAMETERS, "zero_offset/*"])
+    for t in curriculum.target.parameters:
+        assert t.best_width == pytest.approx(1.0, abs=1e-5), t.name
+        assert float(t.w2(1.0)) < 1e-6, t.name

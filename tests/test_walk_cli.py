@@ -48,6 +48,9 @@ def test_default_run_directory_is_new(tmp_path, monkeypatch):
         (["preset=tpu"], "unknown preset 'tpu'"),
         (["num_envs=lots"], "bad config override"),
         (["randomization=/nonexistent/fitted.json"], "randomization=/nonexistent/fitted.json: .*fitted.json"),
+        (["entropy_match_controller=smooth"], "entropy_match_controller=smooth needs a target"),
+        (["entropy_target_path=/nonexistent/p.json"], "entropy_target_path=/nonexistent/p.json: .*p.json"),
+        (["entropy_match_controller=pid", "entropy_target_path=x.json"], "'band' or 'smooth'"),
     ],
 )
 def test_bad_arguments_exit_with_a_clear_message(args, message, tmp_path):
