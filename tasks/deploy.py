@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hold", type=float, default=defaults.hold_s, help="safe stop: hold time (s) before --final")
     parser.add_argument("--final", choices=("damp", "torque_off"), default=defaults.final, help="after the hold")
     parser.add_argument("--max-overruns", type=int, default=defaults.max_overruns, help="overruns in a row to stop")
+    parser.add_argument(
+        "--stall-timeout", type=float, default=defaults.stall_timeout, help="periods without progress to stop"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing log")
     return parser
 
@@ -86,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hold_s=args.hold,
             final=args.final,
             max_overruns=args.max_overruns,
+            stall_timeout=args.stall_timeout,
         )
         files = resolve_robot_files(args.robot)
         what = "the excitation script" if args.excite else args.model

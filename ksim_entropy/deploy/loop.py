@@ -14,8 +14,11 @@ torque off — when KOS stops answering or errs (disconnect, latency spike), an 
 reading repeats bit for bit (a frozen stream: a live MEMS IMU never does), `max_overruns` steps in a row overrun
 their period, the policy outputs a non-finite value, or the user presses Ctrl-C. Except for overruns (which
 need `max_overruns` slow steps), each is noticed at the latest one step after it happens, so the hold command goes
-out within two control periods. Every stop is written, with its reason, to `<log>.deploy.json` along with timing
-statistics.
+out within two control periods. Those checks run inside the loop; a loop that stops running — a policy step that
+hangs, a blocked event loop — is caught by a second watchdog in a thread of its own with its own KOS connection
+(`_StallWatchdog`): when the loop has not reported progress for `stall_timeout` · T it takes the stop over, and
+the loop, should it ever resume, sends nothing more. Every stop is written, with its reason, to `<log>.deploy.json`
+along with timing statistics.
 
 Before any motion: the policy's joints must equal the robot's (by name), its inputs must be ones this loop can
 provide, every actuator must answer, be online and report no fault, and the IMU must answer.
@@ -23,9 +26,11 @@ provide, every actuator must answer, be online and report no fault, and the IMU 
 
 import asyncio
 import contextlib
+import logging
 import math
 import signal
 import statistics
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -44,6 +49,8 @@ from ksim_entropy.robot import KBOT_NOMINAL_POSE_RAD, RobotFiles, load_robot_mod
 from ksim_entropy.sim_logs import COMMAND_NAMES, motion_script
 
 __all__ = ["DeployOptions", "DeployResult", "Excitation", "deploy", "projected_gravity"]
+
+logger = logging.getLogger(__name__)
 
 GRAVITY_MPS2 = 9.81
 # kinfer step inputs this loop can provide (kinfer 0.6.1's names, `kinfer/rust/src/types.rs`)
@@ -68,6 +75,7 @@ class DeployOptions:
     connect_timeout_s: float = 3.0
     stop_timeout_s: float = 2.0  # how long the final damping / torque-off setting may take
     limit_margin_rad: float = 0.0  # targets stay this far inside each joint's range
+    stall_timeout: float = 1.5  # control periods without progress before the thread watchdog stops the robot
 
     def __post_init__(self) -> None:
         if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
@@ -78,6 +86,8 @@ class DeployOptions:
                 raise DeployError(f"{name} must be finite and >= 0, got {value!r}")
         if not 0 < self.read_timeout <= 1:
             raise DeployError(f"read_timeout must be in (0, 1] control periods, got {self.read_timeout!r}")
+        if not (math.isfinite(self.stall_timeout) and self.stall_timeout > 1):
+            raise DeployError(f"stall_timeout must be > 1 control period, got {self.stall_timeout!r}")
         if self.max_overruns < 1:
             raise DeployError(f"max_overruns must be >= 1, got {self.max_overruns!r}")
         if self.final not in ("damp", "torque_off"):
@@ -225,6 +235,11 @@ class _Run:
         self.last_q: np.ndarray | None = None
         self.last_imu: tuple[float, ...] | None = None
         self.result = DeployResult(reason="not started", steps=0, log_path=str(log_path))
+        # Shared with the stall watchdog's thread: the loop's progress (monotonic s, while it runs), and who stops
+        # the robot. The loop sends each command holding `stop_lock`, so none can follow the watchdog's stop.
+        self.stop_lock = threading.Lock()
+        self.stopped_by: str | None = None
+        self.progress_s: float | None = None
 
     # ---- KOS ------------------------------------------------------------------------------------------------
     async def _call(self, what: str, awaitable: object, timeout_s: float) -> object:
@@ -291,9 +306,11 @@ class _Run:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not in the main thread: no Ctrl-C handler
             loop.add_signal_handler(signal.SIGINT, self._interrupt)
+        watchdog = _StallWatchdog(self)
         try:
             async with KOS(options.host, options.port) as kos:
                 start = await self._prepare(kos)
+                watchdog.start()
                 with NdjsonWriter(self.log_path, overwrite=self.overwrite) as log:
                     try:
                         await self._loop(kos, log, start)
@@ -303,6 +320,7 @@ class _Run:
                         await self._safe_stop(kos, f"internal error: {type(err).__name__}: {err}")
                         raise
         finally:
+            watchdog.finish()
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
             if self.result.reason != "not started":
@@ -358,14 +376,16 @@ class _Run:
         t0 = time.monotonic() + period
         k = 0
         self.result.reason = "running"
+        self.progress_s = time.monotonic()
         while k < steps:
             deadline = t0 + k * period
             await _sleep_until(deadline)
-            began = time.monotonic()
+            began = self.progress_s = time.monotonic()
             jitter.append(began - deadline)
             if self.interrupted:
                 raise _SafeStopError("user interrupt (Ctrl-C)")
             state = await self._read(kos, options.read_timeout * period)
+            self.progress_s = time.monotonic()
             self.last_q = state["joint_angles"]
             start_pose = self.last_q if start_pose is None else start_pose
             elapsed = k * period
@@ -386,7 +406,12 @@ class _Run:
             blend = 1.0 if options.soft_start_s == 0 else min(1.0, elapsed / options.soft_start_s)
             blend = 0.5 - 0.5 * math.cos(math.pi * blend)  # smooth ramp, zero slope at both ends
             targets = np.clip(start_pose + blend * (action - start_pose), self.lower, self.upper)
-            await self._command(kos, targets, period)  # a late step is an overrun; a command over T, a stop
+            self.progress_s = time.monotonic()
+            with self.stop_lock:
+                if self.stopped_by is not None:
+                    raise _SafeStopError(f"the {self.stopped_by} watchdog has stopped the robot")
+                await self._command(kos, targets, period)  # a late step is an overrun; a command over T, a stop
+            self.progress_s = time.monotonic()
             log.write(
                 k,
                 round(time.time() * 1e6),
@@ -413,7 +438,24 @@ class _Run:
         self.result.stopped_at_s = time.time()
         await self._safe_stop(kos, "completed", completed=True)
 
+    def claim_stop(self, by: str, timeout_s: float = -1) -> bool:
+        """Become the one who stops the robot (False if the other watchdog already has); no command follows."""
+        locked = self.stop_lock.acquire(timeout=timeout_s)  # a command in flight ends (or times out) within T
+        try:
+            if self.stopped_by is not None:
+                return False
+            self.stopped_by = by
+            return True
+        finally:
+            if locked:
+                self.stop_lock.release()
+
     async def _safe_stop(self, kos: KOS, reason: str, completed: bool = False) -> None:
+        """The loop's stop, unless the stall watchdog already stopped the robot while the loop was stuck."""
+        if self.claim_stop("loop"):
+            await self.stop_sequence(kos, reason, completed)
+
+    async def stop_sequence(self, kos: KOS, reason: str, completed: bool = False) -> None:
         """Hold the last measured pose for `hold_s`, then damping only or torque off; each step bounded in time."""
         if not completed:
             self.result.reason = reason
@@ -444,6 +486,48 @@ class _Run:
             "actuator_ids": self.ids,
             "options": asdict(self.options),
         }
+
+
+class _StallWatchdog:
+    """Stops the robot from a thread of its own when the control loop stops making progress.
+
+    The loop's own checks run between its awaits; a policy step that never returns, or anything else that blocks
+    the event loop, silences them. This thread polls the loop's progress mark every millisecond; after
+    `stall_timeout` · T without progress it claims the stop and sends the same safe stop (hold the last measured
+    pose, then damping or torque off) over its own KOS connection.
+    """
+
+    def __init__(self, run: "_Run") -> None:
+        self.run = run
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="stall-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=self.run.options.stop_timeout_s + self.run.options.hold_s + 1.0)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._watch())
+        except Exception as err:  # the loop's own checks still run; say loudly that this one does not
+            logger.error("the stall watchdog failed and no longer guards the run: %s: %s", type(err).__name__, err)
+
+    async def _watch(self) -> None:
+        run = self.run
+        limit = run.options.stall_timeout * run.period
+        async with KOS(run.options.host, run.options.port) as kos:
+            while not self.done.wait(0.001):
+                progress = run.progress_s
+                if progress is None or run.stopped_by is not None or time.monotonic() - progress <= limit:
+                    continue
+                silent_ms = (time.monotonic() - progress) * 1e3
+                if run.claim_stop("stall", timeout_s=run.period):
+                    await run.stop_sequence(kos, f"the control loop stalled: no progress for {silent_ms:.0f} ms")
+                return
 
 
 async def _sleep_until(deadline: float) -> None:

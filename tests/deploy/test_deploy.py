@@ -28,9 +28,10 @@ from ksim_entropy.sim import KBotSimulator
 from tests.deploy.parts import SWING_RAD, kos_server, swing_targets, tiny_policy, write_tiny_policy
 
 PERIOD_S = 0.02  # the K-Bot's 50 Hz control period (assets/kbot/metadata.json)
-# For tests about what the robot does rather than the watchdog's timing: a whole period per read and five
-# overruns in a row, so a busy 2-core CI machine does not stop the run (a real stop, for a real reason).
-TOLERANT = {"read_timeout": 1.0, "max_overruns": 5}
+# For tests about what the robot does rather than the watchdog's timing: a whole period per read, five overruns
+# in a row and five periods without progress, so a busy 2-core CI machine does not stop the run (a real stop, for
+# a real reason).
+TOLERANT = {"read_timeout": 1.0, "max_overruns": 5, "stall_timeout": 5.0}
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +210,45 @@ def test_repeated_overruns_stop_after_the_second(tmp_path, files, model, joint_n
     assert result.stopped_at_s - log.t_us[-1] / 1e6 <= PERIOD_S  # stopped right after the second overrun
     # "repeatedly" takes two slow steps (each ~24 ms plus its late start), so the stop comes < 4 T after the onset
     assert result.stopped_at_s - onset <= 4 * PERIOD_S, result.stopped_at_s - onset
+
+
+def test_a_hung_policy_step_is_stopped_by_the_thread_watchdog(tmp_path, files, model, joint_names, monkeypatch):
+    """The 60th policy step blocks the loop's thread for 1 s, so none of the loop's own checks can run: the stall
+    watchdog (its own thread and KOS connection) holds the last measured pose and switches to damping within two
+    periods, and once the step returns the loop sends nothing more."""
+    import ksim_entropy.deploy.loop as loop_module
+
+    hung_at: list[float] = []
+
+    class HangingRunner(loop_module.KinferRunner):
+        def step(self, inputs):
+            if len(self.__dict__.setdefault("calls", [])) == 59:
+                hung_at.append(time.time())
+                time.sleep(1.0)
+            self.calls.append(1)
+            return super().step(inputs)
+
+    monkeypatch.setattr(loop_module, "KinferRunner", HangingRunner)
+    record = tmp_path / "events.jsonl"
+    server = kos_server(record)
+    try:
+        options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1)
+        result = deploy(model, files, tmp_path / "run.ndjson", options)
+    finally:
+        server.close()
+    assert result.reason.startswith("the control loop stalled"), result.reason
+    assert result.steps == 59  # the hung step never sent its targets, so the log ends before it
+    log = events(record)
+    after = [e for e in log if e["t"] > hung_at[0]]
+    assert after[0]["event"] == "command", after[0]  # the hold ...
+    assert after[0]["t"] - hung_at[0] <= 2 * PERIOD_S, after[0]["t"] - hung_at[0]
+    last_measured = read_ndjson(tmp_path / "run.ndjson", joint_names=joint_names)[0]
+    held = np.radians([after[0]["positions_deg"][str(i)] for i in RobotMap.from_files(files, joint_names).ids])
+    assert np.abs(held - last_measured.group("joint_angles")[-1]).max() < 0.05  # ~ the pose one step later
+    assert sum(e["event"] == "command" for e in after) == 1  # ... and no command after it, even once the step ended
+    assert sum(1 for e in after if e["event"] == "configure" and e.get("kp") == 0.0) == len(joint_names)
+    _assert_log_intact(tmp_path / "run.ndjson", result, joint_names)
+    assert json.loads((tmp_path / "run.deploy.json").read_text())["reason"] == result.reason
 
 
 def test_ctrl_c_in_the_cli_stops_safely(tmp_path, model):
