@@ -309,8 +309,7 @@ class _Run:
         watchdog = _StallWatchdog(self)
         try:
             async with KOS(options.host, options.port) as kos:
-                start = await self._prepare(kos)
-                watchdog.start()
+                start = await self._prepare(kos, watchdog)
                 with NdjsonWriter(self.log_path, overwrite=self.overwrite) as log:
                     try:
                         await self._loop(kos, log, start)
@@ -332,13 +331,14 @@ class _Run:
     def _interrupt(self) -> None:
         self.interrupted = True
 
-    async def _prepare(self, kos: KOS) -> dict[str, np.ndarray]:
-        """Checks before motion, then gains and torque limits; returns the first reading."""
+    async def _prepare(self, kos: KOS, watchdog: "_StallWatchdog") -> dict[str, np.ndarray]:
+        """Checks before motion, the stall watchdog's connection, then gains and torque limits; the first reading."""
         where = f"{self.options.host}:{self.options.port}"
         try:
             state = await self._read(kos, self.options.connect_timeout_s)
         except _SafeStopError as err:
             raise DeployError(f"KOS at {where} is not ready, nothing was moved: {err}") from None
+        watchdog.start()  # its connection is up before anything is set, and before the loop's timing starts
         try:
             await self._command(kos, state["joint_angles"], self.options.connect_timeout_s)  # hold where it stands
             for spec in self.robot.joints:
@@ -492,18 +492,26 @@ class _StallWatchdog:
     """Stops the robot from a thread of its own when the control loop stops making progress.
 
     The loop's own checks run between its awaits; a policy step that never returns, or anything else that blocks
-    the event loop, silences them. This thread polls the loop's progress mark every millisecond; after
-    `stall_timeout` · T without progress it claims the stop and sends the same safe stop (hold the last measured
+    the event loop, silences them. This thread sleeps until the loop's latest progress mark would be `stall_timeout`
+    · T old, looks again, and when it is, claims the stop and sends the same safe stop (hold the last measured
     pose, then damping or torque off) over its own KOS connection.
     """
 
     def __init__(self, run: "_Run") -> None:
         self.run = run
         self.done = threading.Event()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._main, name="stall-watchdog", daemon=True)
 
     def start(self) -> None:
+        """Start the thread and wait until its own KOS connection has answered (a `DeployError` if it does not)."""
         self.thread.start()
+        timeout_s = self.run.options.connect_timeout_s
+        if not self.ready.wait(timeout_s + 1.0):
+            self.done.set()
+            where = f"{self.run.options.host}:{self.run.options.port}"
+            raise DeployError(f"the stall watchdog could not reach KOS at {where}, nothing was moved: {self.error}")
 
     def finish(self) -> None:
         self.done.set()
@@ -514,15 +522,24 @@ class _StallWatchdog:
         try:
             asyncio.run(self._watch())
         except Exception as err:  # the loop's own checks still run; say loudly that this one does not
-            logger.error("the stall watchdog failed and no longer guards the run: %s: %s", type(err).__name__, err)
+            self.error = err
+            if self.ready.is_set():
+                logger.error("the stall watchdog failed and no longer guards the run: %s: %s", type(err).__name__, err)
 
     async def _watch(self) -> None:
         run = self.run
         limit = run.options.stall_timeout * run.period
         async with KOS(run.options.host, run.options.port) as kos:
-            while not self.done.wait(0.001):
+            await asyncio.wait_for(kos.imu.get_imu_values(), run.options.connect_timeout_s)
+            self.ready.set()
+            while not self.done.is_set():
                 progress = run.progress_s
-                if progress is None or run.stopped_by is not None or time.monotonic() - progress <= limit:
+                if progress is None or run.stopped_by is not None:
+                    self.done.wait(run.period)
+                    continue
+                remaining = progress + limit - time.monotonic()
+                if remaining > 0:  # wake when this mark would go stale: rarely, so the loop keeps the GIL
+                    self.done.wait(remaining + 1e-4)
                     continue
                 silent_ms = (time.monotonic() - progress) * 1e3
                 if run.claim_stop("stall", timeout_s=run.period):
