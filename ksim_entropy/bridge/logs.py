@@ -40,7 +40,6 @@ import json
 import json.scanner
 import math
 import os
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import BinaryIO, Literal, TextIO
 
 import numpy as np
 
+from ksim_entropy.bridge._jsonfile import atomic_write
 from ksim_entropy.bridge.schema import CHANNEL_GROUPS, JOINT_GROUPS, VECTOR_GROUPS, GroupReport, LogReport, StepLog
 
 __all__ = ["AngleUnit", "LogReadError", "NdjsonReader", "NdjsonWriter", "iter_ndjson", "read_ndjson", "write_ndjson"]
@@ -631,7 +631,7 @@ def _format_lines(log: StepLog, start: int, stop: int) -> str:
 
 
 def write_ndjson(log: StepLog, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write `log` in kinfer's NDJSON schema (all 7 groups, null when absent), atomically (temp file + rename).
+    """Write `log` in kinfer's NDJSON schema (all 7 groups, null when absent), atomically (`atomic_write`).
 
     Floats are written as the shortest text that reads back to the same float64, so any float64 (hence any f32)
     value round-trips exactly; NaN and ±Inf are written as null, like kinfer. `joint_names` and `source` are not
@@ -641,18 +641,13 @@ def write_ndjson(log: StepLog, path: str | os.PathLike[str], *, overwrite: bool 
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as file:
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8", newline="\n") as file:
             for start in range(0, len(log), _WRITE_BLOCK_ROWS):
                 file.write(_format_lines(log, start, start + _WRITE_BLOCK_ROWS))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
     return path
 
 

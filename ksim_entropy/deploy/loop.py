@@ -14,7 +14,8 @@ torque off — when KOS stops answering or errs (disconnect, latency spike), an 
 reading repeats bit for bit (a frozen stream: a live MEMS IMU never does), `max_overruns` steps in a row overrun
 their period, the policy outputs a non-finite value, or the user presses Ctrl-C. Except for overruns (which
 need `max_overruns` slow steps), each is noticed at the latest one step after it happens, so the hold command goes
-out within two control periods. Those checks run inside the loop; a loop that stops running — a policy step that
+out within two control periods (the first read of the loop may take the setup's `connect_timeout_s`: until then the
+robot holds the pose it was found in). Those checks run inside the loop; a loop that stops running — a policy step that
 hangs, a blocked event loop — is caught by a second watchdog in a thread of its own with its own KOS connection
 (`_StallWatchdog`): when the loop has not reported progress for `stall_timeout` · T it takes the stop over, and
 the loop, should it ever resume, sends nothing more. Every stop is written, with its reason, to `<log>.deploy.json`
@@ -376,15 +377,19 @@ class _Run:
         t0 = time.monotonic() + period
         k = 0
         self.result.reason = "running"
-        self.progress_s = time.monotonic()
         while k < steps:
             deadline = t0 + k * period
             await _sleep_until(deadline)
-            began = self.progress_s = time.monotonic()
+            began = time.monotonic()
+            if self.progress_s is not None:
+                self.progress_s = began
             jitter.append(began - deadline)
             if self.interrupted:
                 raise _SafeStopError("user interrupt (Ctrl-C)")
-            state = await self._read(kos, options.read_timeout * period)
+            # The first read may be slow (KOS's first poll after the setup); the robot holds the pose it was found
+            # in meanwhile, so it gets the setup's timeout, and the stall watchdog arms once it is in.
+            first = self.progress_s is None
+            state = await self._read(kos, options.connect_timeout_s if first else options.read_timeout * period)
             self.progress_s = time.monotonic()
             self.last_q = state["joint_angles"]
             start_pose = self.last_q if start_pose is None else start_pose
