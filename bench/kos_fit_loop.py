@@ -3,15 +3,15 @@
     python bench/kos_fit_loop.py [--hidden-seed 0] [--seconds 300] [--out FILE]
 
 1. `python -m ksim_entropy.deploy.sim_server --suspended --hidden-seed S` (own process): the stand-in K-Bot with
-   hidden physics (`HiddenRobot.random(S)`), action latency, encoder offsets, IMU biases and noise, stepped in real
-   time at 1 kHz behind KOS's gRPC services.
+   hidden physics (`HiddenRobot.random(S)`), action and observation latency, encoder offsets, IMU biases and noise,
+   stepped in real time at 1 kHz behind KOS's gRPC services.
 2. The deployment loop's excitation mode (`Excitation`, as `python -m tasks.deploy --excite`) for `--seconds` of
    wall time, logging kinfer NDJSON like on the robot: KOS units, real gRPC round trips, the loop's own delays.
 3. `fit_randomization` on that log (default `FitOptions`, the weighed mass given ±1 %), as `python -m tasks.fit`.
 
 Reported against the hidden truth: the multiplicative scales, joint damping, IMU biases and zero offsets (as in
-`bench/fit_recovery.py`), and the fitted loop latency against the server's action latency plus the loop's own
-read-to-command time (its median step time is an upper bound). The server models no observation latency.
+`bench/fit_recovery.py`), and the fitted loop latency against the server's action plus observation latency plus
+the loop's own read-to-command time (its median step time is an upper bound).
 """
 
 # isort: off
@@ -91,6 +91,7 @@ def main() -> None:
         "loop_latency_s": {
             "fit": fitted["loop_latency_s"].mean,
             "server_action_latency": hidden.action_latency_s,
+            "server_obs_latency": hidden.obs_latency_s,
             "loop_step_p50_s": deployed.step_ms.get("p50", float("nan")) / 1e3,
         },
         "imu_bias_relative_error": {name: abs(fitted[name].mean - truth[name]) / abs(truth[name]) for name in BIASES},

@@ -1,9 +1,11 @@
 """A KOS gRPC server with a simulated K-Bot behind it: pykos's own service definitions, CPU MuJoCo at 1 kHz.
 
-The robot is `ksim_entropy.reality`'s stand-in (hidden physics, action latency, encoder zero offsets, IMU biases,
-sensor noise), stepped in real time by a physics thread. It speaks KOS's units: positions in degrees, velocities
-in deg/s, gyro in deg/s, accelerometer in m/s². A deployment loop cannot tell it from a robot's KOS, so the loop is
-tested against a real server and a real network stack, not a mock.
+The robot is `ksim_entropy.reality`'s stand-in (hidden physics, action and observation latency, encoder zero
+offsets, IMU biases, sensor noise), stepped in real time by a physics thread. Commands reach the servos
+`action_latency_s` after they arrive; every reading reports the state of `obs_latency_s` ago (1 ms resolution). It
+speaks KOS's units: positions in degrees, velocities in deg/s, gyro in deg/s, accelerometer in m/s². A deployment
+loop cannot tell it from a robot's KOS, so the loop is tested against a real server and a real network stack, not
+a mock.
 
 Faults, for the deployment's safety tests, start after the N-th `CommandActuators` request:
 `freeze_imu_after` (the IMU keeps returning its last reading), `latency_spike_after` + `latency_spike_s` (every
@@ -16,6 +18,7 @@ record of what the robot was told.
 
 # ruff: noqa: N802  (the servicer methods carry gRPC's CamelCase names)
 import argparse
+import collections
 import json
 import math
 import os
@@ -87,6 +90,10 @@ class SimulatedKBot:
         self.frozen_imu: tuple[np.ndarray, np.ndarray] | None = None
         self.last_imu: tuple[np.ndarray, np.ndarray] | None = None
         self.lock = threading.Lock()
+        # the last obs_latency_s / 1 ms + 1 physics states: readings report the oldest
+        self.history: collections.deque[dict[str, np.ndarray]] = collections.deque(
+            [self._state()], maxlen=round(hidden.obs_latency_s / REALITY_DT_S) + 1
+        )
         self.dropped_s = 0.0
         self._record = record.open("a", encoding="utf-8") if record is not None else None
         self._running = threading.Event()
@@ -130,6 +137,13 @@ class SimulatedKBot:
         if self.suspended:
             sim.data.qpos[:7] = sim._base_pose
             sim.data.qvel[:6] = 0.0
+        self.history.append(self._state())
+
+    def _state(self) -> dict[str, np.ndarray]:
+        """What the sensors see now, noise-free (joint angles before the encoder offsets)."""
+        state = self.sim.sensors()
+        state["quat"] = self.sim.data.sensordata[self.sim._quat_adr].copy()
+        return state
 
     # ---- events --------------------------------------------------------------------------------------------
     def log_event(self, event: str, **fields: object) -> None:
@@ -143,10 +157,10 @@ class SimulatedKBot:
 
     # ---- what KOS reports (caller holds the lock) --------------------------------------------------------
     def actuator_states(self, ids: list[int]) -> list[actuator_pb2.ActuatorStateResponse]:
-        sim = self.sim
-        q = sim.data.qpos[7:] - self.offsets
+        sim, seen = self.sim, self.history[0]
+        q = seen["joint_angles"] - self.offsets
         q = q + self.rng.normal(0.0, self.stds["joint_angles"], q.shape)
-        qd = sim.data.qvel[6:] + self.rng.normal(0.0, self.stds["joint_vels"], q.shape)
+        qd = seen["joint_vels"] + self.rng.normal(0.0, self.stds["joint_vels"], q.shape)
         states = []
         for aid in ids or self.map.ids:
             i = self.index.get(aid)
@@ -178,7 +192,7 @@ class SimulatedKBot:
         """(accel m/s², gyro rad/s) as the IMU reports them now, or frozen."""
         if self.frozen_imu is not None:
             return self.frozen_imu
-        sensors = self.sim.sensors()
+        sensors = self.history[0]
         accel = -sensors["projected_g"] if self.suspended else sensors["accel"]
         accel = accel + np.asarray(self.hidden.accel_bias_mps2) + self.rng.normal(0.0, self.stds["accel"], 3)
         gyro = sensors["gyro"] + np.asarray(self.hidden.gyro_bias_rad_s) + self.rng.normal(0.0, self.stds["gyro"], 3)
@@ -187,7 +201,7 @@ class SimulatedKBot:
 
     def quaternion(self) -> np.ndarray:
         """IMU orientation (w, x, y, z) in the world frame."""
-        return self.sim.data.sensordata[self.sim._quat_adr].copy()
+        return self.history[0]["quat"].copy()
 
     # ---- what KOS is told (caller holds the lock) --------------------------------------------------------
     def command(self, positions_deg: dict[int, float]) -> list[common_pb2.ActionResult]:
