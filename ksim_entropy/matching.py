@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 import attrs
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
@@ -241,8 +242,9 @@ class ParameterTarget:
         Bounds c − w·(c − L), c + w·(H − c) have mean c + w·s and width w·R, so
         w* = Σ(s·(m' − c) + R·r'/12) / Σ(s² + R²/12) over dimensions (m', r': fitted mean and width).
         """
-        lo, hi = (np.asarray(b, dtype=np.float64) for b in self.dist.bounds(1.0))
-        c = np.asarray(self.dist.bounds(0.0)[0], dtype=np.float64)
+        with jax.ensure_compile_time_eval():  # static numbers, also when asked inside a jitted step
+            lo, hi = (np.asarray(b, dtype=np.float64) for b in self.dist.bounds(1.0))
+            c = np.asarray(self.dist.bounds(0.0)[0], dtype=np.float64)
         s, r = (hi + lo) / 2.0 - c, hi - lo
         m_t, r_t = (np.add(self.low, self.high)) / 2.0, np.subtract(self.high, self.low)
         best = float(np.sum(s * (m_t - c) + r * r_t / 12.0) / np.sum(s**2 + r**2 / 12.0))

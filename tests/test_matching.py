@@ -105,6 +105,21 @@ def _run(randomization, target, rule, decisions):
     return np.array(history)
 
 
+def test_a_fitted_target_runs_jitted_as_ksim_runs_it(setup):
+    """ksim keeps the curriculum as a static (hashed) constant of its jitted loop: the target must hash and trace."""
+    randomization, target = setup
+    rule = MatchRule(every_updates=1, controller="smooth")
+    c = RandomizationCurriculum(randomization=randomization, mode="matched", target=target, match_rule=rule)
+    assert hash(c) == hash(
+        RandomizationCurriculum(randomization=randomization, mode="matched", target=target, match_rule=rule)
+    )
+    state = jax.vmap(c.get_initial_state)(jax.random.split(jax.random.PRNGKey(0), 2))
+    jitted = jax.jit(lambda s: c(None, None, None, s))(state)
+    np.testing.assert_allclose(jitted.state.widths, c(None, None, None, state).state.widths, rtol=1e-6)
+    gap = jax.jit(target.gap)(jitted.state.widths[0])
+    assert float(gap["w2"]) == pytest.approx(float(target.gap(jitted.state.widths[0])["w2"]), rel=1e-6)
+
+
 def test_smooth_controller_converges_to_the_best_width_and_beats_the_seed_band(setup):
     randomization, target = setup
     best = np.array([t.best_width for t in target.parameters])
