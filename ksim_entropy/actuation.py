@@ -279,11 +279,11 @@ class DelayedActuators(ksim.StatefulActuators):
     def get_initial_state(self, physics_data: ksim.PhysicsData, rng: PRNGKeyArray) -> DelayLine:
         """A fresh delay line holding the inner default action, with this episode's delay drawn from `rng`."""
         hold = jnp.asarray(self.inner.get_default_action(physics_data))
-        delay_rng, prime_rng = jax.random.split(rng)
-        line = self.latency.init(hold, delay_rng)
+        line = self.latency.init(hold, rng)
         # A DelayLine outputs v_{max(s − d, 0)}: write the hold value as v_0, so command c_s is v_{s+1} and reads
         # before its arrival return the hold value (the reset value given to `init` alone is never read back).
-        _, line = self.latency.step(line, hold, prime_rng)
+        # At s = 0 the read index is 0 whatever jitter or hold draw: the priming step may reuse `rng`.
+        _, line = self.latency.step(line, hold, rng)
         return line
 
     def get_stateful_ctrl(

@@ -66,8 +66,16 @@ class Distribution(ABC):
         """Support [low, high] at width scale `width` (per dimension)."""
 
     @abstractmethod
+    def quantile(self, u: ArrayLike, width: ArrayLike = 1.0) -> Array:
+        """Inverse CDF at unit variates `u` ∈ [0, 1) of shape (..., *shape): U(0, 1) variates map to this distribution.
+
+        Drawing many parameters from one `jax.random.uniform` call and mapping each slice through its `quantile`
+        keeps a jitted step small: every separate random draw is a separate threefry hash for XLA to compile.
+        """
+
     def sample(self, rng: PRNGKeyArray, width: ArrayLike = 1.0, batch_shape: tuple[int, ...] = ()) -> Array:
         """Draw values of shape batch_shape + shape."""
+        return self.quantile(jax.random.uniform(rng, batch_shape + self.shape), width)
 
     @abstractmethod
     def entropy(self, width: ArrayLike = 1.0) -> Array:
@@ -124,9 +132,9 @@ class Uniform(Distribution):
         c = jnp.asarray(self._center_np(), dtype=jnp.float32)
         return c - w * (c - low), c + w * (high - c)
 
-    def sample(self, rng: PRNGKeyArray, width: ArrayLike = 1.0, batch_shape: tuple[int, ...] = ()) -> Array:
+    def quantile(self, u: ArrayLike, width: ArrayLike = 1.0) -> Array:
         low, high = self.bounds(width)
-        return jax.random.uniform(rng, batch_shape + self.shape, minval=low, maxval=high)
+        return low + jnp.asarray(u) * (high - low)
 
     def entropy(self, width: ArrayLike = 1.0) -> Array:
         low, high = self.bounds(width)
@@ -171,9 +179,9 @@ class LogUniform(Distribution):
         log_low, log_high = self._log_bounds(width)
         return jnp.exp(log_low), jnp.exp(log_high)
 
-    def sample(self, rng: PRNGKeyArray, width: ArrayLike = 1.0, batch_shape: tuple[int, ...] = ()) -> Array:
+    def quantile(self, u: ArrayLike, width: ArrayLike = 1.0) -> Array:
         log_low, log_high = self._log_bounds(width)
-        return jnp.exp(jax.random.uniform(rng, batch_shape + self.shape, minval=log_low, maxval=log_high))
+        return jnp.exp(log_low + jnp.asarray(u) * (log_high - log_low))
 
     def entropy(self, width: ArrayLike = 1.0) -> Array:
         log_low, log_high = self._log_bounds(width)
@@ -222,10 +230,12 @@ class TruncatedNormal(Distribution):
         sigma = jnp.maximum(sigma, 1e-12)
         return mean, sigma, (low - mean) / std, (high - mean) / std  # α, β do not depend on w
 
-    def sample(self, rng: PRNGKeyArray, width: ArrayLike = 1.0, batch_shape: tuple[int, ...] = ()) -> Array:
+    def quantile(self, u: ArrayLike, width: ArrayLike = 1.0) -> Array:
+        # Standard-normal quantile of Φ(α) + u·(Φ(β) − Φ(α)), in erf form (erf(x/√2) = 2Φ(x) − 1), clipped to [α, β].
         mean, sigma, alpha, beta = self._standardized(width)
-        z = jax.random.truncated_normal(rng, alpha, beta, batch_shape + self.shape)
-        return mean + sigma * z
+        erf_a, erf_b = jsp.erf(alpha / math.sqrt(2.0)), jsp.erf(beta / math.sqrt(2.0))
+        z = math.sqrt(2.0) * jsp.erfinv(erf_a + jnp.asarray(u) * (erf_b - erf_a))
+        return mean + sigma * jnp.clip(z, alpha, beta)
 
     def entropy(self, width: ArrayLike = 1.0) -> Array:
         _, sigma, alpha, beta = self._standardized(width)

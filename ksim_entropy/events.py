@@ -151,12 +151,17 @@ class _BodyWrenchEvent(ksim.Event):
         return update_data_field(data, "xfrc_applied", slice_update(data, "xfrc_applied", self.body_id, row))
 
 
-def _horizontal(rng: PRNGKeyArray, max_magnitude: float) -> Array:
-    """A horizontal vector (3,) with magnitude U(0, max) and angle U(0, 2π)."""
-    mag_rng, angle_rng = jax.random.split(rng)
-    magnitude = jax.random.uniform(mag_rng, (), minval=0.0, maxval=max_magnitude)
-    angle = jax.random.uniform(angle_rng, (), minval=0.0, maxval=2.0 * jnp.pi)
+def _horizontal(u: Array, max_magnitude: float) -> Array:
+    """A horizontal vector (3,) with magnitude U(0, max) and angle U(0, 2π), from two U(0, 1) variates `u`."""
+    magnitude, angle = u[0] * max_magnitude, u[1] * 2.0 * jnp.pi
     return magnitude * jnp.stack([jnp.cos(angle), jnp.sin(angle), jnp.zeros(())])
+
+
+def _unit_vector(u: Array) -> Array:
+    """A direction uniform on the unit sphere from two U(0, 1) variates (z uniform on [−1, 1], azimuth on [0, 2π))."""
+    z, azimuth = 2.0 * u[0] - 1.0, 2.0 * jnp.pi * u[1]
+    r = jnp.sqrt(jnp.maximum(1.0 - z**2, 0.0))
+    return jnp.stack([r * jnp.cos(azimuth), r * jnp.sin(azimuth), z])
 
 
 # ----------------------------------------------------------------------------------------------- push
@@ -245,24 +250,20 @@ class ForcePushEvent(_BodyWrenchEvent):
         return float(sum(self.entropy_terms_nats(curriculum_level).values()))
 
     # ---- ksim.Event
-    def _sample_wrench(self, rng: PRNGKeyArray) -> Array:
-        force_rng, torque_mag_rng, torque_axis_rng = jax.random.split(rng, 3)
-        force = _horizontal(force_rng, self.max_force_n)
-        if self.max_torque_nm > 0.0:
-            axis = jax.random.normal(torque_axis_rng, (3,))
-            axis = axis / jnp.linalg.norm(axis)
-            torque = axis * jax.random.uniform(torque_mag_rng, (), minval=0.0, maxval=self.max_torque_nm)
-        else:
-            torque = jnp.zeros(3)
+    def _sample_wrench(self, u: Array) -> Array:
+        """[force (N), torque (N·m)] from five U(0, 1) variates: force magnitude and angle, torque magnitude, axis."""
+        force = _horizontal(u[0:2], self.max_force_n)
+        torque = _unit_vector(u[3:5]) * u[2] * self.max_torque_nm if self.max_torque_nm > 0.0 else jnp.zeros(3)
         return jnp.concatenate([force, torque]).astype(jnp.float32)
 
-    def _uniform_s(self, rng: PRNGKeyArray, bounds: tuple[float, float]) -> Array:
-        return jax.random.uniform(rng, (), minval=bounds[0], maxval=bounds[1], dtype=jnp.float32)
+    @staticmethod
+    def _uniform_s(u: Array, bounds: tuple[float, float]) -> Array:
+        return (bounds[0] + u * (bounds[1] - bounds[0])).astype(jnp.float32)
 
     def get_initial_event_state(self, rng: PRNGKeyArray) -> Array:
         """Packed `PushState`: no push on, zero last wrench, the first onset U(interval_s) s away."""
         return PushState(
-            countdown_s=self._uniform_s(rng, self.interval_s),
+            countdown_s=self._uniform_s(jax.random.uniform(rng), self.interval_s),
             remaining_s=jnp.zeros((), jnp.float32),
             wrench=jnp.zeros(6, jnp.float32),
             last_wrench=jnp.zeros(6, jnp.float32),
@@ -279,13 +280,11 @@ class ForcePushEvent(_BodyWrenchEvent):
         """One physics step: maybe start a push, write this step's wrench, advance the clocks by dt."""
         state = PushState.unpack(event_state)
         dt = jnp.asarray(model.opt.timestep, dtype=jnp.float32)
-        wrench_rng, duration_rng, interval_rng = jax.random.split(rng, 3)
+        u = jax.random.uniform(rng, (7,))  # one draw per step: wrench (5), duration, next interval
         onset = state.countdown_s <= 0.0
-        wrench = jnp.where(onset, self._sample_wrench(wrench_rng), state.wrench)
-        remaining = jnp.where(onset, self._uniform_s(duration_rng, self.duration_s), state.remaining_s)
-        countdown = jnp.where(
-            onset, state.countdown_s + self._uniform_s(interval_rng, self.interval_s), state.countdown_s
-        )
+        wrench = jnp.where(onset, self._sample_wrench(u[0:5]), state.wrench)
+        remaining = jnp.where(onset, self._uniform_s(u[5], self.duration_s), state.remaining_s)
+        countdown = jnp.where(onset, state.countdown_s + self._uniform_s(u[6], self.interval_s), state.countdown_s)
         applied = jnp.where(remaining > 0.0, wrench * self._scale(curriculum_level), jnp.zeros(6, jnp.float32))
         data = self._add_wrench(data, applied - state.last_wrench)
         return data, PushState(countdown - dt, remaining - dt, wrench, applied).pack()
@@ -348,7 +347,7 @@ class WindEvent(_BodyWrenchEvent):
     def get_initial_event_state(self, rng: PRNGKeyArray) -> Array:
         """Packed `WindState`: the episode's steady force and a zero last wrench (fresh data has xfrc_applied = 0)."""
         return WindState(
-            force=_horizontal(rng, self.max_force_n).astype(jnp.float32),
+            force=_horizontal(jax.random.uniform(rng, (2,)), self.max_force_n).astype(jnp.float32),
             last_wrench=jnp.zeros(6, jnp.float32),
         ).pack()
 

@@ -22,14 +22,19 @@ from dataclasses import dataclass
 import attrs
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-__all__ = ["DelayLine", "Latency"]
+__all__ = ["DelayLine", "Latency", "uniform_int"]
 
 
 def _non_negative(_: object, attribute: attrs.Attribute, value: float) -> None:
     if not 0.0 <= value < math.inf:  # also rejects NaN
         raise ValueError(f"{attribute.name} must be finite and >= 0 (seconds), got {value!r}")
+
+
+def uniform_int(u: ArrayLike, low: int, high: int) -> Array:
+    """An int32 uniform on {low, ..., high} from a U(0, 1) variate `u` (any shape)."""
+    return jnp.minimum(low + jnp.floor(jnp.asarray(u) * (high - low + 1)), high).astype(jnp.int32)
 
 
 @jax.tree_util.register_dataclass
@@ -91,7 +96,9 @@ class Latency:
 
     def sample_delay(self, rng: PRNGKeyArray) -> Array:
         """The episode's base delay in steps, uniform over the quantised range."""
-        return jax.random.randint(rng, (), self.min_steps, self.max_steps + 1, dtype=jnp.int32)
+        if self.min_steps == self.max_steps:
+            return jnp.asarray(self.min_steps, dtype=jnp.int32)
+        return uniform_int(jax.random.uniform(rng), self.min_steps, self.max_steps)
 
     def init(self, value: Array, rng: PRNGKeyArray) -> DelayLine:
         """A fresh line at an episode reset: every slot holds `value`, the state at the reset."""
@@ -106,13 +113,14 @@ class Latency:
 
     def step(self, line: DelayLine, value: Array, rng: PRNGKeyArray) -> tuple[Array, DelayLine]:
         """Write `value` as v_s and return the delayed output for step s with the updated line."""
-        jitter_rng, hold_rng = jax.random.split(rng)
         s = line.next_step
         n = self.buffer_length
         buffer = line.buffer.at[s % n].set(value)
-        jitter = jax.random.randint(jitter_rng, (), 0, self.jitter_steps + 1, dtype=jnp.int32)
+        # One random draw per step, and none when neither jitter nor holds are on (each draw costs compile time).
+        u = jax.random.uniform(rng, (2,)) if self.jitter_steps > 0 or self.hold_prob > 0.0 else jnp.ones(2)
+        jitter = uniform_int(u[0], 0, self.jitter_steps)
         r = jnp.maximum(jnp.maximum(s - line.delay - jitter, line.read_step), 0)
-        hold = (s > 0) & jax.random.bernoulli(hold_rng, self.hold_prob)
+        hold = (s > 0) & (u[1] < self.hold_prob)
         r = jnp.where(hold, line.read_step, r)
         out = jnp.where(hold, line.last_output, buffer[r % n])
         return out, DelayLine(buffer=buffer, next_step=s + 1, delay=line.delay, read_step=r, last_output=out)

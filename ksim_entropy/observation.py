@@ -33,6 +33,7 @@ from typing import Self
 import attrs
 import jax
 import jax.numpy as jnp
+import jax.scipy.special as jsp
 import ksim
 import numpy as np
 import xax
@@ -115,6 +116,11 @@ class SensorNoise:
             )
         return np.broadcast_to(mag, shape)
 
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise a ValueError if any magnitude cannot broadcast against an observation of `shape`."""
+        for name in ("gaussian_std", "uniform_mag", "bias_mag"):
+            self._broadcast(name, tuple(shape))
+
     def sample_bias(self, rng: PRNGKeyArray, shape: tuple[int, ...]) -> Array:
         """Draw an episode's bias, U(−bias_mag, bias_mag) per channel, for an observation of `shape`."""
         mag = self._broadcast("bias_mag", tuple(shape))
@@ -129,12 +135,16 @@ class SensorNoise:
         shape = value.shape
         std = self._broadcast("gaussian_std", shape)
         mag = self._broadcast("uniform_mag", shape)
-        gauss_rng, unif_rng = jax.random.split(rng)
         noise = jnp.zeros(shape, dtype=jnp.result_type(value, jnp.float32)) if bias is None else bias
-        if np.any(std > 0):
-            noise = noise + jax.random.normal(gauss_rng, shape) * std
-        if np.any(mag > 0):
-            noise = noise + jax.random.uniform(unif_rng, shape, minval=-1.0, maxval=1.0) * mag
+        gaussian, uniform = bool(np.any(std > 0)), bool(np.any(mag > 0))
+        if gaussian or uniform:
+            # One random draw for both kinds, v ~ U(−1, 1) (open at −1): uniform noise is v·mag, Gaussian noise
+            # √2·erfinv(v)·std. Each separate draw is a threefry hash that XLA compiles into the jitted step.
+            v = jax.random.uniform(rng, (2, *shape), minval=np.nextafter(np.float32(-1.0), np.float32(0.0)))
+            if gaussian:
+                noise = noise + math.sqrt(2.0) * jsp.erfinv(v[0]) * std
+            if uniform:
+                noise = noise + v[1] * mag
         if self.scale_with_curriculum:
             noise = noise * curriculum_level
         return value + noise
@@ -242,7 +252,7 @@ class DelayedObservation(ksim.StatefulObservation):
         The reset value is computed with no commands and curriculum level 1. The fill only fixes the buffer's shape
         and dtype: ksim's next observation is taken on this same reset state and is written before it is read.
         """
-        inner_rng, obs_rng, bias_rng, noise_rng, line_rng = jax.random.split(rng, 5)
+        inner_rng, bias_rng, line_rng = jax.random.split(rng, 3)
         inner_carry = (
             self.observation.initial_carry(physics_state, inner_rng)
             if isinstance(self.observation, ksim.StatefulObservation)
@@ -250,18 +260,19 @@ class DelayedObservation(ksim.StatefulObservation):
         )
         state = ksim.ObservationInput(commands=xax.FrozenDict({}), physics_state=physics_state, obs_carry=None)
         level = jnp.ones((), dtype=jnp.float32)
-        try:
-            value, _ = self._observe_inner(state, inner_carry, level, obs_rng)
+        try:  # the fill value is never read back, so it may share the inner carry's key and needs no noise
+            value, _ = self._observe_inner(state, inner_carry, level, inner_rng)
         except KeyError as e:
             raise TypeError(
                 f"{type(self.observation).__name__} reads a command ({e}); observations that need commands cannot be "
                 "wrapped in DelayedObservation (its initial carry is computed on the reset state without commands)"
             ) from e
-        bias = None
+        bias, fill = None, value
         if self.sensor_noise is not None:
+            self.sensor_noise.check_shape(value.shape)
             bias = self.sensor_noise.sample_bias(bias_rng, value.shape)
-            value = self.sensor_noise.add(value, bias, noise_rng, level)
-        line = None if self.latency is None else self.latency.init(value, line_rng)
+            fill = value.astype(jnp.result_type(value, jnp.float32))  # the dtype `add` gives every later value
+        line = None if self.latency is None else self.latency.init(fill, line_rng)
         return DelayedObservationCarry(inner=inner_carry, bias=bias, line=line)
 
     def observe_stateful(

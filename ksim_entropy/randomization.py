@@ -223,10 +223,13 @@ class RandomizedParameter(ksim.PhysicsRandomizer, ABC):
 
     def draw(self, rng: PRNGKeyArray, width: ArrayLike, pin_to_boundary: ArrayLike = False) -> Array:
         """A draw of shape (size,); with `pin_to_boundary` each dimension sits at its low or high bound (ADR)."""
-        value_rng, side_rng = jax.random.split(rng)
-        value = self.dist.sample(value_rng, width)
+        return self.draw_from_unit(jax.random.uniform(rng, (2, self.dims)), width, pin_to_boundary)
+
+    def draw_from_unit(self, u: Array, width: ArrayLike, pin_to_boundary: ArrayLike = False) -> Array:
+        """`draw` from given U(0, 1) variates `u` of shape (2, dims): row 0 the value, row 1 the boundary side."""
+        value = self.dist.quantile(u[0], width)
         low, high = self.dist.bounds(width)
-        corner = jnp.where(jax.random.bernoulli(side_rng, 0.5, low.shape), high, low)
+        corner = jnp.where(u[1] < 0.5, low, high)
         value = jnp.where(pin_to_boundary, corner, value)
         return jnp.broadcast_to(value, (self.size,))
 
@@ -757,12 +760,19 @@ class DomainRandomization(ksim.PhysicsRandomizer):
     def sample(
         self, model: ksim.PhysicsModel, rng: PRNGKeyArray, widths: ArrayLike, pinned: ArrayLike = -1
     ) -> dict[str, Array]:
-        """Model-field updates for one environment; parameter `pinned` (index, −1 for none) sits on its boundary."""
+        """Model-field updates for one environment; parameter `pinned` (index, −1 for none) sits on its boundary.
+
+        All parameters share one `jax.random.uniform` call (each then maps its slice through its distribution's
+        quantile): one random draw instead of three per parameter keeps the jitted step small.
+        """
         widths = jnp.asarray(widths, dtype=jnp.float32)
+        u = jax.random.uniform(rng, (2, int(self.dims.sum())))
+        starts = np.concatenate([[0], np.cumsum(self.dims)])
         updates: dict[str, Array] = {}
         current = model
-        for i, (p, key) in enumerate(zip(self.parameters, jax.random.split(rng, len(self.parameters)), strict=True)):
-            new = p.sample(current, key, widths[i], jnp.asarray(pinned) == i)
+        for i, p in enumerate(self.parameters):
+            value = p.draw_from_unit(u[:, starts[i] : starts[i + 1]], widths[i], jnp.asarray(pinned) == i)
+            new = p.apply(current, value)
             updates.update(new)
             current = with_updates(current, new)
         return updates

@@ -135,7 +135,8 @@ def test_wind_velocity_and_position_follow_the_semi_implicit_euler_impulse(free_
     x_expected = force * DT_S**2 * k * (k + 1) / (2 * MASS_KG)
     np.testing.assert_allclose(out["qvel"][:, :3], v_expected, rtol=2e-5, atol=1e-7)
     np.testing.assert_allclose(out["qpos"][:, :3], x_expected, rtol=2e-5, atol=1e-6)
-    np.testing.assert_allclose(out["qvel"][:, 3:], 0.0, atol=1e-8)  # a force through the COM: no spin
+    # a force through the COM: no spin (float32 round-off of a ~1 m/s state is ~1e-7)
+    np.testing.assert_allclose(out["qvel"][:, 3:], 0.0, atol=1e-6)
 
 
 def test_push_impulse_matches_force_times_on_steps_and_the_row_returns_to_exactly_zero(free_body):
