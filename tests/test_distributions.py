@@ -98,6 +98,23 @@ def test_width_change_does_not_recompile():
     assert draw._cache_size() == 2  # one trace for the scalar width, one for the per-dimension width
 
 
+@pytest.mark.parametrize("w", (1.0, 0.4))
+def test_quantile_is_the_inverse_cdf(w):
+    """`quantile` against scipy's ppf at the same width (every sampler maps U(0, 1) variates through it)."""
+    u = np.array([1e-4, 0.02, 0.25, 0.5, 0.75, 0.98, 0.9999], dtype=np.float32)[:, None]
+    uniform = Uniform(low=[0.5, -0.2], high=[2.0, 0.2])
+    low, high = (np.asarray(b, dtype=float) for b in uniform.bounds(w))
+    np.testing.assert_allclose(uniform.quantile(u, w), stats.uniform(low, high - low).ppf(u), rtol=1e-6, atol=1e-7)
+    log_uniform = LogUniform(low=[0.5, 0.1], high=[2.0, 10.0])
+    low, high = (np.asarray(b, dtype=float) for b in log_uniform.bounds(w))
+    np.testing.assert_allclose(log_uniform.quantile(u, w), stats.loguniform(low, high).ppf(u), rtol=2e-5)
+    normal = TruncatedNormal(mean=[1.0, 0.0], std=[0.1, 2.0], low=[0.8, -1.0], high=[1.3, 3.0])
+    low, high = (np.asarray(b, dtype=float) for b in normal.bounds(w))
+    mean, std = np.array([1.0, 0.0]), w * np.array([0.1, 2.0])
+    oracle = stats.truncnorm((low - mean) / std, (high - mean) / std, loc=mean, scale=std).ppf(u)
+    np.testing.assert_allclose(normal.quantile(u, w), oracle, rtol=1e-4, atol=1e-4 * std.max())
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

@@ -179,6 +179,16 @@ def test_width_change_does_not_recompile(kbot):
     assert not np.allclose(outs[0]["body_mass"], pd.body_mass)
 
 
+def test_all_parameters_share_one_random_draw(kbot):
+    """Each separate draw is a threefry loop XLA compiles on its own: the whole set must trace exactly one."""
+    _, mx, pd = kbot
+    dr = DomainRandomization(parameters=[*_params(mx).values(), ActuatorKpScale.create(pd, low=0.8, high=1.2)])
+    jaxpr = jax.make_jaxpr(lambda rng: dr.sample(pd, rng, dr.initial_widths, 1))(jax.random.PRNGKey(0))
+    text = str(jaxpr)
+    assert len(dr.parameters) > 5
+    assert text.count("random_bits") == 1 and "random_split" not in text
+
+
 def test_parameters_compose_in_order(kbot):
     mj, mx, _ = kbot
     torso = 2
