@@ -5,6 +5,8 @@
 - env_steps_per_s: control steps of all environments per wall-second, after the first (compiling) update, from the
   `num_samples` / `elapsed_time_s` counters xax prints each update;
 - compile_s: wall time of the first update (XLA compilation of rollout + update, first validation render);
+- xla_compile_s: the XLA backend compile time alone, summed over every jitted function (JAX's own
+  "Finished XLA compilation" timings, `JAX_LOG_COMPILES=1`): no tracing, no first step, no render;
 - peak_rss_mb: peak resident memory of the training process (getrusage of the child).
 `--cold` disables JAX's persistent compilation cache so compile_s is a cold compile. Extra `key=value` arguments
 override the benchmark config (e.g. `preset=gpu num_envs=4096` on a GPU machine).
@@ -40,6 +42,9 @@ BENCH_CONFIG = [
 ]
 
 
+XLA_COMPILE_LOG = re.compile(r"Finished XLA compilation of \S+ in ([0-9.]+) sec")
+
+
 def parse_duration_s(text: str) -> float:
     """xax's short timedelta ('1m, 34s', '12s', '0s', '1h, 2m, 3s') in seconds."""
     units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
@@ -53,9 +58,8 @@ def run(steps: int, cold: bool, overrides: list[str]) -> dict:
             args.append("compile.cache_dir=null")
         cmd = [sys.executable, "-m", "tasks.walk", *args]
         start = time.perf_counter()
-        proc = subprocess.run(
-            cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=dict(os.environ, PYTHONUNBUFFERED="1")
-        )
+        env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_LOG_COMPILES="1")
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
         wall_s = time.perf_counter() - start
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
@@ -73,6 +77,8 @@ def run(steps: int, cold: bool, overrides: list[str]) -> dict:
         message = record.get("status", {}).get("message", "")
         if message.startswith("Step 1 time:"):
             compile_s = parse_duration_s(message.split(":", 1)[1])
+    # stderr only: xax echoes each log record twice more on stdout (a coloured line and a JSON "ping").
+    xla_compile_s = sum(float(t) for t in XLA_COMPILE_LOG.findall(proc.stderr))
     steady = [s for s in samples if s[0] >= 2 and s[2] > 0]
     if len(steady) < 2:
         raise SystemExit(f"not enough updates logged to measure throughput ({len(samples)} state lines)")
@@ -85,6 +91,7 @@ def run(steps: int, cold: bool, overrides: list[str]) -> dict:
         "env_steps_per_s": round((n1 - n0) / (t1 - t0), 1),
         "measured_updates": steady[-1][0] - steady[0][0],
         "compile_s": compile_s,
+        "xla_compile_s": round(xla_compile_s, 1),
         "cold_compile": cold,
         "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1),
         "wall_s": round(wall_s, 1),
@@ -100,7 +107,11 @@ def compare(steps: int, repeats: int, variants: dict[str, list[str]], overrides:
             print(f"[{i + 1}/{repeats}] {name} ...", file=sys.stderr, flush=True)
             result = run(steps, cold=True, overrides=[*args, *overrides])
             runs[name].append(result)
-            print(f"    {result['env_steps_per_s']} env-steps/s, compile {result['compile_s']} s", file=sys.stderr)
+            print(
+                f"    {result['env_steps_per_s']} env-steps/s, compile {result['compile_s']} s "
+                f"(XLA {result['xla_compile_s']} s)",
+                file=sys.stderr,
+            )
 
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
@@ -115,11 +126,13 @@ def compare(steps: int, repeats: int, variants: dict[str, list[str]], overrides:
             name: {
                 "env_steps_per_s": [r["env_steps_per_s"] for r in runs[name]],
                 "compile_s": [r["compile_s"] for r in runs[name]],
+                "xla_compile_s": [r["xla_compile_s"] for r in runs[name]],
             }
             for name in variants
         },
         "throughput_ratio": round(median(ours, "env_steps_per_s") / median(base, "env_steps_per_s"), 3),
         "compile_ratio": round(median(ours, "compile_s") / median(base, "compile_s"), 3),
+        "xla_compile_ratio": round(median(ours, "xla_compile_s") / median(base, "xla_compile_s"), 3),
         "machine": runs[base][0]["machine"],
     }
 
