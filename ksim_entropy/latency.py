@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-__all__ = ["DelayLine", "Latency", "uniform_int"]
+__all__ = ["DelayLine", "Latency"]
 
 
 def _non_negative(_: object, attribute: attrs.Attribute, value: float) -> None:
@@ -32,7 +32,7 @@ def _non_negative(_: object, attribute: attrs.Attribute, value: float) -> None:
         raise ValueError(f"{attribute.name} must be finite and >= 0 (seconds), got {value!r}")
 
 
-def uniform_int(u: ArrayLike, low: int, high: int) -> Array:
+def _uniform_int(u: ArrayLike, low: int, high: int) -> Array:
     """An int32 uniform on {low, ..., high} from a U(0, 1) variate `u` (any shape)."""
     return jnp.minimum(low + jnp.floor(jnp.asarray(u) * (high - low + 1)), high).astype(jnp.int32)
 
@@ -98,7 +98,7 @@ class Latency:
         """The episode's base delay in steps, uniform over the quantised range."""
         if self.min_steps == self.max_steps:
             return jnp.asarray(self.min_steps, dtype=jnp.int32)
-        return uniform_int(jax.random.uniform(rng), self.min_steps, self.max_steps)
+        return _uniform_int(jax.random.uniform(rng), self.min_steps, self.max_steps)
 
     def init(self, value: Array, rng: PRNGKeyArray) -> DelayLine:
         """A fresh line at an episode reset: every slot holds `value`, the state at the reset."""
@@ -118,7 +118,7 @@ class Latency:
         buffer = line.buffer.at[s % n].set(value)
         # One random draw per step, and none when neither jitter nor holds are on (each draw costs compile time).
         u = jax.random.uniform(rng, (2,)) if self.jitter_steps > 0 or self.hold_prob > 0.0 else jnp.ones(2)
-        jitter = uniform_int(u[0], 0, self.jitter_steps)
+        jitter = _uniform_int(u[0], 0, self.jitter_steps)
         r = jnp.maximum(jnp.maximum(s - line.delay - jitter, line.read_step), 0)
         hold = (s > 0) & (u[1] < self.hold_prob)
         r = jnp.where(hold, line.read_step, r)

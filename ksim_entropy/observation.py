@@ -140,11 +140,13 @@ class SensorNoise:
         if gaussian or uniform:
             # One random draw for both kinds, v ~ U(−1, 1) (open at −1): uniform noise is v·mag, Gaussian noise
             # √2·erfinv(v)·std. Each separate draw is a threefry hash that XLA compiles into the jitted step.
-            v = jax.random.uniform(rng, (2, *shape), minval=np.nextafter(np.float32(-1.0), np.float32(0.0)))
+            v = jax.random.uniform(
+                rng, (int(gaussian) + int(uniform), *shape), minval=np.nextafter(np.float32(-1.0), np.float32(0.0))
+            )
             if gaussian:
                 noise = noise + math.sqrt(2.0) * jsp.erfinv(v[0]) * std
             if uniform:
-                noise = noise + v[1] * mag
+                noise = noise + v[-1] * mag
         if self.scale_with_curriculum:
             noise = noise * curriculum_level
         return value + noise
