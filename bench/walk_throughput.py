@@ -132,7 +132,12 @@ def compare(steps: int, repeats: int, variants: dict[str, list[str]], overrides:
         },
         "throughput_ratio": round(median(ours, "env_steps_per_s") / median(base, "env_steps_per_s"), 3),
         "compile_ratio": round(median(ours, "compile_s") / median(base, "compile_s"), 3),
-        "xla_compile_ratio": round(median(ours, "xla_compile_s") / median(base, "xla_compile_s"), 3),
+        # None when the run logged no XLA compile (e.g. a JAX that words the log line differently)
+        "xla_compile_ratio": (
+            round(median(ours, "xla_compile_s") / median(base, "xla_compile_s"), 3)
+            if median(base, "xla_compile_s") > 0
+            else None
+        ),
         "machine": runs[base][0]["machine"],
     }
 
