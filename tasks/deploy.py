@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--final", choices=("damp", "torque_off"), default=defaults.final, help="after the hold")
     parser.add_argument("--max-overruns", type=int, default=defaults.max_overruns, help="overruns in a row to stop")
     parser.add_argument(
+        "--read-timeout", type=float, default=defaults.read_timeout, help="periods a sensor read may take"
+    )
+    parser.add_argument(
         "--stall-timeout", type=float, default=defaults.stall_timeout, help="periods without progress to stop"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing log")
@@ -89,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hold_s=args.hold,
             final=args.final,
             max_overruns=args.max_overruns,
+            read_timeout=args.read_timeout,
             stall_timeout=args.stall_timeout,
         )
         files = resolve_robot_files(args.robot)

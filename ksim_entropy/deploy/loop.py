@@ -62,7 +62,7 @@ _PROVIDED_INPUTS = frozenset(
 
 @dataclass(frozen=True)
 class DeployOptions:
-    """How to run; times in seconds, `read_timeout` as a fraction of the control period."""
+    """How to run; times in seconds, `read_timeout` and `stall_timeout` in control periods."""
 
     host: str = "127.0.0.1"
     port: int = 50051
@@ -72,7 +72,8 @@ class DeployOptions:
     hold_s: float = 0.5  # safe stop: hold the last measured pose this long ...
     final: Literal["damp", "torque_off"] = "damp"  # ... then damping only (kp = 0) or torque off
     max_overruns: int = 2  # this many overrunning steps in a row stop the run
-    read_timeout: float = 0.75  # fraction of the period a read may take before KOS counts as not answering
+    # periods a read may take before KOS counts as not answering; above 1, a slow read is an overrun instead
+    read_timeout: float = 0.75
     connect_timeout_s: float = 3.0
     stop_timeout_s: float = 2.0  # how long the final damping / torque-off setting may take
     limit_margin_rad: float = 0.0  # targets stay this far inside each joint's range
@@ -85,8 +86,8 @@ class DeployOptions:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise DeployError(f"{name} must be finite and >= 0, got {value!r}")
-        if not 0 < self.read_timeout <= 1:
-            raise DeployError(f"read_timeout must be in (0, 1] control periods, got {self.read_timeout!r}")
+        if not (math.isfinite(self.read_timeout) and self.read_timeout > 0):
+            raise DeployError(f"read_timeout must be > 0 control periods, got {self.read_timeout!r}")
         if not (math.isfinite(self.stall_timeout) and self.stall_timeout > 1):
             raise DeployError(f"stall_timeout must be > 1 control period, got {self.stall_timeout!r}")
         if self.max_overruns < 1:

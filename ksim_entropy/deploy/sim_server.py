@@ -118,10 +118,10 @@ class SimulatedKBot:
             if due - steps > _MAX_LAG_S / REALITY_DT_S:
                 self.dropped_s += (due - steps) * REALITY_DT_S
                 steps = due - 1
-            with self.lock:
-                while steps < due:
+            while steps < due:  # one step per lock hold: a read waits for one step, never for a catch-up batch
+                with self.lock:
                     self._physics_step()
-                    steps += 1
+                steps += 1
             time.sleep(REALITY_DT_S / 2)
 
     def _physics_step(self) -> None:

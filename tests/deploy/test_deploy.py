@@ -28,10 +28,10 @@ from ksim_entropy.sim import KBotSimulator
 from tests.deploy.parts import SWING_RAD, kos_server, swing_targets, tiny_policy, write_tiny_policy
 
 PERIOD_S = 0.02  # the K-Bot's 50 Hz control period (assets/kbot/metadata.json)
-# For tests about what the robot does rather than the watchdog's timing: a whole period per read, five overruns
-# in a row and five periods without progress, so a busy 2-core CI machine does not stop the run (a real stop, for
-# a real reason).
-TOLERANT = {"read_timeout": 1.0, "max_overruns": 5, "stall_timeout": 5.0}
+# For tests about what the robot does rather than the watchdog's timing: five periods per read, ten overruns in a
+# row and ten periods without progress, so a busy 2-core CI machine does not stop the run (a real stop, for a real
+# reason). A CI run once saw a read take over a whole period at step 41 of the clean run.
+TOLERANT = {"read_timeout": 5.0, "max_overruns": 10, "stall_timeout": 10.0}
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_server_killed_mid_run_stops_within_two_periods(tmp_path, files, model, 
     finally:
         server.close()
     result = box["result"]
-    assert "connection lost" in result.reason or "did not answer" in result.reason, result.reason
+    assert "connection lost" in result.reason, result.reason  # the socket is reset: no need to wait for a timeout
     assert result.stopped_at_s - killed_at <= 2 * PERIOD_S, result.stopped_at_s - killed_at
     assert any("could not hold" in a for a in result.stop_actions)  # nobody left to tell; said so
     _assert_log_intact(tmp_path / "run.ndjson", result, joint_names)
@@ -165,17 +165,19 @@ def test_server_killed_mid_run_stops_within_two_periods(tmp_path, files, model, 
 
 
 @pytest.mark.parametrize(
-    ("fault_args", "reason"),
+    ("fault_args", "tolerance", "reason"),
     [
-        (("--freeze-imu-after", "100"), "IMU stream is frozen"),
-        (("--latency-spike-after", "100", "--latency-spike-s", "0.3"), "did not answer"),
+        (("--freeze-imu-after", "100"), TOLERANT, "IMU stream is frozen"),
+        (("--latency-spike-after", "100", "--latency-spike-s", "0.3"), {}, "did not answer"),  # default timeouts
     ],
 )
-def test_sensor_faults_stop_safely_within_two_periods(tmp_path, files, model, joint_names, fault_args, reason):
+def test_sensor_faults_stop_safely_within_two_periods(
+    tmp_path, files, model, joint_names, fault_args, tolerance, reason
+):
     record = tmp_path / "events.jsonl"
     server = kos_server(record, *fault_args)
     try:
-        options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1)
+        options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1, **tolerance)
         result = deploy(model, files, tmp_path / "run.ndjson", options)
         time.sleep(0.5)  # let the delayed replies land in the record
     finally:
@@ -232,7 +234,10 @@ def test_a_hung_policy_step_is_stopped_by_the_thread_watchdog(tmp_path, files, m
     record = tmp_path / "events.jsonl"
     server = kos_server(record)
     try:
-        options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1)
+        # the stall watchdog's default timeout; the loop's own checks tolerant, so a busy machine trips neither
+        options = DeployOptions(
+            port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1, read_timeout=5.0, max_overruns=10
+        )
         result = deploy(model, files, tmp_path / "run.ndjson", options)
     finally:
         server.close()
@@ -325,7 +330,9 @@ def test_wrong_command_length_and_bad_options_are_refused(tmp_path, files, model
     with pytest.raises(DeployError, match="3 commands"):
         deploy(model, files, tmp_path / "run.ndjson", DeployOptions(port=1, command=(0.5,)))
     with pytest.raises(DeployError, match="read_timeout"):
-        DeployOptions(read_timeout=2.0)
+        DeployOptions(read_timeout=0.0)
+    with pytest.raises(DeployError, match="read_timeout"):
+        DeployOptions(read_timeout=math.inf)
     with pytest.raises(DeployError, match="duration_s"):
         DeployOptions(duration_s=math.nan)
 
