@@ -24,13 +24,13 @@ from collections.abc import Callable
 from typing import Self
 
 import attrs
-import jax
 import jax.numpy as jnp
 import ksim
 import mujoco
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
+from ksim_entropy.draws import key_and_uniforms
 from ksim_entropy.latency import DelayLine, Latency
 
 __all__ = ["DelayedActuators", "NativePDActuators", "is_native_pd", "use_native_pd"]
@@ -282,8 +282,8 @@ class DelayedActuators(ksim.StatefulActuators):
         line = self.latency.init(hold, rng)
         # A DelayLine outputs v_{max(s − d, 0)}: write the hold value as v_0, so command c_s is v_{s+1} and reads
         # before its arrival return the hold value (the reset value given to `init` alone is never read back).
-        # At s = 0 the read index is 0 whatever jitter or hold draw: the priming step may reuse `rng`.
-        _, line = self.latency.step(line, hold, rng)
+        # At s = 0 the read index is 0 whatever the jitter or hold variates: the priming step needs no draw.
+        _, line = self.latency.step_from_unit(line, hold, jnp.zeros(self.latency.draws_per_step))
         return line
 
     def get_stateful_ctrl(
@@ -294,8 +294,8 @@ class DelayedActuators(ksim.StatefulActuators):
         rng: PRNGKeyArray,
     ) -> tuple[Array, DelayLine]:
         """Push the commanded action, pass the delayed one to the inner actuator; returns (ctrl, new state)."""
-        delay_rng, inner_rng = jax.random.split(rng)
-        delayed, line = self.latency.step(actuator_state, jnp.asarray(action), delay_rng)
+        inner_rng, u = key_and_uniforms(rng, self.latency.draws_per_step)  # no split without jitter or holds
+        delayed, line = self.latency.step_from_unit(actuator_state, jnp.asarray(action), u)
         return self.inner.get_ctrl(delayed, physics_data, inner_rng), line
 
     def get_default_action(self, physics_data: ksim.PhysicsData) -> Array:

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import attrs
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, PRNGKeyArray
+from jaxtyping import Array, PRNGKeyArray
+
+from ksim_entropy.draws import uniform_int, uniforms
 
 __all__ = ["DelayLine", "Latency"]
 
@@ -30,11 +32,6 @@ __all__ = ["DelayLine", "Latency"]
 def _non_negative(_: object, attribute: attrs.Attribute, value: float) -> None:
     if not 0.0 <= value < math.inf:  # also rejects NaN
         raise ValueError(f"{attribute.name} must be finite and >= 0 (seconds), got {value!r}")
-
-
-def _uniform_int(u: ArrayLike, low: int, high: int) -> Array:
-    """An int32 uniform on {low, ..., high} from a U(0, 1) variate `u` (any shape)."""
-    return jnp.minimum(low + jnp.floor(jnp.asarray(u) * (high - low + 1)), high).astype(jnp.int32)
 
 
 @jax.tree_util.register_dataclass
@@ -94,33 +91,46 @@ class Latency:
     def buffer_length(self) -> int:
         return self.buffer_steps if self.buffer_steps is not None else self.max_steps + self.jitter_steps + 1
 
-    def sample_delay(self, rng: PRNGKeyArray) -> Array:
-        """The episode's base delay in steps, uniform over the quantised range."""
-        if self.min_steps == self.max_steps:
-            return jnp.asarray(self.min_steps, dtype=jnp.int32)
-        return _uniform_int(jax.random.uniform(rng), self.min_steps, self.max_steps)
+    @property
+    def draws_at_reset(self) -> int:
+        """U(0, 1) variates `init_from_unit` uses: 1 for a delay range, 0 for a fixed delay."""
+        return int(self.min_steps != self.max_steps)
+
+    @property
+    def draws_per_step(self) -> int:
+        """U(0, 1) variates `step_from_unit` uses: 2 with jitter or holds (jitter, hold), else 0."""
+        return 2 if self.jitter_steps > 0 or self.hold_prob > 0.0 else 0
 
     def init(self, value: Array, rng: PRNGKeyArray) -> DelayLine:
-        """A fresh line at an episode reset: every slot holds `value`, the state at the reset."""
+        """A fresh line at an episode reset: every slot holds `value`, the state at the reset; the delay drawn."""
+        return self.init_from_unit(value, uniforms(rng, self.draws_at_reset))
+
+    def init_from_unit(self, value: Array, u: Array) -> DelayLine:
+        """`init` with the episode's randomness given: `u` holds `draws_at_reset` U(0, 1) variates."""
         value = jnp.asarray(value)
+        delay = uniform_int(u[0], self.min_steps, self.max_steps) if self.draws_at_reset else self.min_steps
         return DelayLine(
             buffer=jnp.broadcast_to(value, (self.buffer_length, *value.shape)),
             next_step=jnp.zeros((), dtype=jnp.int32),
-            delay=self.sample_delay(rng),
+            delay=jnp.asarray(delay, dtype=jnp.int32),
             read_step=jnp.zeros((), dtype=jnp.int32),
             last_output=value,
         )
 
     def step(self, line: DelayLine, value: Array, rng: PRNGKeyArray) -> tuple[Array, DelayLine]:
         """Write `value` as v_s and return the delayed output for step s with the updated line."""
+        return self.step_from_unit(line, value, uniforms(rng, self.draws_per_step))
+
+    def step_from_unit(self, line: DelayLine, value: Array, u: Array) -> tuple[Array, DelayLine]:
+        """`step` with the step's randomness given: `u` holds `draws_per_step` U(0, 1) variates."""
         s = line.next_step
         n = self.buffer_length
         buffer = line.buffer.at[s % n].set(value)
-        # One random draw per step, and none when neither jitter nor holds are on (each draw costs compile time).
-        u = jax.random.uniform(rng, (2,)) if self.jitter_steps > 0 or self.hold_prob > 0.0 else jnp.ones(2)
-        jitter = _uniform_int(u[0], 0, self.jitter_steps)
-        r = jnp.maximum(jnp.maximum(s - line.delay - jitter, line.read_step), 0)
-        hold = (s > 0) & (u[1] < self.hold_prob)
-        r = jnp.where(hold, line.read_step, r)
-        out = jnp.where(hold, line.last_output, buffer[r % n])
+        r = jnp.maximum(s - line.delay, 0)
+        out = buffer[r % n]
+        if self.draws_per_step:
+            r = jnp.maximum(jnp.maximum(s - line.delay - uniform_int(u[0], 0, self.jitter_steps), line.read_step), 0)
+            hold = (s > 0) & (u[1] < self.hold_prob)
+            r = jnp.where(hold, line.read_step, r)
+            out = jnp.where(hold, line.last_output, buffer[r % n])
         return out, DelayLine(buffer=buffer, next_step=s + 1, delay=line.delay, read_step=r, last_output=out)

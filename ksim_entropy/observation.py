@@ -39,6 +39,7 @@ import numpy as np
 import xax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
+from ksim_entropy.draws import key_and_uniforms, uniforms
 from ksim_entropy.latency import DelayLine, Latency
 
 __all__ = ["DelayedObservation", "DelayedObservationCarry", "SensorNoise"]
@@ -121,31 +122,50 @@ class SensorNoise:
         for name in ("gaussian_std", "uniform_mag", "bias_mag"):
             self._broadcast(name, tuple(shape))
 
+    @property
+    def has_bias(self) -> bool:
+        return bool(np.any(np.asarray(self.bias_mag) > 0))
+
+    @property
+    def draws_per_value(self) -> int:
+        """U(0, 1) variates per observation entry and step: one per noise kind on (Gaussian, uniform), 0 to 2."""
+        return int(np.any(np.asarray(self.gaussian_std) > 0)) + int(np.any(np.asarray(self.uniform_mag) > 0))
+
     def sample_bias(self, rng: PRNGKeyArray, shape: tuple[int, ...]) -> Array:
         """Draw an episode's bias, U(−bias_mag, bias_mag) per channel, for an observation of `shape`."""
+        return self.bias_from_unit(uniforms(rng, tuple(shape) if self.has_bias else (0,)), tuple(shape))
+
+    def bias_from_unit(self, u: Array, shape: tuple[int, ...]) -> Array:
+        """`sample_bias` from U(0, 1) variates `u`: `shape`-many (any layout) with a bias, none without."""
         mag = self._broadcast("bias_mag", tuple(shape))
-        return jax.random.uniform(rng, tuple(shape), minval=-1.0, maxval=1.0) * mag
+        if not self.has_bias:
+            return jnp.zeros(shape, dtype=jnp.float32)
+        return (2.0 * jnp.reshape(u, shape) - 1.0) * mag
 
     def add(self, value: Array, bias: Array | None, rng: PRNGKeyArray, curriculum_level: Array | float) -> Array:
         """Return value + bias + per-step noise (all scaled by `curriculum_level` if `scale_with_curriculum`).
 
         `bias` comes from `sample_bias` (None: no bias). The result is floating point even for an integer value.
         """
+        shape = jnp.shape(value)
+        return self.add_from_unit(value, bias, uniforms(rng, (self.draws_per_value, *shape)), curriculum_level)
+
+    def add_from_unit(self, value: Array, bias: Array | None, u: Array, curriculum_level: Array | float) -> Array:
+        """`add` with the step's randomness given: `draws_per_value` U(0, 1) variates per entry of `value`.
+
+        With v = 2u − 1 in (−1, 1), uniform noise is v·mag and Gaussian noise √2·erfinv(v)·std (the inverse CDF),
+        so both kinds come from one draw.
+        """
         value = jnp.asarray(value)
         shape = value.shape
         std = self._broadcast("gaussian_std", shape)
         mag = self._broadcast("uniform_mag", shape)
         noise = jnp.zeros(shape, dtype=jnp.result_type(value, jnp.float32)) if bias is None else bias
-        gaussian, uniform = bool(np.any(std > 0)), bool(np.any(mag > 0))
-        if gaussian or uniform:
-            # One random draw for both kinds, v ~ U(−1, 1) (open at −1): uniform noise is v·mag, Gaussian noise
-            # √2·erfinv(v)·std. Each separate draw is a threefry hash that XLA compiles into the jitted step.
-            v = jax.random.uniform(
-                rng, (int(gaussian) + int(uniform), *shape), minval=np.nextafter(np.float32(-1.0), np.float32(0.0))
-            )
-            if gaussian:
+        if self.draws_per_value:
+            v = 2.0 * jnp.reshape(u, (self.draws_per_value, *shape)) - 1.0
+            if np.any(std > 0):
                 noise = noise + math.sqrt(2.0) * jsp.erfinv(v[0]) * std
-            if uniform:
+            if np.any(mag > 0):
                 noise = noise + v[-1] * mag
         if self.scale_with_curriculum:
             noise = noise * curriculum_level
@@ -253,40 +273,53 @@ class DelayedObservation(ksim.StatefulObservation):
 
         The reset value is computed with no commands and curriculum level 1. The fill only fixes the buffer's shape
         and dtype: ksim's next observation is taken on this same reset state and is written before it is read.
+        The wrapped observation's key, the bias and the delay come from one draw (`key_and_uniforms`).
         """
-        inner_rng, bias_rng, line_rng = jax.random.split(rng, 3)
-        inner_carry = (
-            self.observation.initial_carry(physics_state, inner_rng)
-            if isinstance(self.observation, ksim.StatefulObservation)
-            else None
-        )
         state = ksim.ObservationInput(commands=xax.FrozenDict({}), physics_state=physics_state, obs_carry=None)
         level = jnp.ones((), dtype=jnp.float32)
+
+        def reset_value(inner_rng: PRNGKeyArray) -> tuple[PyTree, Array]:
+            inner_carry = (
+                self.observation.initial_carry(physics_state, inner_rng)
+                if isinstance(self.observation, ksim.StatefulObservation)
+                else None
+            )
+            return inner_carry, self._observe_inner(state, inner_carry, level, inner_rng)[0]
+
         try:  # the fill value is never read back, so it may share the inner carry's key and needs no noise
-            value, _ = self._observe_inner(state, inner_carry, level, inner_rng)
+            shape = jax.eval_shape(reset_value, rng)[1].shape
         except KeyError as e:
             raise TypeError(
                 f"{type(self.observation).__name__} reads a command ({e}); observations that need commands cannot be "
                 "wrapped in DelayedObservation (its initial carry is computed on the reset state without commands)"
             ) from e
+        noise, latency = self.sensor_noise, self.latency
+        bias_draws = math.prod(shape) if noise is not None and noise.has_bias else 0
+        inner_rng, u = key_and_uniforms(rng, bias_draws + (0 if latency is None else latency.draws_at_reset))
+        inner_carry, value = reset_value(inner_rng)
         bias, fill = None, value
-        if self.sensor_noise is not None:
-            self.sensor_noise.check_shape(value.shape)
-            bias = self.sensor_noise.sample_bias(bias_rng, value.shape)
+        if noise is not None:
+            noise.check_shape(shape)
+            bias = noise.bias_from_unit(u[:bias_draws], shape)
             fill = value.astype(jnp.result_type(value, jnp.float32))  # the dtype `add` gives every later value
-        line = None if self.latency is None else self.latency.init(fill, line_rng)
+        line = None if latency is None else latency.init_from_unit(fill, u[bias_draws:])
         return DelayedObservationCarry(inner=inner_carry, bias=bias, line=line)
 
     def observe_stateful(
         self, state: ksim.ObservationInput, curriculum_level: Array, rng: PRNGKeyArray
     ) -> tuple[Array, DelayedObservationCarry]:
-        """One control step: compute → add noise and bias → delay. Returns (output, next carry)."""
+        """One control step: compute → add noise and bias → delay. Returns (output, next carry).
+
+        The wrapped observation's key and the step's noise and jitter come from one draw (`key_and_uniforms`).
+        """
         carry: DelayedObservationCarry = state.obs_carry
-        inner_rng, noise_rng, line_rng = jax.random.split(rng, 3)
+        noise, latency = self.sensor_noise, self.latency
+        noise_draws = 0 if noise is None else noise.draws_per_value * math.prod(carry.bias.shape)
+        inner_rng, u = key_and_uniforms(rng, noise_draws + (0 if latency is None else latency.draws_per_step))
         value, inner_carry = self._observe_inner(state, carry.inner, curriculum_level, inner_rng)
-        if self.sensor_noise is not None:
-            value = self.sensor_noise.add(value, carry.bias, noise_rng, curriculum_level)
+        if noise is not None:
+            value = noise.add_from_unit(value, carry.bias, u[:noise_draws], curriculum_level)
         line = carry.line
-        if self.latency is not None:
-            value, line = self.latency.step(line, value, line_rng)
+        if latency is not None:
+            value, line = latency.step_from_unit(line, value, u[noise_draws:])
         return value, DelayedObservationCarry(inner=inner_carry, bias=carry.bias, line=line)

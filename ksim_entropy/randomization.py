@@ -32,7 +32,6 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar, Literal, Self
 
 import attrs
-import jax
 import jax.numpy as jnp
 import ksim
 import mujoco
@@ -41,6 +40,7 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray
 from mujoco import mjx
 
 from ksim_entropy.distributions import Distribution, LogUniform, TruncatedNormal, Uniform
+from ksim_entropy.draws import uniforms
 
 __all__ = [
     "ActuatorKdScale",
@@ -223,7 +223,7 @@ class RandomizedParameter(ksim.PhysicsRandomizer, ABC):
 
     def draw(self, rng: PRNGKeyArray, width: ArrayLike, pin_to_boundary: ArrayLike = False) -> Array:
         """A draw of shape (size,); with `pin_to_boundary` each dimension sits at its low or high bound (ADR)."""
-        return self.draw_from_unit(jax.random.uniform(rng, (2, self.dims)), width, pin_to_boundary)
+        return self.draw_from_unit(uniforms(rng, (2, self.dims)), width, pin_to_boundary)
 
     def draw_from_unit(self, u: Array, width: ArrayLike, pin_to_boundary: ArrayLike = False) -> Array:
         """`draw` from given U(0, 1) variates `u` of shape (2, dims): row 0 the value, row 1 the boundary side."""
@@ -762,11 +762,22 @@ class DomainRandomization(ksim.PhysicsRandomizer):
     ) -> dict[str, Array]:
         """Model-field updates for one environment; parameter `pinned` (index, −1 for none) sits on its boundary.
 
-        All parameters share one `jax.random.uniform` call (each then maps its slice through its distribution's
-        quantile): one random draw instead of three per parameter keeps the jitted step small.
+        All parameters share one random draw (each then maps its slice through its distribution's quantile): one
+        draw instead of three per parameter keeps the jitted step small.
         """
+        return self.sample_from_unit(model, uniforms(rng, self.num_draws), widths, pinned)
+
+    @property
+    def num_draws(self) -> int:
+        """U(0, 1) variates one `sample` uses: two per dimension (the value and, when pinned, the boundary side)."""
+        return 2 * int(self.dims.sum())
+
+    def sample_from_unit(
+        self, model: ksim.PhysicsModel, u: Array, widths: ArrayLike, pinned: ArrayLike = -1
+    ) -> dict[str, Array]:
+        """`sample` with the randomness given: `num_draws` U(0, 1) variates."""
         widths = jnp.asarray(widths, dtype=jnp.float32)
-        u = jax.random.uniform(rng, (2, int(self.dims.sum())))
+        u = jnp.reshape(u, (2, int(self.dims.sum())))
         starts = np.concatenate([[0], np.cumsum(self.dims)])
         updates: dict[str, Array] = {}
         current = model

@@ -35,6 +35,7 @@ from ksim.task.ppo import compute_ppo_inputs, compute_ppo_loss
 from ksim.task.rl import RLLoopCarry, RLLoopConstants, RolloutConstants, RolloutEnvState, RolloutSharedState
 
 from ksim_entropy.curriculum import RandomizationCurriculum, WidthState
+from ksim_entropy.draws import key_and_uniforms
 from ksim_entropy.matching import (
     EntropyTarget,
     MatchRule,
@@ -249,14 +250,15 @@ class DomainRandomizationMixin(TrainingStateMixin[Config], Generic[Config]):
         curriculum = constants.curriculum
         if not isinstance(curriculum, RandomizationCurriculum) or not isinstance(shared_state.physics_model, mjx.Model):
             return super()._single_unroll(constants, env_state, shared_state, num_steps)
-        keys = jax.vmap(jax.random.split)(env_state.rng)
+        randomization = curriculum.randomization
+        rngs, u = jax.vmap(lambda k: key_and_uniforms(k, randomization.num_draws))(env_state.rng)
         width_state: WidthState = env_state.curriculum_state.state
         model = shared_state.physics_model
-        draws = jax.vmap(lambda k, w, p: curriculum.randomization.sample(model, k, w, p))(
-            keys[:, 1], width_state.widths, width_state.pinned
+        draws = jax.vmap(lambda u, w, p: randomization.sample_from_unit(model, u, w, p))(
+            u, width_state.widths, width_state.pinned
         )
         staged = {**env_state.randomization_dict, **{NEXT_DRAW_PREFIX + k: v for k, v in draws.items()}}
-        env_state = replace(env_state, randomization_dict=xax.FrozenDict(staged), rng=keys[:, 0])
+        env_state = replace(env_state, randomization_dict=xax.FrozenDict(staged), rng=rngs)
         trajectory, rewards, env_state = super()._single_unroll(constants, env_state, shared_state, num_steps)
         current = {k: v for k, v in env_state.randomization_dict.items() if not k.startswith(NEXT_DRAW_PREFIX)}
         return trajectory, rewards, replace(env_state, randomization_dict=xax.FrozenDict(current))
@@ -286,10 +288,10 @@ class DomainRandomizationMixin(TrainingStateMixin[Config], Generic[Config]):
         )
         rng = next_env_state.rng
         if not next_draw:
-            rng, sample_rng = jax.random.split(rng)
+            rng, u = key_and_uniforms(rng, curriculum.randomization.num_draws)
             width_state: WidthState = env_states.curriculum_state.state
-            next_draw = curriculum.randomization.sample(
-                shared_state.physics_model, sample_rng, width_state.widths, width_state.pinned
+            next_draw = curriculum.randomization.sample_from_unit(
+                shared_state.physics_model, u, width_state.widths, width_state.pinned
             )
             staged = {}
         merged = {k: jnp.where(transition.done, next_draw[k], v) if k in next_draw else v for k, v in current.items()}

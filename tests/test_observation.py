@@ -501,6 +501,28 @@ def test_ksim_helpers_thread_the_carry(kbot):
     assert int(carry["delayed"].line.next_step) == 3
 
 
+def test_a_reset_and_a_step_each_take_one_random_draw(kbot):
+    """The inner observation's key, the bias, the delay, the noise and the jitter come from one hash per call (each
+    hash is a loop XLA compiles on its own); without noise and random timing, a step draws nothing."""
+    _, mjx_model, base_data, _ = kbot
+    gyro = ksim.SensorObservation.create(physics_model=mjx_model, sensor_name="imu_gyro")
+    ps = _physics_state(base_data)
+    rng = jax.random.PRNGKey(0)
+
+    def draws(wrapper):
+        reset = str(jax.make_jaxpr(wrapper.initial_carry)(ps, rng))
+        carry = wrapper.initial_carry(ps, rng)
+        state = ksim.ObservationInput(commands=xax.FrozenDict({}), physics_state=ps, obs_carry=carry)
+        step = str(jax.make_jaxpr(lambda k: wrapper.observe_stateful(state, jnp.float32(1.0), k))(rng))
+        return [sum(t.count(p) for p in ("random_split", "random_bits", "random_fold_in")) for t in (reset, step)]
+
+    busy = DelayedObservation(
+        observation=gyro, latency=_lat(1, 3, jitter_s=CTRL_DT, hold_prob=0.1), sensor_noise=GYRO_NOISE
+    )
+    assert draws(busy) == [1, 1]
+    assert draws(DelayedObservation(observation=gyro, latency=_lat(2, 2))) == [0, 0]
+
+
 def test_jit_and_vmap_over_envs_give_batched_shapes(main_rollout):
     obs, carry = main_rollout["obs"], main_rollout["carry"]
     steps = EP1 + EP2

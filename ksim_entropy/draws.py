@@ -1,0 +1,54 @@
+"""One random draw per block and step: a key for whoever needs one, plus the block's own U(0, 1) variates.
+
+On CPU, JAX lowers every threefry hash (each `jax.random` split, uniform, normal, ... call) as a rolled while loop
+that XLA compiles separately, so each extra draw in the jitted step adds compile time (issue 3's measurement: 174
+such loops in one walk unroll made the compile 1.2× plain ksim's). A block that needs a key for a wrapped ksim
+object *and* variates of its own therefore takes both from a single `jax.random.split`: key data are uniform random
+words, which `unit_uniform` maps to floats.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, PRNGKeyArray
+
+__all__ = ["key_and_uniforms", "uniform_int", "uniforms", "unit_uniform"]
+
+
+def unit_uniform(bits: Array) -> Array:
+    """float32 variates strictly inside (0, 1) from uint32 random words: the midpoints of 2²³ equal cells.
+
+    The top 23 bits pick the cell (the resolution of `jax.random.uniform`); the midpoint keeps 0 and 1 out, so an
+    inverse CDF (erfinv, log) never sees an end point.
+    """
+    return ((jnp.asarray(bits, dtype=jnp.uint32) >> 9).astype(jnp.float32) + 0.5) * jnp.float32(2.0**-23)
+
+
+def key_and_uniforms(rng: PRNGKeyArray, num: int) -> tuple[PRNGKeyArray, Array]:
+    """(a fresh key, `num` U(0, 1) variates) from one threefry call; (rng itself, an empty array) when num is 0.
+
+    The key and the variates come from distinct counters of the same hash, so they are independent; the variates
+    are exactly uniform on the 2²³ cell midpoints of `unit_uniform`. Works for raw uint32[2] keys (ksim's) and typed
+    keys alike.
+    """
+    if num < 0:
+        raise ValueError(f"num must be >= 0 variates, got {num}")
+    if num == 0:
+        return rng, jnp.zeros((0,), dtype=jnp.float32)
+    keys = jax.random.split(rng, 1 + math.ceil(num / 2))  # each key is two uint32 words
+    words = jax.random.key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys
+    return keys[0], unit_uniform(words[1:].reshape(-1)[:num])
+
+
+def uniforms(rng: PRNGKeyArray, shape: int | tuple[int, ...]) -> Array:
+    """U(0, 1) variates of `shape` (an int: a vector), as `unit_uniform` makes them; no draw when the shape is empty."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if math.prod(shape) == 0:
+        return jnp.zeros(shape, dtype=jnp.float32)
+    return unit_uniform(jax.random.bits(rng, shape, dtype=jnp.uint32))
+
+
+def uniform_int(u: ArrayLike, low: int, high: int) -> Array:
+    """An int32 uniform on {low, ..., high} from a U(0, 1) variate `u` (any shape)."""
+    return jnp.minimum(low + jnp.floor(jnp.asarray(u) * (high - low + 1)), high).astype(jnp.int32)

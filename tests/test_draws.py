@@ -1,0 +1,59 @@
+"""One-draw helpers: exact end points, uniformity (scipy's KS test), independence of key and variates, one hash."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from ksim_entropy.draws import key_and_uniforms, uniform_int, uniforms, unit_uniform
+
+
+def test_unit_uniform_maps_words_to_cell_midpoints_strictly_inside_the_unit_interval():
+    words = np.array([0, 511, 512, 2**31, 2**32 - 1], dtype=np.uint32)  # 511 and 0 share a cell (low 9 bits dropped)
+    expected = (np.array([0, 0, 1, 2**22, 2**23 - 1], dtype=np.float64) + 0.5) / 2**23
+    u = np.asarray(unit_uniform(jnp.asarray(words)))
+    assert u.dtype == np.float32
+    np.testing.assert_array_equal(u.astype(np.float64), expected)  # exact in float32
+    assert 0.0 < u.min() and u.max() < 1.0
+
+
+@pytest.mark.parametrize("make_key", [jax.random.PRNGKey, jax.random.key], ids=["raw", "typed"])
+def test_key_and_uniforms_are_uniform_and_independent(make_key):
+    rngs = jax.vmap(make_key)(jnp.arange(4000))
+    keys, u = jax.vmap(lambda k: key_and_uniforms(k, 5))(rngs)
+    assert u.shape == (4000, 5) and keys.dtype == rngs.dtype and keys.shape == rngs.shape
+    flat = np.asarray(u, dtype=np.float64).ravel()
+    assert scipy.stats.kstest(flat, "uniform").pvalue > 1e-3
+    # the returned key draws afresh: its variates are uncorrelated with the ones returned beside it
+    later = np.asarray(jax.vmap(lambda k: jax.random.uniform(k))(keys), dtype=np.float64)
+    bound = 4.0 / np.sqrt(len(later))  # 4 standard errors of a correlation coefficient
+    for j in range(5):
+        assert abs(np.corrcoef(later, np.asarray(u[:, j]))[0, 1]) < bound
+    assert abs(np.corrcoef(np.asarray(u[:, 0]), np.asarray(u[:, 1]))[0, 1]) < bound
+    data = jax.random.key_data if jnp.issubdtype(rngs.dtype, jax.dtypes.prng_key) else np.asarray
+    assert not (np.asarray(data(keys)) == np.asarray(data(rngs))).all(axis=-1).any()  # a fresh key for every rng
+
+
+def test_one_hash_per_call_and_none_for_zero_variates():
+    rng = jax.random.PRNGKey(0)
+    text = str(jax.make_jaxpr(lambda k: key_and_uniforms(k, 7))(rng))
+    assert text.count("random_split") == 1 and "random_bits" not in text
+    key, u = key_and_uniforms(rng, 0)
+    assert key is rng and u.shape == (0,)
+    assert "random" not in str(jax.make_jaxpr(lambda k: key_and_uniforms(k, 0))(rng))
+    assert "random" not in str(jax.make_jaxpr(lambda k: uniforms(k, (3, 0)))(rng))
+    with pytest.raises(ValueError, match="num must be >= 0"):
+        key_and_uniforms(rng, -1)
+
+
+def test_uniforms_follow_scipys_uniform_and_uniform_int_covers_every_integer_equally():
+    u = np.asarray(uniforms(jax.random.PRNGKey(3), (200, 50)), dtype=np.float64)
+    assert u.shape == (200, 50) and 0.0 < u.min() and u.max() < 1.0
+    assert scipy.stats.kstest(u.ravel(), "uniform").pvalue > 1e-3
+    ints = np.asarray(uniform_int(jnp.asarray(u.ravel()), 2, 6))
+    counts = np.bincount(ints, minlength=7)[2:]
+    assert ints.min() == 2 and ints.max() == 6
+    assert scipy.stats.chisquare(counts).pvalue > 1e-3
+    # the end cells: u just above 0 and just below 1 land on the end integers
+    np.testing.assert_array_equal(uniform_int(unit_uniform(jnp.array([0, 2**32 - 1], jnp.uint32)), 2, 6), [2, 6])
