@@ -272,6 +272,8 @@ def test_ctrl_c_in_the_cli_stops_safely(tmp_path, model):
                 str(tmp_path / "run.ndjson"),
                 "--soft-start",
                 "0.5",
+                *("--read-timeout", str(TOLERANT["read_timeout"]), "--max-overruns", str(TOLERANT["max_overruns"])),
+                *("--stall-timeout", str(TOLERANT["stall_timeout"])),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -335,6 +337,15 @@ def test_wrong_command_length_and_bad_options_are_refused(tmp_path, files, model
         DeployOptions(read_timeout=math.inf)
     with pytest.raises(DeployError, match="duration_s"):
         DeployOptions(duration_s=math.nan)
+
+
+def test_the_cli_refuses_a_bad_read_timeout_before_connecting(tmp_path, model, capsys):
+    from tasks.deploy import main
+
+    log = tmp_path / "run.ndjson"
+    assert main([str(model), "--port", "1", "--log", str(log), "--read-timeout", "-1"]) == 2
+    assert "read_timeout must be > 0 control periods, got -1.0" in capsys.readouterr().err
+    assert not log.exists()
 
 
 def test_unreachable_host_is_a_clear_error(tmp_path, files, model):
