@@ -126,11 +126,12 @@ class Latency:
         s = line.next_step
         n = self.buffer_length
         buffer = line.buffer.at[s % n].set(value)
-        r = jnp.maximum(s - line.delay, 0)
-        out = buffer[r % n]
         if self.draws_per_step:
             r = jnp.maximum(jnp.maximum(s - line.delay - uniform_int(u[0], 0, self.jitter_steps), line.read_step), 0)
             hold = (s > 0) & (u[1] < self.hold_prob)
             r = jnp.where(hold, line.read_step, r)
             out = jnp.where(hold, line.last_output, buffer[r % n])
+        else:  # a fixed delay within the episode: s − d never goes back, so no clamp to the last read is needed
+            r = jnp.maximum(s - line.delay, 0)
+            out = buffer[r % n]
         return out, DelayLine(buffer=buffer, next_step=s + 1, delay=line.delay, read_step=r, last_output=out)

@@ -133,7 +133,7 @@ class SensorNoise:
 
     def sample_bias(self, rng: PRNGKeyArray, shape: tuple[int, ...]) -> Array:
         """Draw an episode's bias, U(−bias_mag, bias_mag) per channel, for an observation of `shape`."""
-        return self.bias_from_unit(uniforms(rng, tuple(shape) if self.has_bias else (0,)), tuple(shape))
+        return self.bias_from_unit(uniforms(rng, tuple(shape) if self.has_bias else 0), tuple(shape))
 
     def bias_from_unit(self, u: Array, shape: tuple[int, ...]) -> Array:
         """`sample_bias` from U(0, 1) variates `u`: `shape`-many (any layout) with a bias, none without."""
