@@ -117,12 +117,12 @@ class Latency:
             last_output=value,
         )
 
-    def step(self, line: DelayLine, value: Array, rng: PRNGKeyArray) -> tuple[Array, DelayLine]:
-        """Write `value` as v_s and return the delayed output for step s with the updated line."""
-        return self.step_from_unit(line, value, uniforms(rng, self.draws_per_step))
-
     def step_from_unit(self, line: DelayLine, value: Array, u: Array) -> tuple[Array, DelayLine]:
-        """`step` with the step's randomness given: `u` holds `draws_per_step` U(0, 1) variates."""
+        """Write `value` as v_s and return the delayed output for step s with the updated line.
+
+        `u` holds the step's `draws_per_step` U(0, 1) variates (jitter, hold); callers draw them together with
+        their own (`ksim_entropy.draws.key_and_uniforms`).
+        """
         s = line.next_step
         n = self.buffer_length
         buffer = line.buffer.at[s % n].set(value)
