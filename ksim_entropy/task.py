@@ -31,6 +31,7 @@ import numpy as np
 import xax
 from jaxtyping import PyTree
 from ksim.curriculum import CurriculumState
+from ksim.debugging import JitLevel
 from ksim.task.ppo import compute_ppo_inputs, compute_ppo_loss
 from ksim.task.rl import RLLoopCarry, RLLoopConstants, RolloutConstants, RolloutEnvState, RolloutSharedState
 
@@ -232,6 +233,9 @@ class DomainRandomizationMixin(TrainingStateMixin[Config], Generic[Config]):
     def get_curriculum(self, physics_model: ksim.PhysicsModel) -> ksim.Curriculum:
         return self.get_randomization_curriculum(physics_model, self.get_domain_randomization(physics_model))
 
+    # Jitted like ksim's: ksim calls it directly for the validation rollout, where an unjitted draw ran op by op and
+    # compiled each op on its own (about 200 small XLA compiles in the first update).
+    @xax.jit(static_argnames=["self", "constants", "num_steps"], jit_level=JitLevel.UNROLL)
     def _single_unroll(
         self,
         constants: RolloutConstants,
