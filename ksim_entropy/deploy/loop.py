@@ -112,6 +112,9 @@ class DeployResult:
     step_ms: dict[str, float] = field(default_factory=dict)
     inference_ms: dict[str, float] = field(default_factory=dict)
     overruns: int = 0
+    # control ticks passed over after falling more than a period behind (no step, no log line): `steps` counts
+    # ticks up to the last step run, and `steps` − `skipped_ticks` steps ran and were logged
+    skipped_ticks: int = 0
 
 
 class _SafeStopError(Exception):
@@ -437,7 +440,10 @@ class _Run:
                 raise _SafeStopError(f"{overruns_in_row} steps in a row overran the {period * 1e3:.0f} ms period")
             k += 1
             if time.monotonic() > t0 + k * period + period:  # fell more than a period behind: skip missed ticks
-                k = max(k, math.ceil((time.monotonic() - t0) / period))
+                resume = max(k, math.ceil((time.monotonic() - t0) / period))
+                if resume < steps:  # ticks past the end are not skipped, the run just ends
+                    self.result.skipped_ticks += resume - k
+                k = resume
             self.result.jitter_ms, self.result.step_ms = _stats_ms(jitter), _stats_ms(step_time)
             self.result.inference_ms = _stats_ms(inference)
         self.result.reason = "completed"

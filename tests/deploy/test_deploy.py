@@ -69,14 +69,21 @@ def clean_run(tmp_path_factory, files, model):
 def test_clean_run_completes_and_logs_every_step(clean_run, joint_names):
     result, out = clean_run
     assert result.reason == "completed"
-    assert result.steps == 200
+    # A busy machine may make the loop fall a period behind; it then skips the missed ticks (a CI run skipped 2 of
+    # 200 after one slow step), and those alone are missing from the log.
+    # A skip needs a step that ended over 2 T late, which is an overrun; no step outlasts the 10 T stall timeout.
+    assert result.skipped_ticks <= 10 * result.overruns
+    assert result.steps >= 200 - 10 * result.overruns
     log, _ = read_ndjson(out / "run.ndjson", joint_names=joint_names)
-    assert len(log) == 200
-    np.testing.assert_array_equal(log.step_id, np.arange(200))
-    dt_ms = np.diff(log.t_us) / 1e3
+    assert len(log) == result.steps - result.skipped_ticks
+    assert log.step_id[0] == 0 and log.step_id[-1] == result.steps - 1
+    assert np.all(np.diff(log.step_id) >= 1)
+    assert np.sum(np.diff(log.step_id) - 1) == result.skipped_ticks  # every gap in step_id is a counted skip
+    dt_ms = np.diff(log.t_us) / 1e3 / np.diff(log.step_id)
     assert abs(np.median(dt_ms) - 20.0) < 0.5  # deadline scheduling holds the 50 Hz period
     summary = json.loads((out / "run.deploy.json").read_text())
-    assert summary["reason"] == "completed" and summary["steps"] == 200
+    assert summary["reason"] == "completed"
+    assert (summary["steps"], summary["skipped_ticks"]) == (result.steps, result.skipped_ticks)
     assert summary["stop_actions"][-1] == "damping only (kp = 0)"
 
 
@@ -84,16 +91,19 @@ def test_robot_does_what_the_policy_asks(clean_run, joint_names, files):
     _, out = clean_run
     log, _ = read_ndjson(out / "run.ndjson", joint_names=joint_names)
     robot = RobotMap.from_files(files, joint_names)
+    # the policy's clock is its carry, the steps it has run (the log's rows); the soft start's is the tick (step_id)
     asked = np.clip(
-        swing_targets(np.arange(200) * PERIOD_S, joint_names), robot.array("lower_rad"), robot.array("upper_rad")
+        swing_targets(np.arange(len(log)) * PERIOD_S, joint_names), robot.array("lower_rad"), robot.array("upper_rad")
     )
-    # after the 1 s soft start the logged output is exactly what the policy asked (the carry is its clock)
-    np.testing.assert_allclose(log.groups["output"][50:], asked[50:], atol=1e-5)
+    ramped = log.step_id < 50
+    # after the 1 s soft start the logged output is exactly what the policy asked
+    np.testing.assert_allclose(log.groups["output"][~ramped], asked[~ramped], atol=1e-5)
     # during it, the output blends from the measured starting pose to the policy's targets
     start = log.groups["joint_angles"][0]
     np.testing.assert_allclose(log.groups["output"][0], start, atol=1e-6)
-    progress = (log.groups["output"][1:50] - start) / (asked[1:50] - start + 1e-12)
-    moving = np.abs(asked[1:50] - start) > 0.05
+    ramp = np.flatnonzero(ramped)[1:]
+    progress = (log.groups["output"][ramp] - start) / (asked[ramp] - start + 1e-12)
+    moving = np.abs(asked[ramp] - start) > 0.05
     assert np.all((progress[moving] > -1e-6) & (progress[moving] < 1 + 1e-6))
     # the robot follows: measured angles track the targets of one to two steps before (servo + latency lag)
     q, targets = log.groups["joint_angles"][60:], log.groups["output"][60:]
