@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         "--read-timeout", type=float, default=defaults.read_timeout, help="periods a sensor read may take"
     )
     parser.add_argument(
+        "--command-timeout", type=float, default=defaults.command_timeout, help="periods a command may take"
+    )
+    parser.add_argument(
         "--stall-timeout", type=float, default=defaults.stall_timeout, help="periods without progress to stop"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing log")
@@ -93,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             final=args.final,
             max_overruns=args.max_overruns,
             read_timeout=args.read_timeout,
+            command_timeout=args.command_timeout,
             stall_timeout=args.stall_timeout,
         )
         files = resolve_robot_files(args.robot)

@@ -3,7 +3,7 @@
 One control step (period T = 1 / the robot's control rate, 20 ms on the K-Bot), at deadline t0 + k·T:
 
 1. read actuator states and the IMU (three concurrent pykos calls, each bounded by `read_timeout` · T; the command
-   in step 4 by T);
+   in step 4 by `command_timeout` · T);
 2. convert KOS's units to the policy's (deg → rad, deg/s → rad/s; projected gravity from the IMU quaternion);
 3. step the model through kinfer's runtime (`ksim_entropy.export.KinferRunner`, which feeds the carry back);
 4. blend from the starting pose during the soft start, clamp to the joint limits, send the position targets (deg);
@@ -62,7 +62,7 @@ _PROVIDED_INPUTS = frozenset(
 
 @dataclass(frozen=True)
 class DeployOptions:
-    """How to run; times in seconds, `read_timeout` and `stall_timeout` in control periods."""
+    """How to run; times in seconds, `read_timeout`, `command_timeout` and `stall_timeout` in control periods."""
 
     host: str = "127.0.0.1"
     port: int = 50051
@@ -74,6 +74,8 @@ class DeployOptions:
     max_overruns: int = 2  # this many overrunning steps in a row stop the run
     # periods a read may take before KOS counts as not answering; above 1, a slow read is an overrun instead
     read_timeout: float = 0.75
+    # periods a position command may take (same rule: above 1, a slow command is an overrun instead)
+    command_timeout: float = 1.0
     connect_timeout_s: float = 3.0
     stop_timeout_s: float = 2.0  # how long the final damping / torque-off setting may take
     limit_margin_rad: float = 0.0  # targets stay this far inside each joint's range
@@ -86,8 +88,10 @@ class DeployOptions:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise DeployError(f"{name} must be finite and >= 0, got {value!r}")
-        if not (math.isfinite(self.read_timeout) and self.read_timeout > 0):
-            raise DeployError(f"read_timeout must be > 0 control periods, got {self.read_timeout!r}")
+        for name in ("read_timeout", "command_timeout"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise DeployError(f"{name} must be > 0 control periods, got {value!r}")
         if not (math.isfinite(self.stall_timeout) and self.stall_timeout > 1):
             raise DeployError(f"stall_timeout must be > 1 control period, got {self.stall_timeout!r}")
         if self.max_overruns < 1:
@@ -419,7 +423,8 @@ class _Run:
             with self.stop_lock:
                 if self.stopped_by is not None:
                     raise _SafeStopError(f"the {self.stopped_by} watchdog has stopped the robot")
-                await self._command(kos, targets, period)  # a late step is an overrun; a command over T, a stop
+                # a late step is an overrun; a command over command_timeout · T, a stop
+                await self._command(kos, targets, options.command_timeout * period)
             self.progress_s = time.monotonic()
             log.write(
                 k,
@@ -452,7 +457,8 @@ class _Run:
 
     def claim_stop(self, by: str, timeout_s: float = -1) -> bool:
         """Become the one who stops the robot (False if the other watchdog already has); no command follows."""
-        locked = self.stop_lock.acquire(timeout=timeout_s)  # a command in flight ends (or times out) within T
+        # a command in flight ends (or times out) within command_timeout · T
+        locked = self.stop_lock.acquire(timeout=timeout_s)
         try:
             if self.stopped_by is not None:
                 return False
@@ -554,7 +560,7 @@ class _StallWatchdog:
                     self.done.wait(remaining + 1e-4)
                     continue
                 silent_ms = (time.monotonic() - progress) * 1e3
-                if run.claim_stop("stall", timeout_s=run.period):
+                if run.claim_stop("stall", timeout_s=run.options.command_timeout * run.period):
                     await run.stop_sequence(kos, f"the control loop stalled: no progress for {silent_ms:.0f} ms")
                 return
 

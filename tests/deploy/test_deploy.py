@@ -28,10 +28,11 @@ from ksim_entropy.sim import KBotSimulator
 from tests.deploy.parts import SWING_RAD, kos_server, swing_targets, tiny_policy, write_tiny_policy
 
 PERIOD_S = 0.02  # the K-Bot's 50 Hz control period (assets/kbot/metadata.json)
-# For tests about what the robot does rather than the watchdog's timing: five periods per read, ten overruns in a
-# row and ten periods without progress, so a busy 2-core CI machine does not stop the run (a real stop, for a real
-# reason). A CI run once saw a read take over a whole period at step 41 of the clean run.
-TOLERANT = {"read_timeout": 5.0, "max_overruns": 10, "stall_timeout": 10.0}
+# For tests about what the robot does rather than the watchdog's timing: five periods per read and per command, ten
+# overruns in a row and ten periods without progress, so a busy 2-core CI machine does not stop the run (a real
+# stop, for a real reason). CI runs saw a read take over a whole period at step 41 of the clean run, and a command
+# take over one in the server-kill and frozen-IMU tests before their fault.
+TOLERANT = {"read_timeout": 5.0, "command_timeout": 5.0, "max_overruns": 10, "stall_timeout": 10.0}
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +247,13 @@ def test_a_hung_policy_step_is_stopped_by_the_thread_watchdog(tmp_path, files, m
     try:
         # the stall watchdog's default timeout; the loop's own checks tolerant, so a busy machine trips neither
         options = DeployOptions(
-            port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1, read_timeout=5.0, max_overruns=10
+            port=server.port,
+            duration_s=30.0,
+            soft_start_s=0.5,
+            hold_s=0.1,
+            read_timeout=5.0,
+            command_timeout=5.0,
+            max_overruns=10,
         )
         result = deploy(model, files, tmp_path / "run.ndjson", options)
     finally:
@@ -283,6 +290,7 @@ def test_ctrl_c_in_the_cli_stops_safely(tmp_path, model):
                 "--soft-start",
                 "0.5",
                 *("--read-timeout", str(TOLERANT["read_timeout"]), "--max-overruns", str(TOLERANT["max_overruns"])),
+                *("--command-timeout", str(TOLERANT["command_timeout"])),
                 *("--stall-timeout", str(TOLERANT["stall_timeout"])),
             ],
             stdout=subprocess.PIPE,
@@ -345,6 +353,10 @@ def test_wrong_command_length_and_bad_options_are_refused(tmp_path, files, model
         DeployOptions(read_timeout=0.0)
     with pytest.raises(DeployError, match="read_timeout"):
         DeployOptions(read_timeout=math.inf)
+    with pytest.raises(DeployError, match="command_timeout must be > 0 control periods, got 0.0"):
+        DeployOptions(command_timeout=0.0)
+    with pytest.raises(DeployError, match="command_timeout"):
+        DeployOptions(command_timeout=math.nan)
     with pytest.raises(DeployError, match="duration_s"):
         DeployOptions(duration_s=math.nan)
 
