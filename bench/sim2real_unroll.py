@@ -8,6 +8,7 @@ machine; here the same two unrolls (ksim's `_single_unroll`, 32 environments, `-
 run alternately in one process, so a stall hits both. Reported per variant:
 - lowered_ops: MLIR operations of the lowered unroll (deterministic; XLA's compile time grows with it), and
   ops_by_source: the same ops by the Python package (mujoco, ksim, xax, ksim_entropy module) that emitted them;
+  train_step_ops(_by_source): the same for ksim's whole training step (rollout_length_frames=32), lowered only;
 - trace_s, compile_s: tracing + lowering, and XLA compile (cold: JAX's persistent cache off). The variant built
   first also pays the process's one-time costs (`--first` picks it; run both orders): the judged compile ratio is
   `sim2real_overhead.py`'s, one process per run;
@@ -70,9 +71,16 @@ def ops_by_source(mlir: str) -> dict[str, int]:
     return dict(counts.most_common())
 
 
-def build(sim2real: bool, steps: int) -> tuple[dict, object]:
-    with tempfile.TemporaryDirectory() as tmp:
-        parts = build_walk_parts(tmp, argmax_action=False, sim2real=sim2real, **CONFIG)
+def train_step_ops(task: object) -> dict[str, int]:
+    """Ops of ksim's whole jitted training step (unroll + PPO update + curricula + metrics), lowered only."""
+    mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
+    constants, carry, state = task.initialize_rl_training(mj_model, task.get_mujoco_model_metadata(mj_model))
+    step = jax.jit(lambda carry, state: task._rl_train_loop_step(carry, constants, state))
+    return ops_by_source(step.lower(carry, state).as_text(debug_info=True))
+
+
+def build(sim2real: bool, steps: int, exp_dir: str) -> tuple[dict, object]:
+    parts = build_walk_parts(exp_dir, argmax_action=False, sim2real=sim2real, **CONFIG)
     unroll = jax.jit(lambda env, shared: parts.task._single_unroll(parts.constants, env, shared, steps))
     t = time.perf_counter()
     lowered = unroll.lower(parts.env_state, parts.shared)
@@ -82,11 +90,17 @@ def build(sim2real: bool, steps: int) -> tuple[dict, object]:
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t
     jax.block_until_ready(compiled(parts.env_state, parts.shared))  # first call: allocation, not timed
+    train = train_step_ops(parts.task)  # after the timed trace and compile, which its tracing would warm
 
     def call() -> None:
         jax.block_until_ready(compiled(parts.env_state, parts.shared))
 
-    stats = {"lowered_ops": sum(by_source.values()), "ops_by_source": by_source}
+    stats = {
+        "lowered_ops": sum(by_source.values()),
+        "ops_by_source": by_source,
+        "train_step_ops": sum(train.values()),
+        "train_step_ops_by_source": train,
+    }
     return {**stats, "trace_s": round(trace_s, 2), "compile_s": round(compile_s, 2)}, call
 
 
@@ -102,9 +116,10 @@ def main() -> None:
     order = [args.first, *({"plain", "sim2real"} - {args.first})]
     variants = {name: name == "sim2real" for name in order}
     results, calls = {}, {}
+    tmp = tempfile.TemporaryDirectory(prefix="sim2real-unroll-")  # experiment dirs, removed at exit
     for name, sim2real in variants.items():
         print(f"building and compiling {name} ...", file=sys.stderr, flush=True)
-        results[name], calls[name] = build(sim2real, args.steps)
+        results[name], calls[name] = build(sim2real, args.steps, f"{tmp.name}/{name}")
     wall: dict[str, list[float]] = {name: [] for name in variants}
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
@@ -124,6 +139,7 @@ def main() -> None:
         **results,
         "ratios": {  # ours / plain; for run time > 1 is slower (throughput ratio = 1 / run-time ratio)
             "lowered_ops": round(ours["lowered_ops"] / plain["lowered_ops"], 3),
+            "train_step_ops": round(ours["train_step_ops"] / plain["train_step_ops"], 3),
             "trace_s": round(ours["trace_s"] / plain["trace_s"], 3),
             "compile_s": round(ours["compile_s"] / plain["compile_s"], 3),
             "run_ms_best": round(ours["run_ms"]["best"] / plain["run_ms"]["best"], 3),
