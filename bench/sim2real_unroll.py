@@ -1,7 +1,7 @@
 """The sim-to-real blocks' cost inside one jitted walk unroll, plain ksim (`sim2real=false`) against ours
 (`sim2real=true`), both built and timed in one process. Prints JSON.
 
-    python bench/sim2real_unroll.py [--steps N] [--repeats R] [--out FILE]
+    python bench/sim2real_unroll.py [--steps N] [--repeats R] [--first plain|sim2real] [--out FILE]
 
 `sim2real_overhead.py` times whole training runs, whose env-steps/s moves ±20 % from run to run on this shared
 machine; here the same two unrolls (ksim's `_single_unroll`, 32 environments, `--steps` control steps, 20 s episodes)
@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,7 @@ jax.config.update("jax_enable_compilation_cache", False)
 
 from walk_throughput import _emit  # noqa: E402
 
+from tasks.walk import KBotWalkingTask  # noqa: E402
 from tests.walk_parts import build_walk_parts  # noqa: E402
 
 CONFIG = {"num_envs": 32, "batch_size": 16, "hidden_size": 64, "depth": 1, "episode_length_s": 20.0}
@@ -71,7 +73,7 @@ def ops_by_source(mlir: str) -> dict[str, int]:
     return dict(counts.most_common())
 
 
-def train_step_ops(task: object) -> dict[str, int]:
+def train_step_ops(task: KBotWalkingTask) -> dict[str, int]:
     """Ops of ksim's whole jitted training step (unroll + PPO update + curricula + metrics), lowered only."""
     mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
     constants, carry, state = task.initialize_rl_training(mj_model, task.get_mujoco_model_metadata(mj_model))
@@ -79,7 +81,7 @@ def train_step_ops(task: object) -> dict[str, int]:
     return ops_by_source(step.lower(carry, state).as_text(debug_info=True))
 
 
-def build(sim2real: bool, steps: int, exp_dir: str) -> tuple[dict, object]:
+def build(sim2real: bool, steps: int, exp_dir: str) -> tuple[dict, Callable[[], None]]:
     parts = build_walk_parts(exp_dir, argmax_action=False, sim2real=sim2real, **CONFIG)
     unroll = jax.jit(lambda env, shared: parts.task._single_unroll(parts.constants, env, shared, steps))
     t = time.perf_counter()

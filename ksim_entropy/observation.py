@@ -279,16 +279,16 @@ class DelayedObservation(ksim.StatefulObservation):
         state = ksim.ObservationInput(commands=xax.FrozenDict({}), physics_state=physics_state, obs_carry=None)
         level = jnp.ones((), dtype=jnp.float32)
 
-        def reset_value(inner_rng: PRNGKeyArray) -> tuple[PyTree, Array]:
-            inner_carry = (
-                self.observation.initial_carry(physics_state, inner_rng)
-                if isinstance(self.observation, ksim.StatefulObservation)
-                else None
-            )
-            return inner_carry, self._observe_inner(state, inner_carry, level, inner_rng)[0]
+        def inner_reset(inner_rng: PRNGKeyArray) -> PyTree:
+            if isinstance(self.observation, ksim.StatefulObservation):
+                return self.observation.initial_carry(physics_state, inner_rng)
+            return None
 
-        try:  # the fill value is never read back, so it may share the inner carry's key and needs no noise
-            value_spec = jax.eval_shape(reset_value, rng)[1]
+        def reset_value(inner_rng: PRNGKeyArray) -> Array:
+            return self._observe_inner(state, inner_reset(inner_rng), level, inner_rng)[0]
+
+        try:  # traced only: the value's shape and dtype
+            value_spec = jax.eval_shape(reset_value, rng)
         except KeyError as e:
             raise TypeError(
                 f"{type(self.observation).__name__} reads a command ({e}); observations that need commands cannot be "
@@ -297,11 +297,7 @@ class DelayedObservation(ksim.StatefulObservation):
         shape, noise, latency = value_spec.shape, self.sensor_noise, self.latency
         bias_draws = math.prod(shape) if noise is not None and noise.has_bias else 0
         inner_rng, u = key_and_uniforms(rng, bias_draws + (0 if latency is None else latency.draws_at_reset))
-        inner_carry = (
-            self.observation.initial_carry(physics_state, inner_rng)
-            if isinstance(self.observation, ksim.StatefulObservation)
-            else None
-        )
+        inner_carry = inner_reset(inner_rng)
         bias, dtype = None, value_spec.dtype
         if noise is not None:
             noise.check_shape(shape)
