@@ -190,16 +190,23 @@ def test_server_killed_mid_run_stops_within_two_periods(tmp_path, files, model, 
 def test_sensor_faults_stop_safely_within_two_periods(
     tmp_path, files, model, joint_names, fault_args, tolerance, reason
 ):
-    record = tmp_path / "events.jsonl"
-    server = kos_server(record, *fault_args)
-    try:
-        options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1, **tolerance)
-        result = deploy(model, files, tmp_path / "run.ndjson", options)
-        time.sleep(0.5)  # let the delayed replies land in the record
-    finally:
-        server.close()
+    # With the default 1-period timeouts a loaded machine can stop the run before the fault is injected (CI: a
+    # reply > 20 ms late); that run tests nothing, so it is run once more. Two such runs fail the test.
+    for attempt in range(2):
+        record, run_log = tmp_path / f"events{attempt}.jsonl", tmp_path / f"run{attempt}.ndjson"
+        server = kos_server(record, *fault_args)
+        try:
+            options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1, **tolerance)
+            result = deploy(model, files, run_log, options)
+            time.sleep(0.5)  # let the delayed replies land in the record
+        finally:
+            server.close()
+        log = events(record)
+        if any(e["event"] == "fault" for e in log):
+            break
+    else:
+        pytest.fail(f"both runs stopped before the injected fault: {result.reason}")
     assert reason in result.reason
-    log = events(record)
     onset = next(e["t"] for e in log if e["event"] == "fault")
     assert result.stopped_at_s - onset <= 2 * PERIOD_S + SLACK_S, result.stopped_at_s - onset
     assert result.steps in range(99, 102)  # the fault hit at the 100th command (the first holds the start pose)
@@ -207,7 +214,7 @@ def test_sensor_faults_stop_safely_within_two_periods(
     after = [e for e in log if e["t"] > onset]
     assert after[0]["event"] == "command"
     assert sum(1 for e in after if e["event"] == "configure" and e.get("kp") == 0.0) == len(joint_names)
-    _assert_log_intact(tmp_path / "run.ndjson", result, joint_names)
+    _assert_log_intact(run_log, result, joint_names)
 
 
 def test_repeated_overruns_stop_after_the_second(tmp_path, files, model, joint_names):
