@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar, Literal, Self
 
 import attrs
+import jax
 import jax.numpy as jnp
 import ksim
 import mujoco
@@ -703,15 +704,56 @@ class JointZeroOffset(_ActuatorParameter):
 
 
 # ----------------------------------------------------------------------------------------------- the set
+@attrs.define(frozen=True)
+class _DistributionGroup:
+    """The parameters whose distributions share a class, as one concatenated distribution over all their dimensions."""
+
+    dist: Distribution
+    params: tuple[int, ...]  # parameter indices, ascending
+    ends: tuple[int, ...]  # each parameter's last dimension (exclusive) in `dist`
+    param_of_dim: np.ndarray  # (dims,) the parameter each dimension belongs to (for its width)
+    columns: np.ndarray | slice  # each dimension's position among all parameters' dimensions (in parameter order)
+
+    def blocks(self) -> list[tuple[int, slice]]:
+        """(parameter index, its dimensions in `dist`) for each parameter of the group."""
+        return [(i, slice(a, b)) for i, a, b in zip(self.params, (0, *self.ends[:-1]), self.ends, strict=True)]
+
+
+def _group_by_distribution(parameters: Sequence[RandomizedParameter]) -> tuple[_DistributionGroup, ...]:
+    by_class: dict[type[Distribution], list[int]] = {}
+    for i, p in enumerate(parameters):
+        by_class.setdefault(type(p.dist), []).append(i)
+    starts = np.concatenate([[0], np.cumsum([p.dims for p in parameters])])
+    groups = []
+    for cls, params in by_class.items():
+        dims = [parameters[i].dims for i in params]
+        columns = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in params]).astype(np.int32)
+        if np.array_equal(columns, np.arange(columns[0], columns[0] + len(columns))):
+            columns = slice(int(columns[0]), int(columns[0]) + len(columns))  # a slice, not a gather
+        groups.append(
+            _DistributionGroup(
+                dist=cls.concatenate([parameters[i].dist for i in params]),
+                params=tuple(params),
+                ends=tuple(np.cumsum(dims).tolist()),
+                param_of_dim=np.repeat(params, dims).astype(np.int32),
+                columns=columns,
+            )
+        )
+    return tuple(groups)
+
+
 @attrs.define(frozen=True, kw_only=True)
 class DomainRandomization(ksim.PhysicsRandomizer):
     """An ordered set of `RandomizedParameter`s sampled together with a vector of traced widths (one per parameter).
 
     As a ksim randomizer it samples every parameter at its starting width; `sample` takes the widths as an array and
-    optionally pins one parameter to the boundary of its range (ADR's boundary sampling).
+    optionally pins one parameter to the boundary of its range (ADR's boundary sampling). Draws, entropies and npd
+    evaluate the parameters' distributions class by class, each class as one concatenated vector distribution
+    (`Distribution.concatenate`): the same numbers as parameter by parameter, in a few vector operations.
     """
 
     parameters: tuple[RandomizedParameter, ...] = attrs.field(converter=tuple)
+    _groups: tuple[_DistributionGroup, ...] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.parameters:
@@ -726,6 +768,7 @@ class DomainRandomization(ksim.PhysicsRandomizer):
                 late = [q.get_name() for q in self.parameters[:i] if isinstance(q, JointZeroOffset)]
                 if late:
                     raise ValueError(f"{late} must come after {p.get_name()}: the zero offset uses the scaled kp")
+        object.__setattr__(self, "_groups", _group_by_distribution(self.parameters))
 
     @property
     def names(self) -> list[str]:
@@ -775,15 +818,24 @@ class DomainRandomization(ksim.PhysicsRandomizer):
     def sample_from_unit(
         self, model: ksim.PhysicsModel, u: Array, widths: ArrayLike, pinned: ArrayLike = -1
     ) -> dict[str, Array]:
-        """`sample` with the randomness given: `num_draws` U(0, 1) variates."""
-        widths = jnp.asarray(widths, dtype=jnp.float32)
+        """`sample` with the randomness given: `num_draws` U(0, 1) variates.
+
+        Read as a (2, total dims) array, parameter i takes the columns of its dimensions (in parameter order), row 0
+        for the value and row 1 for the boundary side: the same draw as its `draw_from_unit` on those columns.
+        """
         u = jnp.reshape(u, (2, int(self.dims.sum())))
-        starts = np.concatenate([[0], np.cumsum(self.dims)])
+        pinned = jnp.asarray(pinned)
+        values: dict[int, Array] = {}
+        for group, w in self._group_widths(widths):
+            ug = u[:, group.columns]
+            low, high = group.dist.bounds(w)
+            corner = jnp.where(ug[1] < 0.5, low, high)
+            drawn = jnp.where(group.param_of_dim == pinned, corner, group.dist.quantile(ug[0], w))
+            values.update((i, drawn[block]) for i, block in group.blocks())
         updates: dict[str, Array] = {}
         current = model
         for i, p in enumerate(self.parameters):
-            value = p.draw_from_unit(u[:, starts[i] : starts[i + 1]], widths[i], jnp.asarray(pinned) == i)
-            new = p.apply(current, value)
+            new = p.apply(current, jnp.broadcast_to(values[i], (p.size,)))
             updates.update(new)
             current = with_updates(current, new)
         return updates
@@ -791,19 +843,30 @@ class DomainRandomization(ksim.PhysicsRandomizer):
     def __call__(self, model: ksim.PhysicsModel, rng: PRNGKeyArray) -> dict[str, Array]:
         return self.sample(model, rng, self.initial_widths)
 
+    def _group_widths(self, widths: ArrayLike | None) -> list[tuple[_DistributionGroup, Array]]:
+        """Each distribution group with its per-dimension width scales, from one width per parameter."""
+        w = jnp.asarray(self.initial_widths if widths is None else widths, dtype=jnp.float32)
+        if w.shape != (len(self.parameters),):
+            raise ValueError(f"need {len(self.parameters)} widths ({self.names}), got shape {w.shape}")
+        return [(group, w[group.param_of_dim]) for group in self._groups]
+
     def entropies(self, widths: ArrayLike | None = None) -> Array:
         """Per-parameter differential entropy (nats), shape (P,)."""
-        w = self.initial_widths if widths is None else widths
-        return jnp.stack([p.entropy(jnp.asarray(w)[i]) for i, p in enumerate(self.parameters)])
+        total = jnp.zeros(len(self.parameters), dtype=jnp.float32)
+        for group, w in self._group_widths(widths):
+            h = group.dist.entropy(w)
+            total = total + jax.ops.segment_sum(h, group.param_of_dim, len(self.parameters), indices_are_sorted=True)
+        return total
 
     def npd(self, widths: ArrayLike | None = None) -> Array:
         """ADR nats per dimension over all parameters: Σ log(range widths) / total dimensions."""
-        w = self.initial_widths if widths is None else widths
-        total = sum(p.npd(jnp.asarray(w)[i]) * p.dims for i, p in enumerate(self.parameters))
+        total = jnp.zeros((), dtype=jnp.float32)
+        for group, w in self._group_widths(widths):
+            low, high = group.dist.bounds(w)
+            total = total + jnp.sum(jnp.log(high - low))
         return total / float(self.dims.sum())
 
     def normalized_npd(self, widths: ArrayLike | None = None) -> Array:
         """`npd` with each range divided by its reference scale (unit-free; comparable across robots)."""
-        w = self.initial_widths if widths is None else widths
-        total = sum(p.normalized_npd(jnp.asarray(w)[i]) * p.dims for i, p in enumerate(self.parameters))
-        return total / float(self.dims.sum())
+        log_reference = [np.log(np.broadcast_to(p.dist.reference_scale(), (p.dims,))) for p in self.parameters]
+        return self.npd(widths) - float(np.concatenate(log_reference).mean())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ksim_entropy.distributions import LogUniform, TruncatedNormal, Uniform, npd
+from ksim_entropy.distributions import Concatenated, LogUniform, TruncatedNormal, Uniform, npd
 
 WIDTHS = (1.0, 0.5, 0.1, 1.7)
 
@@ -135,3 +135,82 @@ def test_invalid_distributions_are_rejected(make, message):
 def test_width_of_wrong_shape_is_rejected():
     with pytest.raises(ValueError, match="width scale"):
         Uniform(low=[0.0, 0.0], high=[1.0, 1.0]).sample(jax.random.PRNGKey(0), jnp.ones(3))
+
+
+class _WiderUniform(Uniform):
+    """A subclass: `concatenate` must not merge it into a plain `Uniform` (it would lose the override)."""
+
+    def quantile(self, u, width=1.0):
+        return super().quantile(u, 1.5 * jnp.asarray(width))
+
+
+@pytest.mark.parametrize(
+    ("parts", "merged_class"),
+    [
+        (
+            [
+                Uniform(low=[0.5, -0.2], high=[2.0, 0.2]),
+                Uniform(low=0.8, high=[1.2, 1.1, 1.3], center=1.0, unitless=True),
+                Uniform(low=-3.0, high=5.0, reference=2.0),
+            ],
+            Uniform,
+        ),
+        ([LogUniform(low=[0.5, 0.1], high=[2.0, 10.0]), LogUniform(low=0.9, high=1.2, center=1.0)], LogUniform),
+        (
+            [
+                TruncatedNormal(mean=[1.0, 0.0], std=[0.1, 2.0], low=[0.8, -1.0], high=[1.3, 3.0], unitless=True),
+                TruncatedNormal(mean=0.3, std=0.2, low=-0.5, high=1.0),
+            ],
+            TruncatedNormal,
+        ),
+        ([Uniform(low=-1.0, high=2.0), LogUniform(low=0.5, high=2.0), Uniform(low=0.0, high=1.0)], Concatenated),
+        ([Uniform(low=-1.0, high=2.0), _WiderUniform(low=[0.0, 1.0], high=[1.0, 4.0])], Concatenated),
+    ],
+)
+def test_concatenate_evaluates_every_dimension_like_its_part(parts, merged_class):
+    """Bounds, quantiles, entropies, reference scales and npd of the concatenation, against each part on its own."""
+    cls = type(parts[0])
+    merged = cls.concatenate(parts)
+    assert type(merged) is merged_class
+    sizes = [p.shape[0] for p in parts]
+    assert merged.shape == (sum(sizes),)
+    part_widths = [np.linspace(0.3, 1.0, n) for n in sizes]  # a different width on every dimension
+    w = np.concatenate(part_widths)
+    u = np.random.default_rng(0).uniform(size=(5, sum(sizes))).astype(np.float32)
+    ends = np.cumsum(sizes)
+    cut = lambda x: np.split(np.asarray(x), ends[:-1], axis=-1)  # noqa: E731
+    for part, pw, pu, low, high, q, h, ref in zip(
+        parts,
+        part_widths,
+        cut(u),
+        *(cut(b) for b in merged.bounds(w)),
+        cut(merged.quantile(u, w)),
+        cut(merged.entropy(w)),
+        cut(merged.reference_scale()),
+        strict=True,
+    ):
+        np.testing.assert_allclose(low, part.bounds(pw)[0], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(high, part.bounds(pw)[1], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(q, part.quantile(pu, pw), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(h, part.entropy(pw), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ref, np.broadcast_to(part.reference_scale(), part.shape), rtol=1e-12)
+    expected = sum(float(p.normalized_npd(pw)) * n for p, pw, n in zip(parts, part_widths, sizes, strict=True))
+    assert float(merged.normalized_npd(w)) == pytest.approx(expected / sum(sizes), rel=1e-5)
+    assert cls.concatenate(parts[:1]) is parts[0]
+
+
+def test_concatenate_needs_a_distribution():
+    with pytest.raises(ValueError, match="at least one"):
+        Uniform.concatenate([])
+
+
+def test_explicit_reference_scale():
+    """normalized npd = log(range / reference): a 4 m range against a 2 m reference is log 2 nats per dimension."""
+    dist = Uniform(low=-1.0, high=3.0, center=0.0, reference=2.0)
+    assert float(dist.normalized_npd()) == pytest.approx(math.log(2.0), rel=1e-6)
+    assert float(dist.npd()) == pytest.approx(math.log(4.0), rel=1e-6)
+    for bad in (0.0, -1.0, float("nan"), [1.0, 2.0]):
+        with pytest.raises(ValueError, match="reference must be"):
+            Uniform(low=[0.0, 0.0, 0.0], high=1.0, reference=bad)
+    with pytest.raises(ValueError, match="reference must be"):
+        TruncatedNormal(mean=0.0, std=1.0, low=-1.0, high=1.0, reference=0.0)

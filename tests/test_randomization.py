@@ -345,3 +345,54 @@ def test_npd_matches_adr_definition(kbot):
     expected = (20 * np.log(1.5) + 3 * np.log(1.0)) / 23
     assert float(dr.npd()) == pytest.approx(expected, rel=1e-6)
     assert float(dr.npd([0.5, 1.0])) == pytest.approx((20 * np.log(0.75) + 0) / 23, rel=1e-6)
+
+
+def _mixed_set(mx, pd):
+    """Uniform, log-uniform and truncated-normal parameters, shared (1-dim) draws, in an interleaved order."""
+    return DomainRandomization(
+        parameters=[
+            *_params(mx).values(),
+            JointFrictionLoss.create(mx, low=0.8, high=1.25, family="loguniform", name="frictionloss_log"),
+            ActuatorKpScale.create(pd, low=0.8, high=1.2, family="truncnormal"),
+            TorqueLimitScale.create(pd, low=0.9, high=1.1),
+            BodyMassScale.create(mx, low=0.95, high=1.05, shared=True, name="mass_shared"),
+            JointZeroOffset.create(pd, low=-0.02, high=0.02),
+        ]
+    )
+
+
+@pytest.mark.parametrize("pinned", [-1, 3, 10])
+def test_the_set_draws_what_each_parameter_draws_on_its_own(kbot, pinned):
+    """The set evaluates its distributions class by class; every parameter must still get exactly its own draw
+    (`draw_from_unit` on its columns of the variates, applied in order), its own entropy and its own npd share."""
+    _, mx, pd = kbot
+    dr = _mixed_set(mx, pd)
+    assert len({type(p.dist) for p in dr.parameters}) == 3
+    widths = np.linspace(0.2, 1.0, len(dr.parameters)).astype(np.float32)
+    u = jax.random.uniform(jax.random.PRNGKey(7), (dr.num_draws,))
+    got = jax.jit(lambda u: dr.sample_from_unit(pd, u, widths, pinned))(u)
+    columns = np.reshape(np.asarray(u), (2, -1))
+    starts = np.concatenate([[0], np.cumsum(dr.dims)])
+    expected, current = {}, pd
+    for i, p in enumerate(dr.parameters):
+        value = p.draw_from_unit(jnp.asarray(columns[:, starts[i] : starts[i + 1]]), widths[i], pinned == i)
+        new = p.apply(current, value)
+        expected.update(new)
+        current = with_updates(current, new)
+    assert got.keys() == expected.keys()
+    for field in got:
+        np.testing.assert_allclose(got[field], expected[field], rtol=2e-6, atol=1e-7, err_msg=field)
+    entropies = [float(p.entropy(w)) for p, w in zip(dr.parameters, widths, strict=True)]
+    np.testing.assert_allclose(dr.entropies(widths), entropies, rtol=1e-5, atol=1e-5)
+    for name in ("npd", "normalized_npd"):
+        shares = [float(getattr(p, name)(w)) * p.dims for p, w in zip(dr.parameters, widths, strict=True)]
+        assert float(getattr(dr, name)(widths)) == pytest.approx(sum(shares) / dr.dims.sum(), rel=1e-5, abs=1e-6)
+
+
+def test_the_sets_figures_take_one_vector_evaluation_per_distribution_class(kbot):
+    """Compile size: npd and entropies take one `log` per distribution class, not one per parameter."""
+    _, mx, pd = kbot
+    dr = _mixed_set(mx, pd)
+    widths = jnp.asarray(dr.initial_widths)
+    npd_logs = str(jax.make_jaxpr(dr.npd)(widths)).count(" log ")
+    assert len(dr.parameters) == 14 and npd_logs == 3
