@@ -162,21 +162,48 @@ def _assert_log_intact(path: Path, result: DeployResult, joint_names) -> StepLog
     return log
 
 
+def _run_into_fault(
+    tmp_path: Path, model: Path, files, fault_args: tuple[str, ...], tolerance: dict
+) -> tuple[DeployResult, list[dict], Path]:
+    """A 30 s run against a server that injects `fault_args`: (result, the server's record, the loop's log).
+
+    With the default 1-period timeouts a loaded machine can stop the run before the fault is injected (CI: a reply
+    > 20 ms late, or two slow steps in a row); that run tests nothing, so it is run once more. Two such runs fail.
+    """
+    for attempt in range(2):
+        record, run_log = tmp_path / f"events{attempt}.jsonl", tmp_path / f"run{attempt}.ndjson"
+        server = kos_server(record, *fault_args)
+        try:
+            options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1, **tolerance)
+            result = deploy(model, files, run_log, options)
+            time.sleep(0.5)  # let the delayed replies land in the record
+        finally:
+            server.close()
+        log = events(record)
+        if any(e["event"] == "fault" for e in log):
+            return result, log, run_log
+    pytest.fail(f"both runs stopped before the injected fault: {result.reason}")
+
+
 def test_server_killed_mid_run_stops_within_two_periods(tmp_path, files, model, joint_names):
     server = kos_server(tmp_path / "events.jsonl")
     try:
         options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5, **TOLERANT)
         thread, box = _deploy_in_thread(model, files, tmp_path / "run.ndjson", options)
         time.sleep(3.0)
-        killed_at = server.kill()
+        killed_at, reaped_at = server.kill()
         thread.join(timeout=30)
     finally:
         server.close()
     result = box["result"]
     assert "connection lost" in result.reason, result.reason  # the socket is reset: no need to wait for a timeout
-    assert result.stopped_at_s - killed_at <= 2 * PERIOD_S + SLACK_S, result.stopped_at_s - killed_at
+    # The connection is lost when the kernel closes the dead server's sockets, by the time it is reaped (a local run
+    # measured 68 ms from the signal on a machine busy compiling: teardown, not the loop).
+    assert result.stopped_at_s - reaped_at <= 2 * PERIOD_S + SLACK_S, (result.stopped_at_s - killed_at, reaped_at)
     assert any("could not hold" in a for a in result.stop_actions)  # nobody left to tell; said so
-    _assert_log_intact(tmp_path / "run.ndjson", result, joint_names)
+    log = _assert_log_intact(tmp_path / "run.ndjson", result, joint_names)
+    # Nothing ran on the dead server: at most the step whose command was answered before the signal is logged after.
+    assert np.sum(log.t_us > killed_at * 1e6) <= 1, log.t_us[-3:] / 1e6 - killed_at
     assert json.loads((tmp_path / "run.deploy.json").read_text())["reason"] == result.reason
 
 
@@ -190,22 +217,7 @@ def test_server_killed_mid_run_stops_within_two_periods(tmp_path, files, model, 
 def test_sensor_faults_stop_safely_within_two_periods(
     tmp_path, files, model, joint_names, fault_args, tolerance, reason
 ):
-    # With the default 1-period timeouts a loaded machine can stop the run before the fault is injected (CI: a
-    # reply > 20 ms late); that run tests nothing, so it is run once more. Two such runs fail the test.
-    for attempt in range(2):
-        record, run_log = tmp_path / f"events{attempt}.jsonl", tmp_path / f"run{attempt}.ndjson"
-        server = kos_server(record, *fault_args)
-        try:
-            options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1, **tolerance)
-            result = deploy(model, files, run_log, options)
-            time.sleep(0.5)  # let the delayed replies land in the record
-        finally:
-            server.close()
-        log = events(record)
-        if any(e["event"] == "fault" for e in log):
-            break
-    else:
-        pytest.fail(f"both runs stopped before the injected fault: {result.reason}")
+    result, log, run_log = _run_into_fault(tmp_path, model, files, fault_args, tolerance)
     assert reason in result.reason
     onset = next(e["t"] for e in log if e["event"] == "fault")
     assert result.stopped_at_s - onset <= 2 * PERIOD_S + SLACK_S, result.stopped_at_s - onset
@@ -220,16 +232,11 @@ def test_sensor_faults_stop_safely_within_two_periods(
 def test_repeated_overruns_stop_after_the_second(tmp_path, files, model, joint_names):
     """Every reply 12 ms late: reads beat their timeout (a whole period here), but each step (reads + command)
     takes > 20 ms."""
-    record = tmp_path / "events.jsonl"
-    server = kos_server(record, "--latency-spike-after", "100", "--latency-spike-s", "0.012")
-    try:
-        options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1, read_timeout=1.0)
-        result = deploy(model, files, tmp_path / "run.ndjson", options)
-    finally:
-        server.close()
+    fault = ("--latency-spike-after", "100", "--latency-spike-s", "0.012")
+    result, record, run_log = _run_into_fault(tmp_path, model, files, fault, {"read_timeout": 1.0})
     assert result.reason == "2 steps in a row overran the 20 ms period", result.reason
-    onset = next(e["t"] for e in events(record) if e["event"] == "fault")
-    log, _ = read_ndjson(tmp_path / "run.ndjson", joint_names=joint_names)
+    onset = next(e["t"] for e in record if e["event"] == "fault")
+    log, _ = read_ndjson(run_log, joint_names=joint_names)
     # logged after the onset: the step whose command started the spike, then the two overrunning steps
     assert (log.t_us / 1e6 > onset).sum() == 3
     assert result.stopped_at_s - log.t_us[-1] / 1e6 <= PERIOD_S + SLACK_S  # stopped right after the second overrun
@@ -271,7 +278,9 @@ def test_a_hung_policy_step_is_stopped_by_the_thread_watchdog(tmp_path, files, m
     finally:
         server.close()
     assert result.reason.startswith("the control loop stalled"), result.reason
-    assert result.steps == 59  # the hung step never sent its targets, so the log ends before it
+    # the hung step never sent its targets, so the log ends before it (ticks skipped earlier, on a busy machine, count
+    # in `steps` but ran nothing)
+    assert result.steps - result.skipped_ticks == 59, result
     log = events(record)
     after = [e for e in log if e["t"] > hung_at[0]]
     assert after[0]["event"] == "command", after[0]  # the hold ...
