@@ -1,18 +1,24 @@
-"""The sim-to-real blocks' cost inside one jitted walk unroll, plain ksim (`sim2real=false`) against ours
-(`sim2real=true`), both built and timed in one process. Prints JSON.
+"""The sim-to-real blocks' cost in ksim's jitted rollout and training step, plain ksim (`sim2real=false`) against
+ours (`sim2real=true`), both built, compiled and timed in one process, alternately. Prints JSON.
 
-    python bench/sim2real_unroll.py [--steps N] [--repeats R] [--first plain|sim2real] [--out FILE]
+    python bench/sim2real_paired.py [--steps N] [--repeats R] [--compiles K] [--first plain|sim2real] [--out FILE]
 
-`sim2real_overhead.py` times whole training runs, whose env-steps/s moves ±20 % from run to run on this shared
-machine; here the same two unrolls (ksim's `_single_unroll`, 32 environments, `--steps` control steps, 20 s episodes)
-run alternately in one process, so a stall hits both. Reported per variant:
-- lowered_ops: MLIR operations of the lowered unroll (deterministic; XLA's compile time grows with it), and
-  ops_by_source: the same ops by the Python package (mujoco, ksim, xax, ksim_entropy module) that emitted them;
-  train_step_ops(_by_source): the same for ksim's whole training step (rollout_length_frames=32), lowered only;
-- trace_s, compile_s: tracing + lowering, and XLA compile (cold: JAX's persistent cache off). The variant built
-  first also pays the process's one-time costs (`--first` picks it; run both orders): the judged compile ratio is
-  `sim2real_overhead.py`'s, one process per run;
-- run_ms: best and median wall time of one unroll over `--repeats` alternating calls, and cpu_ms (all threads).
+`sim2real_overhead.py` times whole training runs, one process each, whose env-steps/s and compile times move ±20 %
+from run to run on this shared machine. Here both variants live in one process and every measurement alternates
+between them, so a stall hits both and each ratio is a median over pairs (ours / plain). Two pieces of ksim:
+- unroll: `_single_unroll` (32 environments, `--steps` control steps, 20 s episodes). lowered_ops (deterministic,
+  but compile time does not follow it closely) and ops_by_source (by the Python package or ksim_entropy module that
+  emitted them); trace_s and compile_s of one cold compile (the variant built first, `--first`, also pays the process's
+  one-time costs); run_ms over `--repeats` calls per variant, paired in alternating order, each call continuing
+  from the state the variant's last one ended in.
+- train_step: ksim's whole `_rl_train_loop_step` (that rollout with rollout_length_frames=32, the PPO update,
+  curricula, metrics). Its ops; `--compiles` cold compiles per variant, each from a fresh trace, in alternating order
+  (plain first in even rounds, ours first in odd ones); run_ms as for the unroll: the training
+  throughput without ksim's host-side loop around it (logging, checkpoints, validation renders).
+Both pieces also report xla_cost, XLA's static estimate of the compiled program's flops and bytes accessed: like the
+op counts it is deterministic, and a rough proxy for run time (each loop body is counted once, so it weighs one
+control step and one physics substep like the once-per-rollout work). Compiles are cold: JAX's caches are cleared
+before each, and its persistent cache is off.
 """
 
 import argparse
@@ -38,7 +44,6 @@ jax.config.update("jax_enable_compilation_cache", False)
 
 from walk_throughput import _emit  # noqa: E402
 
-from tasks.walk import KBotWalkingTask  # noqa: E402
 from tests.walk_parts import build_walk_parts  # noqa: E402
 
 CONFIG = {"num_envs": 32, "batch_size": 16, "hidden_size": 64, "depth": 1, "episode_length_s": 20.0}
@@ -73,83 +78,158 @@ def ops_by_source(mlir: str) -> dict[str, int]:
     return dict(counts.most_common())
 
 
-def train_step_ops(task: KBotWalkingTask) -> dict[str, int]:
-    """Ops of ksim's whole jitted training step (unroll + PPO update + curricula + metrics), lowered only."""
-    mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
-    constants, carry, state = task.initialize_rl_training(mj_model, task.get_mujoco_model_metadata(mj_model))
-    step = jax.jit(lambda carry, state: task._rl_train_loop_step(carry, constants, state))
-    return ops_by_source(step.lower(carry, state).as_text(debug_info=True))
+def xla_cost(compiled: jax.stages.Compiled) -> dict[str, float]:
+    """XLA's static cost estimate of an executable: flops and bytes accessed (a loop body counted once)."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return {"flops": float(cost["flops"]), "bytes_accessed": float(cost["bytes accessed"])}
 
 
-def build(sim2real: bool, steps: int, exp_dir: str) -> tuple[dict, Callable[[], None]]:
-    parts = build_walk_parts(exp_dir, argmax_action=False, sim2real=sim2real, **CONFIG)
-    unroll = jax.jit(lambda env, shared: parts.task._single_unroll(parts.constants, env, shared, steps))
+def _timed(fn: Callable[[], object]) -> tuple[object, float]:
     t = time.perf_counter()
-    lowered = unroll.lower(parts.env_state, parts.shared)
-    trace_s = time.perf_counter() - t
-    by_source = ops_by_source(lowered.as_text(debug_info=True))
-    t = time.perf_counter()
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - t
-    jax.block_until_ready(compiled(parts.env_state, parts.shared))  # first call: allocation, not timed
-    train = train_step_ops(parts.task)  # after the timed trace and compile, which its tracing would warm
+    out = fn()
+    return out, time.perf_counter() - t
 
-    def call() -> None:
-        jax.block_until_ready(compiled(parts.env_state, parts.shared))
 
-    stats = {
-        "lowered_ops": sum(by_source.values()),
-        "ops_by_source": by_source,
-        "train_step_ops": sum(train.values()),
-        "train_step_ops_by_source": train,
-    }
-    return {**stats, "trace_s": round(trace_s, 2), "compile_s": round(compile_s, 2)}, call
+class Variant:
+    """One variant's jitted rollout and training step, and what was measured of them."""
+
+    def __init__(self, sim2real: bool, steps: int, exp_dir: str) -> None:
+        """Build the task, compile and call its unroll once; prepare (not compile) its training step."""
+        parts = build_walk_parts(exp_dir, argmax_action=False, sim2real=sim2real, **CONFIG)
+        unroll = jax.jit(lambda env, shared: parts.task._single_unroll(parts.constants, env, shared, steps))
+        self._unroll_args: tuple = (parts.env_state, parts.shared)
+        lowered, trace_s = _timed(lambda: unroll.lower(*self._unroll_args))
+        by_source = ops_by_source(lowered.as_text(debug_info=True))
+        self._unroll, compile_s = _timed(lowered.compile)
+        self.call_unroll()  # first call: allocation, not timed
+        self.stats: dict[str, dict] = {
+            "unroll": {
+                "lowered_ops": sum(by_source.values()),
+                "ops_by_source": by_source,
+                "xla_cost": xla_cost(self._unroll),
+                "trace_s": round(trace_s, 2),
+                "compile_s": round(compile_s, 2),
+            }
+        }
+        task = parts.task
+        mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
+        constants, carry, state = task.initialize_rl_training(mj_model, task.get_mujoco_model_metadata(mj_model))
+        self._step_fn = jax.jit(lambda carry, state: task._rl_train_loop_step(carry, constants, state))
+        self._step_args: tuple = (carry, state)
+        self._step: jax.stages.Compiled | None = None
+        self.step_compiles: list[dict[str, float]] = []
+
+    def call_unroll(self) -> None:
+        """One rollout, continuing from where the last one ended (as training does: MJX's solver and the resets
+        cost what the states ask for, so a fixed input would time one state over and over)."""
+        _, _, env_state = jax.block_until_ready(self._unroll(*self._unroll_args))
+        self._unroll_args = (env_state, self._unroll_args[1])
+
+    def compile_step(self) -> None:
+        """Trace, lower and compile the training step afresh (cold), recording the times."""
+        jax.clear_caches()  # else JAX hands back the last trace and executable (its in-memory caches)
+        lowered, trace_s = _timed(lambda: self._step_fn.lower(*self._step_args))
+        self._step, compile_s = _timed(lowered.compile)
+        self.step_compiles.append({"trace_s": trace_s, "compile_s": compile_s})
+        if "train_step" not in self.stats:
+            by_source = ops_by_source(lowered.as_text(debug_info=True))
+            self.stats["train_step"] = {
+                "lowered_ops": sum(by_source.values()),
+                "ops_by_source": by_source,
+                "xla_cost": xla_cost(self._step),
+            }
+            self.call_step()  # first call: allocation, not timed
+
+    def call_step(self) -> None:
+        """One training step (rollout and update), continuing from the last one's carry, like `call_unroll`."""
+        if self._step is None:
+            raise RuntimeError("compile_step first")
+        state, carry, _ = jax.block_until_ready(self._step(*self._step_args))
+        self._step_args = (carry, state)
+
+
+def _summary(values: list[float], scale: float = 1.0, digits: int = 1) -> dict[str, float]:
+    values = [scale * v for v in values]
+    return {"best": round(min(values), digits), "median": round(statistics.median(values), digits)}
+
+
+def _pair_ratio(ours: list[float], plain: list[float]) -> float:
+    return round(statistics.median(map(operator.truediv, ours, plain)), 3)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=32, help="control steps per unroll")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per variant, alternating")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per variant and piece, alternating")
+    parser.add_argument("--compiles", type=int, default=3, help="cold training-step compiles per variant")
     parser.add_argument("--first", choices=["plain", "sim2real"], default="plain", help="which variant to build first")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
-    if args.steps < 1 or args.repeats < 1:
-        raise SystemExit("error: --steps and --repeats must be >= 1")
+    if min(args.steps, args.repeats, args.compiles) < 1:
+        raise SystemExit("error: --steps, --repeats and --compiles must be >= 1")
     order = [args.first, *({"plain", "sim2real"} - {args.first})]
-    variants = {name: name == "sim2real" for name in order}
-    results, calls = {}, {}
-    tmp = tempfile.TemporaryDirectory(prefix="sim2real-unroll-")  # experiment dirs, removed at exit
-    for name, sim2real in variants.items():
-        print(f"building and compiling {name} ...", file=sys.stderr, flush=True)
-        results[name], calls[name] = build(sim2real, args.steps, f"{tmp.name}/{name}")
-    wall: dict[str, list[float]] = {name: [] for name in variants}
-    cpu: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeats):
-        for name in variants:
-            t, c = time.perf_counter(), time.process_time()
-            calls[name]()
-            wall[name].append(1e3 * (time.perf_counter() - t))
-            cpu[name].append(1e3 * (time.process_time() - c))
-    for name in variants:
-        results[name]["run_ms"] = {"best": round(min(wall[name]), 1), "median": round(statistics.median(wall[name]), 1)}
-        results[name]["cpu_ms"] = {"best": round(min(cpu[name]), 1), "median": round(statistics.median(cpu[name]), 1)}
+    tmp = tempfile.TemporaryDirectory(prefix="sim2real-paired-")  # experiment dirs, removed at exit
+    variants: dict[str, Variant] = {}
+    for name in order:
+        print(f"building {name} and compiling its unroll ...", file=sys.stderr, flush=True)
+        variants[name] = Variant(name == "sim2real", args.steps, f"{tmp.name}/{name}")
+    for k in range(args.compiles):
+        for name in ("plain", "sim2real") if k % 2 == 0 else ("sim2real", "plain"):
+            print(f"training step of {name}: compile {k + 1}/{args.compiles} ...", file=sys.stderr, flush=True)
+            variants[name].compile_step()
+    # Each piece on its own, pairs in alternating order (plain, ours, ours, plain, ...): a call's place in the
+    # sequence (what ran just before it, what it has to free) then costs both variants alike.
+    wall: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for piece in ("unroll", "step"):
+        for r in range(args.repeats):
+            for name in order if r % 2 == 0 else order[::-1]:
+                _, seconds = _timed(getattr(variants[name], f"call_{piece}"))
+                wall[name, piece].append(seconds)
+    results = {}
+    for name, v in variants.items():
+        compiles = v.step_compiles
+        results[name] = {
+            "unroll": {**v.stats["unroll"], "run_ms": _summary(wall[name, "unroll"], 1e3)},
+            "train_step": {
+                **v.stats["train_step"],
+                "trace_s": [round(c["trace_s"], 2) for c in compiles],
+                "compile_s": [round(c["compile_s"], 2) for c in compiles],
+                "run_ms": _summary(wall[name, "step"], 1e3),
+            },
+        }
     ours, plain = results["sim2real"], results["plain"]
+    ours_c, plain_c = variants["sim2real"].step_compiles, variants["plain"].step_compiles
     out = {
-        "bench": "one walk unroll, sim2real blocks vs plain ksim, one process",
-        "config": {**CONFIG, "steps": args.steps, "repeats": args.repeats, "first": args.first},
+        "bench": "walk unroll and training step, sim2real blocks vs plain ksim, one process, alternating",
+        "config": {
+            **CONFIG,
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "compiles": args.compiles,
+            "first": args.first,
+        },
         "cpu_count": os.cpu_count(),
         **results,
-        "ratios": {  # ours / plain; for run time > 1 is slower (throughput ratio = 1 / run-time ratio)
-            "lowered_ops": round(ours["lowered_ops"] / plain["lowered_ops"], 3),
-            "train_step_ops": round(ours["train_step_ops"] / plain["train_step_ops"], 3),
-            "trace_s": round(ours["trace_s"] / plain["trace_s"], 3),
-            "compile_s": round(ours["compile_s"] / plain["compile_s"], 3),
-            "run_ms_best": round(ours["run_ms"]["best"] / plain["run_ms"]["best"], 3),
-            "run_ms_median": round(ours["run_ms"]["median"] / plain["run_ms"]["median"], 3),
-            "cpu_ms_median": round(ours["cpu_ms"]["median"] / plain["cpu_ms"]["median"], 3),
-            "median_of_pairs": round(statistics.median(map(operator.truediv, wall["sim2real"], wall["plain"])), 3),
+        "ratios": {  # ours / plain, medians over pairs; run time > 1 is slower (throughput ratio = 1 / run-time ratio)
+            "unroll_ops": round(ours["unroll"]["lowered_ops"] / plain["unroll"]["lowered_ops"], 3),
+            "train_step_ops": round(ours["train_step"]["lowered_ops"] / plain["train_step"]["lowered_ops"], 3),
+            **{
+                f"{piece}_xla_{key}": round(ours[piece]["xla_cost"][key] / plain[piece]["xla_cost"][key], 3)
+                for piece in ("unroll", "train_step")
+                for key in ("flops", "bytes_accessed")
+            },
+            "unroll_run_ms": _pair_ratio(wall["sim2real", "unroll"], wall["plain", "unroll"]),
+            "train_step_run_ms": _pair_ratio(wall["sim2real", "step"], wall["plain", "step"]),
+            "train_step_compile_s": _pair_ratio([c["compile_s"] for c in ours_c], [c["compile_s"] for c in plain_c]),
+            "train_step_trace_s": _pair_ratio([c["trace_s"] for c in ours_c], [c["trace_s"] for c in plain_c]),
+            "train_step_trace_and_compile_s": _pair_ratio(
+                [c["trace_s"] + c["compile_s"] for c in ours_c], [c["trace_s"] + c["compile_s"] for c in plain_c]
+            ),
         },
     }
+    out["train_step_throughput_ratio"] = round(1.0 / out["ratios"]["train_step_run_ms"], 3)
+    out["targets"] = {"throughput_ratio_min": 0.97, "compile_ratio_max": 1.1}
     _emit(out, args.out)
 
 
