@@ -22,8 +22,10 @@ instead of a few per parameter (each op is compile time in a jitted training ste
 """
 
 import math
+import operator
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import attrs
 import jax
@@ -144,10 +146,16 @@ class Distribution(ABC):
         merged = cls._merge(dists) if all(type(d) is cls for d in dists) else None
         return Concatenated(parts=dists) if merged is None else merged
 
+    # Constructor arguments that `concatenate` stacks, each read per part by a getter (resolving defaults such as a
+    # midpoint centre); a class without them is not merged but wrapped in a `Concatenated`.
+    _per_dimension: ClassVar[Mapping[str, Callable[[Any], ArrayLike]]] = {}
+
     @classmethod
     def _merge(cls, dists: tuple["Distribution", ...]) -> "Distribution | None":
         """`dists` (all of exactly this class) as one instance of it; None if the class cannot merge."""
-        return None
+        if not cls._per_dimension:
+            return None
+        return cls(**{name: _stacked(dists, get) for name, get in cls._per_dimension.items()})
 
 
 def _checked_interval(name: str, low: np.ndarray, high: np.ndarray, center: np.ndarray) -> None:
@@ -199,14 +207,12 @@ class Uniform(Distribution):
     def reference_scale(self) -> np.ndarray:
         return _reference("Uniform", self.reference, self.unitless, self._center_np())
 
-    @classmethod
-    def _merge(cls, dists: tuple[Distribution, ...]) -> Distribution:
-        return cls(
-            low=_stacked(dists, lambda d: d.low),
-            high=_stacked(dists, lambda d: d.high),
-            center=_stacked(dists, lambda d: d._center_np()),
-            reference=_stacked(dists, lambda d: d.reference_scale()),
-        )
+    _per_dimension: ClassVar[Mapping[str, Callable[[Any], ArrayLike]]] = {
+        "low": operator.attrgetter("low"),
+        "high": operator.attrgetter("high"),
+        "center": lambda d: d._center_np(),
+        "reference": lambda d: d.reference_scale(),
+    }
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -252,13 +258,11 @@ class LogUniform(Distribution):
     def reference_scale(self) -> np.ndarray:
         return np.ones(self.shape)  # used for positive scale factors, which are unitless
 
-    @classmethod
-    def _merge(cls, dists: tuple[Distribution, ...]) -> Distribution:
-        return cls(
-            low=_stacked(dists, lambda d: d.low),
-            high=_stacked(dists, lambda d: d.high),
-            center=_stacked(dists, lambda d: d._center_np()),
-        )
+    _per_dimension: ClassVar[Mapping[str, Callable[[Any], ArrayLike]]] = {
+        "low": operator.attrgetter("low"),
+        "high": operator.attrgetter("high"),
+        "center": lambda d: d._center_np(),
+    }
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -315,15 +319,10 @@ class TruncatedNormal(Distribution):
     def reference_scale(self) -> np.ndarray:
         return _reference("TruncatedNormal", self.reference, self.unitless, self._params()[0])
 
-    @classmethod
-    def _merge(cls, dists: tuple[Distribution, ...]) -> Distribution:
-        return cls(
-            mean=_stacked(dists, lambda d: d.mean),
-            std=_stacked(dists, lambda d: d.std),
-            low=_stacked(dists, lambda d: d.low),
-            high=_stacked(dists, lambda d: d.high),
-            reference=_stacked(dists, lambda d: d.reference_scale()),
-        )
+    _per_dimension: ClassVar[Mapping[str, Callable[[Any], ArrayLike]]] = {
+        **{name: operator.attrgetter(name) for name in ("mean", "std", "low", "high")},
+        "reference": lambda d: d.reference_scale(),
+    }
 
 
 @attrs.define(frozen=True, kw_only=True)
