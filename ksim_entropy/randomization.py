@@ -704,7 +704,7 @@ class JointZeroOffset(_ActuatorParameter):
 
 
 # ----------------------------------------------------------------------------------------------- the set
-@attrs.define(frozen=True)
+@attrs.define(frozen=True, eq=False)  # holds arrays: compared (and hashed) by identity
 class _DistributionGroup:
     """The parameters whose distributions share a class, as one concatenated distribution over all their dimensions."""
 
