@@ -228,11 +228,7 @@ class RandomizedParameter(ksim.PhysicsRandomizer, ABC):
 
     def draw_from_unit(self, u: Array, width: ArrayLike, pin_to_boundary: ArrayLike = False) -> Array:
         """`draw` from given U(0, 1) variates `u` of shape (2, dims): row 0 the value, row 1 the boundary side."""
-        value = self.dist.quantile(u[0], width)
-        low, high = self.dist.bounds(width)
-        corner = jnp.where(u[1] < 0.5, low, high)
-        value = jnp.where(pin_to_boundary, corner, value)
-        return jnp.broadcast_to(value, (self.size,))
+        return jnp.broadcast_to(_draw_or_pin(self.dist, u, width, pin_to_boundary), (self.size,))
 
     def sample(
         self, model: ksim.PhysicsModel, rng: PRNGKeyArray, width: ArrayLike, pin_to_boundary: ArrayLike = False
@@ -254,6 +250,12 @@ class RandomizedParameter(ksim.PhysicsRandomizer, ABC):
     def normalized_npd(self, width: ArrayLike | None = None) -> Array:
         """Nats per dimension of widths divided by the reference scale (unit-free)."""
         return self.dist.normalized_npd(self.width if width is None else width)
+
+
+def _draw_or_pin(dist: Distribution, u: Array, width: ArrayLike, pin: ArrayLike) -> Array:
+    """Per dimension: `dist`'s quantile at u[0], or where `pin` holds, its low / high bound as u[1] < / ≥ 0.5."""
+    low, high = dist.bounds(width)
+    return jnp.where(pin, jnp.where(u[1] < 0.5, low, high), dist.quantile(u[0], width))
 
 
 def _vector(value: Array, size: int) -> Array:
@@ -827,10 +829,7 @@ class DomainRandomization(ksim.PhysicsRandomizer):
         pinned = jnp.asarray(pinned)
         values: dict[int, Array] = {}
         for group, w in self._group_widths(widths):
-            ug = u[:, group.columns]
-            low, high = group.dist.bounds(w)
-            corner = jnp.where(ug[1] < 0.5, low, high)
-            drawn = jnp.where(group.param_of_dim == pinned, corner, group.dist.quantile(ug[0], w))
+            drawn = _draw_or_pin(group.dist, u[:, group.columns], w, group.param_of_dim == pinned)
             values.update((i, drawn[block]) for i, block in group.blocks())
         updates: dict[str, Array] = {}
         current = model
