@@ -5,6 +5,11 @@ that XLA compiles separately, so each extra draw in the jitted step adds compile
 such loops in one walk unroll made the compile 1.2× plain ksim's). A block that needs a key for a wrapped ksim
 object *and* variates of its own therefore takes both from a single `jax.random.split`: key data are uniform random
 words, which `unit_uniform` maps to floats.
+
+Draws at an episode reset (`reset_uniforms`) use no threefry at all: ksim computes the reset branch of every carry on
+every step (its `lax.cond` on "done" becomes a select under vmap), so a hash there would be compiled and run each
+step for a value kept once per episode. They hash the words of the key ksim hands the reset instead, with murmur3's
+32-bit finaliser (Appleby, MurmurHash3, public domain), which costs a few fused integer ops.
 """
 
 import math
@@ -13,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-__all__ = ["key_and_uniforms", "uniform_int", "uniforms", "unit_uniform"]
+__all__ = ["key_and_uniforms", "reset_uniforms", "uniform_int", "uniforms", "unit_uniform"]
 
 
 def unit_uniform(bits: Array) -> Array:
@@ -39,6 +44,38 @@ def key_and_uniforms(rng: PRNGKeyArray, num: int) -> tuple[PRNGKeyArray, Array]:
     keys = jax.random.split(rng, 1 + math.ceil(num / 2))  # each key is two uint32 words
     words = jax.random.key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys
     return keys[0], unit_uniform(words[1:].reshape(-1)[:num])
+
+
+def _mix32(x: Array) -> Array:
+    """murmur3's fmix32: a bijection of uint32 in which every input bit flips each output bit with probability ~1/2."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def _key_words(rng: PRNGKeyArray) -> Array:
+    """A key's uint32 words (raw uint32[2] keys, ksim's, and typed keys alike)."""
+    data = jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
+    return jnp.asarray(data, dtype=jnp.uint32).reshape(-1)
+
+
+def reset_uniforms(rng: PRNGKeyArray, num: int) -> Array:
+    """`num` U(0, 1) variates hashed from the key's words and a counter: no threefry (for per-episode draws).
+
+    Variate i is `unit_uniform(mix(mix(w1 ^ φ·(i + 1)) + w0))` for key words (w0, w1), mix = murmur3's fmix32 and
+    φ = 0x9E3779B9 (the golden-ratio increment of splitmix): two rounds, so every word of the key reaches every bit,
+    and consecutive seeds (PRNGKey(s) = (0, s)) give independent-looking variates. The key may still be used with
+    `jax.random` (a threefry of it is unrelated to this hash of its words). Not for cryptography.
+    """
+    if num < 0:
+        raise ValueError(f"num must be >= 0 variates, got {num}")
+    if num == 0:
+        return jnp.zeros((0,), dtype=jnp.float32)
+    words = _key_words(rng)
+    counter = (jnp.arange(1, num + 1, dtype=jnp.uint32) * jnp.uint32(0x9E3779B9)) ^ words[-1]
+    return unit_uniform(_mix32(_mix32(counter) + words[0]))
 
 
 def uniforms(rng: PRNGKeyArray, shape: int | tuple[int, ...]) -> Array:

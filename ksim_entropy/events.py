@@ -38,6 +38,8 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 from ksim.utils.mujoco import get_body_data_idx_by_name, slice_update, update_data_field
 
+from ksim_entropy.draws import reset_uniforms
+
 __all__ = [
     "ForcePushEvent",
     "PushState",
@@ -263,7 +265,7 @@ class ForcePushEvent(_BodyWrenchEvent):
     def get_initial_event_state(self, rng: PRNGKeyArray) -> Array:
         """Packed `PushState`: no push on, zero last wrench, the first onset U(interval_s) s away."""
         return PushState(
-            countdown_s=self._uniform_s(jax.random.uniform(rng), self.interval_s),
+            countdown_s=self._uniform_s(reset_uniforms(rng, 1)[0], self.interval_s),
             remaining_s=jnp.zeros((), jnp.float32),
             wrench=jnp.zeros(6, jnp.float32),
             last_wrench=jnp.zeros(6, jnp.float32),
@@ -347,7 +349,7 @@ class WindEvent(_BodyWrenchEvent):
     def get_initial_event_state(self, rng: PRNGKeyArray) -> Array:
         """Packed `WindState`: the episode's steady force and a zero last wrench (fresh data has xfrc_applied = 0)."""
         return WindState(
-            force=_horizontal(jax.random.uniform(rng, (2,)), self.max_force_n).astype(jnp.float32),
+            force=_horizontal(reset_uniforms(rng, 2), self.max_force_n).astype(jnp.float32),
             last_wrench=jnp.zeros(6, jnp.float32),
         ).pack()
 

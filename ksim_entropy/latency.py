@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
-from ksim_entropy.draws import uniform_int, uniforms
+from ksim_entropy.draws import reset_uniforms, uniform_int
 
 __all__ = ["DelayLine", "Latency"]
 
@@ -42,8 +42,8 @@ class DelayLine:
     buffer: Array  # (buffer_length, *value_shape), slot s % buffer_length holds v_s
     next_step: Array  # int32: index s of the next value to be written
     delay: Array  # int32: the episode's base delay d (steps)
-    read_step: Array  # int32: index r of the value read last
-    last_output: Array  # value_shape: what was output last (for holds)
+    read_step: Array | None  # int32: index r of the value read last (None without jitter and hold: not needed)
+    last_output: Array | None  # value_shape: what was output last, for holds (None without jitter and hold)
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -103,18 +103,21 @@ class Latency:
 
     def init(self, value: Array, rng: PRNGKeyArray) -> DelayLine:
         """A fresh line at an episode reset: every slot holds `value`, the state at the reset; the delay drawn."""
-        return self.init_from_unit(value, uniforms(rng, self.draws_at_reset))
+        return self.init_from_unit(value, reset_uniforms(rng, self.draws_at_reset))
 
     def init_from_unit(self, value: Array, u: Array) -> DelayLine:
         """`init` with the episode's randomness given: `u` holds `draws_at_reset` U(0, 1) variates."""
         value = jnp.asarray(value)
         delay = uniform_int(u[0], self.min_steps, self.max_steps) if self.draws_at_reset else self.min_steps
+        # Every carry leaf costs a select (and its own copy of ksim's "done" logic) at each reset: keep the read
+        # index and the last output only when jitter or holds read them back.
+        random_reads = self.draws_per_step > 0
         return DelayLine(
             buffer=jnp.broadcast_to(value, (self.buffer_length, *value.shape)),
             next_step=jnp.zeros((), dtype=jnp.int32),
             delay=jnp.asarray(delay, dtype=jnp.int32),
-            read_step=jnp.zeros((), dtype=jnp.int32),
-            last_output=value,
+            read_step=jnp.zeros((), dtype=jnp.int32) if random_reads else None,
+            last_output=value if random_reads else None,
         )
 
     def step_from_unit(self, line: DelayLine, value: Array, u: Array) -> tuple[Array, DelayLine]:
@@ -131,7 +134,7 @@ class Latency:
             hold = (s > 0) & (u[1] < self.hold_prob)
             r = jnp.where(hold, line.read_step, r)
             out = jnp.where(hold, line.last_output, buffer[r % n])
-        else:  # a fixed delay within the episode: s − d never goes back, so no clamp to the last read is needed
-            r = jnp.maximum(s - line.delay, 0)
-            out = buffer[r % n]
-        return out, DelayLine(buffer=buffer, next_step=s + 1, delay=line.delay, read_step=r, last_output=out)
+            return out, DelayLine(buffer=buffer, next_step=s + 1, delay=line.delay, read_step=r, last_output=out)
+        # A fixed delay within the episode: s − d never goes back, so no clamp to the last read is needed.
+        out = buffer[jnp.maximum(s - line.delay, 0) % n]
+        return out, DelayLine(buffer=buffer, next_step=s + 1, delay=line.delay, read_step=None, last_output=None)

@@ -39,7 +39,7 @@ import numpy as np
 import xax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from ksim_entropy.draws import key_and_uniforms, uniforms
+from ksim_entropy.draws import key_and_uniforms, reset_uniforms, uniforms
 from ksim_entropy.latency import DelayLine, Latency
 
 __all__ = ["DelayedObservation", "DelayedObservationCarry", "SensorNoise"]
@@ -274,7 +274,8 @@ class DelayedObservation(ksim.StatefulObservation):
         The fill only fixes the buffer's shape and dtype: ksim's next observation is taken on this same reset state
         and is written before it is read, so the reset value itself is not computed (only its shape, traced with no
         commands and curriculum level 1): 4 delayed K-Bot sensors lower to ~300 fewer ops per walk unroll.
-        The wrapped observation's key, the bias and the delay come from one draw (`key_and_uniforms`).
+        The bias and the delay are hashed from `rng` (`reset_uniforms`: ksim computes this reset on every step, so
+        a threefry here would cost a compiled loop per step); the wrapped observation gets `rng` itself.
         """
         state = ksim.ObservationInput(commands=xax.FrozenDict({}), physics_state=physics_state, obs_carry=None)
         level = jnp.ones((), dtype=jnp.float32)
@@ -296,8 +297,8 @@ class DelayedObservation(ksim.StatefulObservation):
             ) from e
         shape, noise, latency = value_spec.shape, self.sensor_noise, self.latency
         bias_draws = math.prod(shape) if noise is not None and noise.has_bias else 0
-        inner_rng, u = key_and_uniforms(rng, bias_draws + (0 if latency is None else latency.draws_at_reset))
-        inner_carry = inner_reset(inner_rng)
+        u = reset_uniforms(rng, bias_draws + (0 if latency is None else latency.draws_at_reset))
+        inner_carry = inner_reset(rng)
         bias, dtype = None, value_spec.dtype
         if noise is not None:
             noise.check_shape(shape)

@@ -1,4 +1,5 @@
-"""One-draw helpers: exact end points, uniformity (scipy's KS test), independence of key and variates, one hash."""
+"""One-draw helpers: exact end points, uniformity (scipy's KS test), independence of key and variates, one hash;
+reset draws hashed from key words without threefry."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from ksim_entropy.draws import key_and_uniforms, uniform_int, uniforms, unit_uniform
+from ksim_entropy.draws import key_and_uniforms, reset_uniforms, uniform_int, uniforms, unit_uniform
 
 
 def test_unit_uniform_maps_words_to_cell_midpoints_strictly_inside_the_unit_interval():
@@ -57,3 +58,27 @@ def test_uniforms_follow_scipys_uniform_and_uniform_int_covers_every_integer_equ
     assert scipy.stats.chisquare(counts).pvalue > 1e-3
     # the end cells: u just above 0 and just below 1 land on the end integers
     np.testing.assert_array_equal(uniform_int(unit_uniform(jnp.array([0, 2**32 - 1], jnp.uint32)), 2, 6), [2, 6])
+
+
+def test_reset_uniforms_are_uniform_independent_and_hash_free():
+    """Per-episode draws hashed from the key's words: uniform (KS) for split keys and for consecutive raw seeds
+    (PRNGKey(s) = (0, s), the worst case for a hash of the words), uncorrelated across counters and with the key's
+    own threefry variates, and no `jax.random` primitive in the jaxpr."""
+    split = jax.random.split(jax.random.PRNGKey(7), 4000)
+    seeds = jax.vmap(jax.random.PRNGKey)(jnp.arange(4000))
+    bound = 4.0 / np.sqrt(4000)  # 4 standard errors of a correlation coefficient
+    for keys in (split, seeds):
+        u = np.asarray(jax.vmap(lambda k: reset_uniforms(k, 6))(keys), dtype=np.float64)
+        assert u.shape == (4000, 6) and 0.0 < u.min() and u.max() < 1.0
+        for j in range(6):
+            assert scipy.stats.kstest(u[:, j], "uniform").pvalue > 1e-3
+        corr = np.corrcoef(u.T)[np.triu_indices(6, k=1)]
+        assert np.abs(corr).max() < bound
+        threefry = np.asarray(jax.vmap(lambda k: jax.random.uniform(k))(keys), dtype=np.float64)
+        assert abs(np.corrcoef(threefry, u[:, 0])[0, 1]) < bound
+    typed = np.asarray(reset_uniforms(jax.random.wrap_key_data(split[0]), 3))
+    np.testing.assert_array_equal(typed, np.asarray(reset_uniforms(split[0], 3)))  # typed and raw keys agree
+    assert "random" not in str(jax.make_jaxpr(lambda k: reset_uniforms(k, 5))(split[0]))
+    assert reset_uniforms(split[0], 0).shape == (0,)
+    with pytest.raises(ValueError, match="num must be >= 0"):
+        reset_uniforms(split[0], -1)

@@ -287,6 +287,27 @@ def test_latency_in_seconds_is_rounded_to_steps(kbot, range_s, expected):
     assert set(np.unique(delays)) == expected
 
 
+def test_a_fixed_per_episode_delay_carries_no_read_index_or_last_output(kbot):
+    """Without jitter and hold the line keeps only its buffer and two counters (every carry leaf costs a select per
+    step); with either, the read index and the last output come back."""
+    ps = _physics_state(kbot[2])
+    leaves = {}
+    for name, latency in {
+        "fixed": _lat(1, 2),
+        "jitter": _lat(1, 2, jitter_s=CTRL_DT),
+        "hold": _lat(1, 2, hold_prob=0.1),
+    }.items():
+        wrapper = DelayedObservation(observation=ksim.JointPositionObservation(), latency=latency)
+        line = wrapper.initial_carry(ps, jax.random.PRNGKey(0)).line
+        state = ksim.ObservationInput(
+            commands=xax.FrozenDict({}), physics_state=ps, obs_carry=wrapper.initial_carry(ps, jax.random.PRNGKey(0))
+        )
+        _, carry = wrapper.observe_stateful(state, jnp.float32(1.0), jax.random.PRNGKey(1))
+        assert jax.tree.structure(carry.line) == jax.tree.structure(line)  # a step keeps the carry's structure
+        leaves[name] = len(jax.tree.leaves(line))
+    assert leaves == {"fixed": 3, "jitter": 5, "hold": 5}
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Jitter and hold
 
@@ -501,9 +522,10 @@ def test_ksim_helpers_thread_the_carry(kbot):
     assert int(carry["delayed"].line.next_step) == 3
 
 
-def test_a_reset_and_a_step_each_take_one_random_draw(kbot):
-    """The inner observation's key, the bias, the delay, the noise and the jitter come from one hash per call (each
-    hash is a loop XLA compiles on its own); without noise and random timing, a step draws nothing."""
+def test_a_step_takes_one_random_draw_and_a_reset_none(kbot):
+    """A step's inner key, noise and jitter come from one threefry hash (each is a loop XLA compiles on its own); a
+    reset's bias and delay are hashed from the key's words (`reset_uniforms`), no threefry; without noise and random
+    timing, a step draws nothing."""
     _, mjx_model, base_data, _ = kbot
     gyro = ksim.SensorObservation.create(physics_model=mjx_model, sensor_name="imu_gyro")
     ps = _physics_state(base_data)
@@ -519,7 +541,7 @@ def test_a_reset_and_a_step_each_take_one_random_draw(kbot):
     busy = DelayedObservation(
         observation=gyro, latency=_lat(1, 3, jitter_s=CTRL_DT, hold_prob=0.1), sensor_noise=GYRO_NOISE
     )
-    assert draws(busy) == [1, 1]
+    assert draws(busy) == [0, 1]
     assert draws(DelayedObservation(observation=gyro, latency=_lat(2, 2))) == [0, 0]
 
 
