@@ -70,7 +70,45 @@ Config = TypeVar("Config", bound=ksim.RLConfig)
 RANDOMIZER_KEY = "domain_randomization"
 RANDOMIZATION_AUX = "randomization"  # checkpoint aux_data key
 AUX_FORMAT = "ksim-entropy/aux-v1"
-NEXT_DRAW_PREFIX = "next_draw/"  # staged next-episode draws inside an unroll (see `_single_unroll`)
+CURRENT_DRAW_KEY = "packed_draw/current"  # inside an unroll: this episode's draw, packed (see `_single_unroll`)
+NEXT_DRAW_KEY = "packed_draw/next"  # inside an unroll: the next episode's draw, packed
+
+
+@attrs.frozen
+class DrawLayout:
+    """Where each model field a `DomainRandomization` writes sits in one flat float32 vector per environment.
+
+    Inside an unroll the draws travel packed: each leaf of ksim's carry costs a select at every step (its episode
+    reset) with XLA's own copy of the "done" logic fused into it, so one vector instead of a leaf per field keeps
+    the compiled step smaller.
+    """
+
+    names: tuple[str, ...]  # model fields (dotted paths allowed), sorted
+    shapes: tuple[tuple[int, ...], ...]  # per environment
+
+    @classmethod
+    def of(cls, randomization: DomainRandomization, model: ksim.PhysicsModel) -> "DrawLayout":
+        """The layout of `randomization`'s draws on `model` (traced shapes only: nothing is sampled)."""
+        u = jnp.full(randomization.num_draws, 0.5, dtype=jnp.float32)
+        spec = jax.eval_shape(lambda: randomization.sample_from_unit(model, u, randomization.initial_widths))
+        names = tuple(sorted(spec))
+        not_f32 = [n for n in names if spec[n].dtype != jnp.float32]
+        if not_f32:
+            raise TypeError(f"randomized model fields {not_f32} are not float32; DrawLayout packs float32 only")
+        return cls(names=names, shapes=tuple(tuple(spec[n].shape) for n in names))
+
+    def pack(self, fields: Mapping[str, jax.Array]) -> jax.Array:
+        """One environment's fields as a flat vector (in `names` order)."""
+        return jnp.concatenate([jnp.ravel(fields[n]) for n in self.names])
+
+    def unpack(self, flat: jax.Array) -> dict[str, jax.Array]:
+        """The inverse of `pack`."""
+        sizes = [int(np.prod(shape)) for shape in self.shapes]
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        return {
+            n: flat[int(a) : int(a) + size].reshape(shape)
+            for n, shape, size, a in zip(self.names, self.shapes, sizes, starts[:-1], strict=True)
+        }
 
 
 class RandomizationCheckpointError(ValueError):
@@ -246,10 +284,10 @@ class DomainRandomizationMixin(TrainingStateMixin[Config], Generic[Config]):
         """Run ksim's unroll, drawing each environment's next physics once up front instead of at every step.
 
         The draw (at the widths in the curriculum state, which change only between unrolls) rides along in the
-        randomization dict under `NEXT_DRAW_PREFIX` keys while the scan runs, is swapped in by `step_engine` when an
-        episode ends, and is removed again before returning, so the carry ksim sees keeps its structure. An
-        environment that finishes more than one episode within one unroll reuses the draw; across unrolls, and
-        across environments, draws are independent.
+        randomization dict while the scan runs, packed into one vector per environment like the current draw
+        (`DrawLayout`), and is swapped in by `step_engine` when an episode ends; the fields are unpacked again
+        before returning, so the carry ksim sees keeps its structure. An environment that finishes more than one
+        episode within one unroll reuses the draw; across unrolls, and across environments, draws are independent.
         """
         curriculum = constants.curriculum
         if not isinstance(curriculum, RandomizationCurriculum) or not isinstance(shared_state.physics_model, mjx.Model):
@@ -261,11 +299,16 @@ class DomainRandomizationMixin(TrainingStateMixin[Config], Generic[Config]):
         draws = jax.vmap(lambda u, w, p: randomization.sample_from_unit(model, u, w, p))(
             u, width_state.widths, width_state.pinned
         )
-        staged = {**env_state.randomization_dict, **{NEXT_DRAW_PREFIX + k: v for k, v in draws.items()}}
-        env_state = replace(env_state, randomization_dict=xax.FrozenDict(staged), rng=rngs)
+        layout = DrawLayout.of(randomization, model)
+        others = {k: v for k, v in env_state.randomization_dict.items() if k not in draws}
+        current = {k: v for k, v in env_state.randomization_dict.items() if k in draws}
+        packed = {CURRENT_DRAW_KEY: jax.vmap(layout.pack)(current), NEXT_DRAW_KEY: jax.vmap(layout.pack)(draws)}
+        env_state = replace(env_state, randomization_dict=xax.FrozenDict({**others, **packed}), rng=rngs)
         trajectory, rewards, env_state = super()._single_unroll(constants, env_state, shared_state, num_steps)
-        current = {k: v for k, v in env_state.randomization_dict.items() if not k.startswith(NEXT_DRAW_PREFIX)}
-        return trajectory, rewards, replace(env_state, randomization_dict=xax.FrozenDict(current))
+        staged = dict(env_state.randomization_dict)
+        fields = jax.vmap(layout.unpack)(staged.pop(CURRENT_DRAW_KEY))
+        staged.pop(NEXT_DRAW_KEY)
+        return trajectory, rewards, replace(env_state, randomization_dict=xax.FrozenDict({**staged, **fields}))
 
     def step_engine(
         self,
@@ -275,31 +318,31 @@ class DomainRandomizationMixin(TrainingStateMixin[Config], Generic[Config]):
     ) -> tuple[ksim.Trajectory, RolloutEnvState]:
         """Run ksim's step; an environment whose episode ended gets a fresh physics draw (at the current widths).
 
-        Inside `_single_unroll` the draw was made up front (a select per step); called on its own (ksim's viewer)
-        it is sampled here. The reset state itself was computed by ksim with the previous episode's model;
-        positions and velocities do not depend on it, and the first physics step of the new episode already runs
-        on the new model.
+        Inside `_single_unroll` the draw was made up front and the swap is one select of the packed vector; called
+        on its own (ksim's viewer) the draw is sampled here. The reset state itself was computed by ksim with the
+        previous episode's model; positions and velocities do not depend on it, and the first physics step of the
+        new episode already runs on the new model.
         """
         curriculum = constants.curriculum
         if not isinstance(curriculum, RandomizationCurriculum):
             return super().step_engine(constants, env_states, shared_state)
-        staged = env_states.randomization_dict
-        n = len(NEXT_DRAW_PREFIX)
-        next_draw = {k[n:]: v for k, v in staged.items() if k.startswith(NEXT_DRAW_PREFIX)}
-        current = xax.FrozenDict({k: v for k, v in staged.items() if not k.startswith(NEXT_DRAW_PREFIX)})
-        transition, next_env_state = super().step_engine(
-            constants, replace(env_states, randomization_dict=current), shared_state
-        )
-        rng = next_env_state.rng
-        if not next_draw:
-            rng, u = key_and_uniforms(rng, curriculum.randomization.num_draws)
-            width_state: WidthState = env_states.curriculum_state.state
-            next_draw = curriculum.randomization.sample_from_unit(
-                shared_state.physics_model, u, width_state.widths, width_state.pinned
+        staged = dict(env_states.randomization_dict)
+        if CURRENT_DRAW_KEY in staged:
+            layout = DrawLayout.of(curriculum.randomization, shared_state.physics_model)
+            current, next_draw = staged.pop(CURRENT_DRAW_KEY), staged.pop(NEXT_DRAW_KEY)
+            fields = xax.FrozenDict({**staged, **layout.unpack(current)})
+            transition, next_env_state = super().step_engine(
+                constants, replace(env_states, randomization_dict=fields), shared_state
             )
-            staged = {}
-        merged = {k: jnp.where(transition.done, next_draw[k], v) if k in next_draw else v for k, v in current.items()}
-        merged.update({k: v for k, v in staged.items() if k.startswith(NEXT_DRAW_PREFIX)})
+            swapped = {CURRENT_DRAW_KEY: jnp.where(transition.done, next_draw, current), NEXT_DRAW_KEY: next_draw}
+            return transition, replace(next_env_state, randomization_dict=xax.FrozenDict({**staged, **swapped}))
+        transition, next_env_state = super().step_engine(constants, env_states, shared_state)
+        rng, u = key_and_uniforms(next_env_state.rng, curriculum.randomization.num_draws)
+        width_state: WidthState = env_states.curriculum_state.state
+        next_draw = curriculum.randomization.sample_from_unit(
+            shared_state.physics_model, u, width_state.widths, width_state.pinned
+        )
+        merged = {k: jnp.where(transition.done, next_draw[k], v) if k in next_draw else v for k, v in staged.items()}
         return transition, replace(next_env_state, randomization_dict=xax.FrozenDict(merged), rng=rng)
 
     def after_update(

@@ -1,13 +1,15 @@
 """The mixin inside ksim's real rollout (K-Bot walking task, MJX on CPU): physics is redrawn at every episode reset
 from the widths in the curriculum state, and changing those widths does not recompile the jitted unroll."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ksim_entropy.curriculum import RandomizationCurriculum
-from ksim_entropy.task import randomization_metrics
+from ksim_entropy.task import DrawLayout, randomization_metrics
 from tests.walk_parts import build_walk_parts
 
 pytestmark = pytest.mark.slow
@@ -111,3 +113,21 @@ def test_step_engine_alone_redraws_at_reset(rollout_parts):
     assert np.asarray(traj.done).all()
     after = np.asarray(state.randomization_dict["body_mass"])
     assert not np.allclose(after[0], before[0]) and not np.allclose(after[1], before[1])
+
+
+def test_draw_layout_packs_every_randomized_field_and_unpacks_it_exactly(rollout_parts):
+    """Inside an unroll the draws travel as one flat vector per environment: `unpack(pack(x))` is `x` bit for bit,
+    and the layout covers exactly the fields the walk's randomization writes, at the model's own shapes."""
+    _, constants, env_state, shared, _ = rollout_parts
+    layout = DrawLayout.of(constants.curriculum.randomization, shared.physics_model)
+    assert set(layout.names) == set(env_state.randomization_dict)  # the walk's only randomizer
+    for name, shape in zip(layout.names, layout.shapes, strict=True):
+        assert shape == functools.reduce(getattr, name.split("."), shared.physics_model).shape
+    for env in range(2):
+        fields = {k: env_state.randomization_dict[k][env] for k in layout.names}
+        flat = layout.pack(fields)
+        assert flat.shape == (sum(int(np.prod(s)) for s in layout.shapes),)
+        unpacked = layout.unpack(flat)
+        assert set(unpacked) == set(fields)
+        for k, v in unpacked.items():
+            np.testing.assert_array_equal(v, fields[k])
