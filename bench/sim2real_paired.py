@@ -15,9 +15,12 @@ between them, so a stall hits both and each ratio is a median over pairs (ours /
   curricula, metrics). Its ops; `--compiles` cold compiles per variant, each from a fresh trace, in alternating order
   (plain first in even rounds, ours first in odd ones); run_ms as for the unroll: the training
   throughput without ksim's host-side loop around it (logging, checkpoints, validation renders).
-Both pieces also report xla_cost, XLA's static estimate of the compiled program's flops and bytes accessed: like the
-op counts it is deterministic, and a rough proxy for run time (each loop body is counted once, so it weighs one
-control step and one physics substep like the once-per-rollout work). Compiles are cold: JAX's caches are cleared
+Both pieces also report hlo_instructions, the instructions of the optimized (compiled) HLO module: deterministic, and
+what XLA's backend turns into machine code, so a closer proxy for compile time than the lowered op count (fusion
+duplicates cheap producers into each consumer: every leaf of ksim's carry is a select at each step's reset with its own
+copy of the "done" logic); and xla_cost, XLA's static estimate of the compiled program's flops and bytes accessed:
+deterministic, and a rough proxy for run time (each loop body is counted once, so it weighs one control step and one
+physics substep like the once-per-rollout work). Compiles are cold: JAX's caches are cleared
 before each, and its persistent cache is off.
 """
 
@@ -85,6 +88,14 @@ def xla_cost(compiled: jax.stages.Compiled) -> dict[str, float]:
     return {"flops": float(cost["flops"]), "bytes_accessed": float(cost["bytes accessed"])}
 
 
+HLO_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%\S+ = ", re.M)
+
+
+def hlo_instructions(compiled: jax.stages.Compiled) -> int:
+    """Instructions in an executable's optimized HLO module (all computations, fused ones included)."""
+    return len(HLO_INSTRUCTION.findall(compiled.as_text()))
+
+
 def _timed(fn: Callable[[], object]) -> tuple[object, float]:
     t = time.perf_counter()
     out = fn()
@@ -107,6 +118,7 @@ class Variant:
             "unroll": {
                 "lowered_ops": sum(by_source.values()),
                 "ops_by_source": by_source,
+                "hlo_instructions": hlo_instructions(self._unroll),
                 "xla_cost": xla_cost(self._unroll),
                 "trace_s": round(trace_s, 2),
                 "compile_s": round(compile_s, 2),
@@ -137,6 +149,7 @@ class Variant:
             self.stats["train_step"] = {
                 "lowered_ops": sum(by_source.values()),
                 "ops_by_source": by_source,
+                "hlo_instructions": hlo_instructions(self._step),
                 "xla_cost": xla_cost(self._step),
             }
             self.call_step()  # first call: allocation, not timed
@@ -214,6 +227,12 @@ def main() -> None:
         "ratios": {  # ours / plain, medians over pairs; run time > 1 is slower (throughput ratio = 1 / run-time ratio)
             "unroll_ops": round(ours["unroll"]["lowered_ops"] / plain["unroll"]["lowered_ops"], 3),
             "train_step_ops": round(ours["train_step"]["lowered_ops"] / plain["train_step"]["lowered_ops"], 3),
+            **{
+                f"{piece}_hlo_instructions": round(
+                    ours[piece]["hlo_instructions"] / plain[piece]["hlo_instructions"], 3
+                )
+                for piece in ("unroll", "train_step")
+            },
             **{
                 f"{piece}_xla_{key}": round(ours[piece]["xla_cost"][key] / plain[piece]["xla_cost"][key], 3)
                 for piece in ("unroll", "train_step")
