@@ -131,3 +131,15 @@ def test_draw_layout_packs_every_randomized_field_and_unpacks_it_exactly(rollout
         assert set(unpacked) == set(fields)
         for k, v in unpacked.items():
             np.testing.assert_array_equal(v, fields[k])
+
+
+def test_draw_layout_refuses_fields_it_cannot_pack_as_float32():
+    class IntFieldDraw:  # a randomization whose draw writes an integer model field
+        num_draws = 2
+        initial_widths = np.ones(1, dtype=np.float32)
+
+        def sample_from_unit(self, model, u, widths):
+            return {"body_mass": jnp.zeros(3), "geom_contype": jnp.zeros(3, dtype=jnp.int32)}
+
+    with pytest.raises(TypeError, match=r"\['geom_contype'\] are not float32"):
+        DrawLayout.of(IntFieldDraw(), None)
