@@ -19,7 +19,6 @@ imu_gravity_xy (2). Each metric is timed `--repeat` times; the median is reporte
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -49,6 +48,8 @@ import scipy  # noqa: E402
 from scipy.signal import lfilter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from emit import emit_json  # noqa: E402
 
 from ksim_entropy.bridge import metrics as M  # noqa: E402
 
@@ -179,11 +180,7 @@ def main() -> None:
             "blas_threads": BLAS_THREADS,
         },
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(result, args.out)
 
 
 if __name__ == "__main__":

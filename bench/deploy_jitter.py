@@ -16,7 +16,6 @@ import ksim_entropy  # noqa: F401  (headless defaults first)
 # isort: on
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import jax
 import ksim
+from emit import emit_json
 
 from ksim_entropy.deploy.loop import DeployOptions, deploy
 from ksim_entropy.deploy.sim_server import SimServerProcess
@@ -78,10 +78,7 @@ def main() -> None:
         ),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit_json(report, args.out)
 
 
 if __name__ == "__main__":

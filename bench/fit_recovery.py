@@ -15,7 +15,6 @@ numbers). The machine is shared: the fit time is wall clock with whatever else r
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -25,8 +24,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
 import numpy as np
+from emit import emit_json
 
-from ksim_entropy.bridge._jsonfile import write_json
 from ksim_entropy.fit import FitOptions, fit_randomization
 from ksim_entropy.reality import HiddenRobot, reality_log
 from ksim_entropy.robot import resolve_robot_files
@@ -108,9 +107,7 @@ def main() -> None:
         "fit_s_max": float(fit_times.max()),
         "runs": runs,
     }
-    print(json.dumps(report, indent=2))
-    if args.out is not None:
-        write_json(report, args.out)
+    emit_json(report, args.out)
 
 
 if __name__ == "__main__":

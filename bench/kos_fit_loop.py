@@ -19,7 +19,6 @@ import ksim_entropy  # noqa: F401  (headless defaults first)
 # isort: on
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ksim_entropy.bridge._jsonfile import write_json
+from emit import emit_json
+
 from ksim_entropy.bridge.logs import read_ndjson
 from ksim_entropy.deploy.loop import DeployOptions, Excitation, deploy
 from ksim_entropy.deploy.sim_server import SimServerProcess
@@ -103,9 +103,7 @@ def main() -> None:
         },
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
-    print(json.dumps(report, indent=2))
-    if args.out is not None:
-        write_json(report, args.out)
+    emit_json(report, args.out)
 
 
 if __name__ == "__main__":

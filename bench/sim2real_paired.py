@@ -45,7 +45,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_compilation_cache", False)
 
-from walk_throughput import _emit  # noqa: E402
+from emit import emit_json  # noqa: E402
 
 from tests.walk_parts import build_walk_parts  # noqa: E402
 
@@ -249,7 +249,7 @@ def main() -> None:
     }
     out["train_step_throughput_ratio"] = round(1.0 / out["ratios"]["train_step_run_ms"], 3)
     out["targets"] = {"throughput_ratio_min": 0.97, "compile_ratio_max": 1.1}
-    _emit(out, args.out)
+    emit_json(out, args.out)
 
 
 if __name__ == "__main__":

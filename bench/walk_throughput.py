@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from emit import emit_json
+
 ROOT = Path(__file__).resolve().parents[1]
 
 BENCH_CONFIG = [
@@ -179,15 +181,7 @@ def overhead_main(description: str, benchmark: str, variants: dict[str, list[str
         "meets_targets": result["throughput_ratio"] >= targets["throughput_ratio_min"]
         and result["compile_ratio"] <= targets["compile_ratio_max"],
     }
-    _emit(summary, args.out)
-
-
-def _emit(result: dict, out: Path | None) -> None:
-    text = json.dumps(result, indent=2)
-    print(text)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+    emit_json(summary, args.out)
 
 
 def main() -> None:
@@ -196,7 +190,7 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="disable JAX's persistent compilation cache")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args, overrides = parser.parse_known_args()
-    _emit(run(args.steps, args.cold, overrides), args.out)
+    emit_json(run(args.steps, args.cold, overrides), args.out)
 
 
 if __name__ == "__main__":
