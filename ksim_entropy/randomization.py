@@ -791,8 +791,7 @@ class DomainRandomization(ksim.PhysicsRandomizer):
     def check_widths(self, widths: ArrayLike) -> np.ndarray:
         """Concrete widths validated against [0, max_width] per parameter (a ValueError naming the culprits)."""
         w = np.asarray(widths, dtype=np.float64)
-        if w.shape != (len(self.parameters),):
-            raise ValueError(f"need {len(self.parameters)} widths ({self.names}), got shape {w.shape}")
+        self._check_width_shape(w.shape)
         bad = [
             f"{name}={value!r} (allowed 0..{limit:g})"
             for name, value, limit in zip(self.names, w.tolist(), self.max_widths.tolist(), strict=True)
@@ -845,9 +844,13 @@ class DomainRandomization(ksim.PhysicsRandomizer):
     def _group_widths(self, widths: ArrayLike | None) -> list[tuple[_DistributionGroup, Array]]:
         """Each distribution group with its per-dimension width scales, from one width per parameter."""
         w = jnp.asarray(self.initial_widths if widths is None else widths, dtype=jnp.float32)
-        if w.shape != (len(self.parameters),):
-            raise ValueError(f"need {len(self.parameters)} widths ({self.names}), got shape {w.shape}")
+        self._check_width_shape(w.shape)
         return [(group, w[group.param_of_dim]) for group in self._groups]
+
+    def _check_width_shape(self, shape: tuple[int, ...]) -> None:
+        """A ValueError unless `shape` holds one width per parameter (checked at trace time: shapes are static)."""
+        if shape != (len(self.parameters),):
+            raise ValueError(f"need {len(self.parameters)} widths ({self.names}), got shape {shape}")
 
     def entropies(self, widths: ArrayLike | None = None) -> Array:
         """Per-parameter differential entropy (nats), shape (P,)."""

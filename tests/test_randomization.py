@@ -324,6 +324,12 @@ def test_impossible_widths_are_refused(kbot):
         dr.check_widths([1.0, float("nan")])
     with pytest.raises(ValueError, match="need 2 widths"):
         dr.check_widths([1.0])
+    # The traced paths (entropy, npd, sampling) refuse a wrong number of widths too, naming the parameters.
+    wrong_count = r"need 2 widths \(\['body_mass_scale', 'gravity'\]\)"
+    for widths in ([1.0], [1.0, 1.0, 1.0], [[1.0, 1.0]]):
+        for call in (dr.entropies, dr.npd, lambda w: dr.sample_from_unit(mx, jnp.full(dr.num_draws, 0.5), w)):
+            with pytest.raises(ValueError, match=wrong_count):
+                call(widths)
     with pytest.raises(ValueError, match="unique"):
         DomainRandomization(parameters=[Gravity.create(), Gravity.create()])
 
