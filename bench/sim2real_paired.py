@@ -15,6 +15,8 @@ between them, so a stall hits both and each ratio is a median over pairs (ours /
   curricula, metrics). Its ops; `--compiles` cold compiles per variant, each from a fresh trace, in alternating order
   (plain first in even rounds, ours first in odd ones); run_ms as for the unroll: the training
   throughput without ksim's host-side loop around it (logging, checkpoints, validation renders).
+ratios_ci95 gives each run-time ratio's 95 % confidence interval, distribution-free (order statistics of the pair
+ratios, from 6 pairs up), and train_step_throughput_ratio_ci95 the same interval for the throughput ratio.
 Both pieces also report hlo_instructions, the instructions of the optimized (compiled) HLO module: deterministic, and
 what XLA's backend turns into machine code, so a closer proxy for compile time than the lowered op count (fusion
 duplicates cheap producers into each consumer: every leaf of ksim's carry is a select at each step's reset with its own
@@ -42,6 +44,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("DISABLE_TENSORBOARD", "1")
 
 import jax  # noqa: E402
+import scipy.stats  # noqa: E402
 
 jax.config.update("jax_enable_compilation_cache", False)
 
@@ -171,6 +174,16 @@ def _pair_ratio(ours: list[float], plain: list[float]) -> float:
     return round(statistics.median(map(operator.truediv, ours, plain)), 3)
 
 
+def _pair_ratio_ci95(ours: list[float], plain: list[float]) -> list[float] | None:
+    """A distribution-free 95 % confidence interval for the median pair ratio: the order statistics x_(k) and
+    x_(n+1-k), k the largest with P(Binomial(n, 1/2) <= k - 1) <= 2.5 %; None below 6 pairs (no such k)."""
+    ratios = sorted(map(operator.truediv, ours, plain))
+    k = int(scipy.stats.binom.ppf(0.025, len(ratios), 0.5))
+    if scipy.stats.binom.cdf(k - 1, len(ratios), 0.5) > 0.025:
+        k -= 1
+    return None if k < 1 else [round(ratios[k - 1], 3), round(ratios[len(ratios) - k], 3)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=32, help="control steps per unroll")
@@ -247,7 +260,13 @@ def main() -> None:
             ),
         },
     }
+    out["ratios_ci95"] = {  # the run-time ratios' medians, 95 % confidence (order statistics of the pair ratios)
+        "unroll_run_ms": _pair_ratio_ci95(wall["sim2real", "unroll"], wall["plain", "unroll"]),
+        "train_step_run_ms": _pair_ratio_ci95(wall["sim2real", "step"], wall["plain", "step"]),
+    }
     out["train_step_throughput_ratio"] = round(1.0 / out["ratios"]["train_step_run_ms"], 3)
+    step_ci = out["ratios_ci95"]["train_step_run_ms"]
+    out["train_step_throughput_ratio_ci95"] = None if step_ci is None else [round(1.0 / r, 3) for r in step_ci[::-1]]
     out["targets"] = {"throughput_ratio_min": 0.97, "compile_ratio_max": 1.1}
     emit_json(out, args.out)
 
