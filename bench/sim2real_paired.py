@@ -28,7 +28,6 @@ before each, and its persistent cache is off.
 
 import argparse
 import collections
-import operator
 import os
 import re
 import statistics
@@ -44,11 +43,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("DISABLE_TENSORBOARD", "1")
 
 import jax  # noqa: E402
-import scipy.stats  # noqa: E402
 
 jax.config.update("jax_enable_compilation_cache", False)
 
 from emit import emit_json  # noqa: E402
+from pairs import median_pair_ratio, pair_ratio_ci95  # noqa: E402
 
 from tests.walk_parts import build_walk_parts  # noqa: E402
 
@@ -170,20 +169,6 @@ def _summary(values: list[float], scale: float = 1.0, digits: int = 1) -> dict[s
     return {"best": round(min(values), digits), "median": round(statistics.median(values), digits)}
 
 
-def _pair_ratio(ours: list[float], plain: list[float]) -> float:
-    return round(statistics.median(map(operator.truediv, ours, plain)), 3)
-
-
-def _pair_ratio_ci95(ours: list[float], plain: list[float]) -> list[float] | None:
-    """A distribution-free 95 % confidence interval for the median pair ratio: the order statistics x_(k) and
-    x_(n+1-k), k the largest with P(Binomial(n, 1/2) <= k - 1) <= 2.5 %; None below 6 pairs (no such k)."""
-    ratios = sorted(map(operator.truediv, ours, plain))
-    k = int(scipy.stats.binom.ppf(0.025, len(ratios), 0.5))
-    if scipy.stats.binom.cdf(k - 1, len(ratios), 0.5) > 0.025:
-        k -= 1
-    return None if k < 1 else [round(ratios[k - 1], 3), round(ratios[len(ratios) - k], 3)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=32, help="control steps per unroll")
@@ -251,18 +236,20 @@ def main() -> None:
                 for piece in ("unroll", "train_step")
                 for key in ("flops", "bytes_accessed")
             },
-            "unroll_run_ms": _pair_ratio(wall["sim2real", "unroll"], wall["plain", "unroll"]),
-            "train_step_run_ms": _pair_ratio(wall["sim2real", "step"], wall["plain", "step"]),
-            "train_step_compile_s": _pair_ratio([c["compile_s"] for c in ours_c], [c["compile_s"] for c in plain_c]),
-            "train_step_trace_s": _pair_ratio([c["trace_s"] for c in ours_c], [c["trace_s"] for c in plain_c]),
-            "train_step_trace_and_compile_s": _pair_ratio(
+            "unroll_run_ms": median_pair_ratio(wall["sim2real", "unroll"], wall["plain", "unroll"]),
+            "train_step_run_ms": median_pair_ratio(wall["sim2real", "step"], wall["plain", "step"]),
+            "train_step_compile_s": median_pair_ratio(
+                [c["compile_s"] for c in ours_c], [c["compile_s"] for c in plain_c]
+            ),
+            "train_step_trace_s": median_pair_ratio([c["trace_s"] for c in ours_c], [c["trace_s"] for c in plain_c]),
+            "train_step_trace_and_compile_s": median_pair_ratio(
                 [c["trace_s"] + c["compile_s"] for c in ours_c], [c["trace_s"] + c["compile_s"] for c in plain_c]
             ),
         },
     }
     out["ratios_ci95"] = {  # the run-time ratios' medians, 95 % confidence (order statistics of the pair ratios)
-        "unroll_run_ms": _pair_ratio_ci95(wall["sim2real", "unroll"], wall["plain", "unroll"]),
-        "train_step_run_ms": _pair_ratio_ci95(wall["sim2real", "step"], wall["plain", "step"]),
+        "unroll_run_ms": pair_ratio_ci95(wall["sim2real", "unroll"], wall["plain", "unroll"]),
+        "train_step_run_ms": pair_ratio_ci95(wall["sim2real", "step"], wall["plain", "step"]),
     }
     out["train_step_throughput_ratio"] = round(1.0 / out["ratios"]["train_step_run_ms"], 3)
     step_ci = out["ratios_ci95"]["train_step_run_ms"]

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from emit import emit_json
+from pairs import median_pair_ratio, pair_ratio_ci95
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,19 +109,21 @@ def run(steps: int, cold: bool, overrides: list[str]) -> dict:
     }
 
 
-def compare(steps: int, repeats: int, variants: dict[str, list[str]], overrides: list[str]) -> dict:
-    """Alternating cold runs of two variants (extra `key=value` args each), and ratios second / first.
-
-    The judged ratios compare each variant's best run (highest median-interval throughput, shortest first update):
-    on a shared machine, noise only ever adds time, and the best of several runs is the closest to the code's own
-    cost (the reasoning behind `timeit`'s minimum). The ratio of medians and the median of the per-pair ratios
-    (each pair ran back to back) are reported beside them.
-    """
+def _alternate(
+    label: str,
+    repeats: int,
+    steps: int,
+    variants: dict[str, list[str]],
+    cold: bool,
+    extra: Callable[[str], list[str]],
+) -> dict[str, list[dict]]:
+    """`repeats` rounds of one run per variant; pairs in alternating order (A B, B A, ...) so that a run's place in
+    a pair costs both variants alike. `extra(name)` adds `key=value` args per variant."""
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for i in range(repeats):
-        for name, args in variants.items():
-            print(f"[{i + 1}/{repeats}] {name} ...", file=sys.stderr, flush=True)
-            result = run(steps, cold=True, overrides=[*args, *overrides])
+        for name in list(variants) if i % 2 == 0 else list(variants)[::-1]:
+            print(f"[{label} {i + 1}/{repeats}] {name} ...", file=sys.stderr, flush=True)
+            result = run(steps, cold=cold, overrides=[*variants[name], *extra(name)])
             runs[name].append(result)
             print(
                 f"    {result['env_steps_per_s']} env-steps/s "
@@ -128,18 +131,55 @@ def compare(steps: int, repeats: int, variants: dict[str, list[str]], overrides:
                 f"compile {result['compile_s']} s (XLA {result['xla_compile_s']} s)",
                 file=sys.stderr,
             )
+    return runs
+
+
+def compare(
+    steps: int,
+    repeats: int,
+    variants: dict[str, list[str]],
+    overrides: list[str],
+    warm_steps: int = 0,
+    warm_repeats: int = 0,
+) -> dict:
+    """Alternating cold runs of two variants (extra `key=value` args each), and ratios second / first.
+
+    The judged ratios compare each variant's best run (highest median-interval throughput, shortest first update):
+    on a shared machine, noise only ever adds time, and the best of several runs is the closest to the code's own
+    cost (the reasoning behind `timeit`'s minimum). The ratio of medians and the median of the per-pair ratios
+    (each pair ran back to back, with its distribution-free 95 % interval from 6 pairs up) are reported beside them.
+
+    With `warm_repeats`, that many further alternating pairs of `warm_steps`-update runs measure throughput only,
+    each variant with its own JAX persistent compilation cache (a temporary directory, filled by its first warm run),
+    so that a pair costs seconds of compiling instead of minutes and more pairs fit in the same time; the judged
+    throughput ratio is then theirs (the cold runs' stays under `ratio_estimators`).
+    """
+    runs = _alternate("cold", repeats, steps, variants, True, lambda name: overrides)
+    warm: dict[str, list[dict]] = {}
+    if warm_repeats:
+        with tempfile.TemporaryDirectory(prefix="walk-bench-cache-") as cache:
+            warm = _alternate(
+                "warm",
+                warm_repeats,
+                warm_steps,
+                variants,
+                False,
+                lambda name: [*overrides, f"compile.cache_dir={cache}/{name}"],
+            )
     base, ours = list(variants)
 
-    def ratios(key: str, best: Callable[[list[float]], float]) -> dict[str, float]:
+    def ratios(key: str, best: Callable[[list[float]], float], runs: dict[str, list[dict]] = runs) -> dict[str, float]:
         a, b = [r[key] for r in runs[base]], [r[key] for r in runs[ours]]
         return {
             "best_run": round(best(b) / best(a), 3),
             "median_of_runs": round(statistics.median(b) / statistics.median(a), 3),
-            "median_of_pairs": round(statistics.median(y / x for x, y in zip(a, b, strict=True)), 3),
+            "median_of_pairs": median_pair_ratio(b, a),
+            "median_of_pairs_ci95": pair_ratio_ci95(b, a),  # None below 6 pairs
         }
 
     keys = ["env_steps_per_s", "median_interval_steps_per_s", "compile_s", "xla_compile_s"]
-    throughput = ratios("median_interval_steps_per_s", max)
+    # judged on the warm runs when there are any: more pairs, each of more updates
+    throughput = ratios("median_interval_steps_per_s", max, warm or runs)
     compile_time = ratios("compile_s", min)
     return {
         "variants": variants,
@@ -148,9 +188,10 @@ def compare(steps: int, repeats: int, variants: dict[str, list[str]], overrides:
         "repeats": repeats,
         **{name: {key: [r[key] for r in runs[name]] for key in keys} for name in variants},
         "throughput_ratio": throughput["best_run"],
+        "throughput_ratio_from": "warm runs" if warm else "cold runs",
         "compile_ratio": compile_time["best_run"],
         "ratio_estimators": {
-            "throughput (median interval)": throughput,
+            "throughput (median interval)": ratios("median_interval_steps_per_s", max),
             "throughput (whole run)": ratios("env_steps_per_s", max),
             "compile (first update)": compile_time,
             # None when a run logged no XLA compile (a JAX that words the log line differently)
@@ -158,6 +199,19 @@ def compare(steps: int, repeats: int, variants: dict[str, list[str]], overrides:
                 ratios("xla_compile_s", min) if all(r["xla_compile_s"] > 0 for r in runs[base]) else None
             ),
         },
+        **(
+            {
+                "warm": {
+                    "updates_per_run": warm_steps,
+                    "repeats": warm_repeats,
+                    **{name: {key: [r[key] for r in warm[name]] for key in keys[:2]} for name in variants},
+                    "throughput (median interval)": ratios("median_interval_steps_per_s", max, warm),
+                    "throughput (whole run)": ratios("env_steps_per_s", max, warm),
+                }
+            }
+            if warm
+            else {}
+        ),
         "machine": runs[base][0]["machine"],
     }
 
@@ -169,10 +223,16 @@ def overhead_main(description: str, benchmark: str, variants: dict[str, list[str
     """Command line of an A/B overhead bench: alternating runs of `variants`, JSON against `OVERHEAD_TARGETS`."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20, help="PPO updates per run (the first one compiles)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each variant, alternating")
+    parser.add_argument("--repeats", type=int, default=2, help="cold runs of each variant, alternating")
+    parser.add_argument(
+        "--warm-repeats", type=int, default=0, help="then this many throughput runs of each variant, compile cached"
+    )
+    parser.add_argument("--warm-steps", type=int, default=40, help="PPO updates per warm run")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args, overrides = parser.parse_known_args()
-    result = compare(args.steps, args.repeats, variants, overrides)
+    if args.steps < 3 or args.repeats < 1 or args.warm_repeats < 0 or (args.warm_repeats and args.warm_steps < 3):
+        parser.error("need --steps >= 3, --repeats >= 1, --warm-repeats >= 0 and --warm-steps >= 3")
+    result = compare(args.steps, args.repeats, variants, overrides, args.warm_steps, args.warm_repeats)
     targets = OVERHEAD_TARGETS
     summary = {
         "benchmark": benchmark,
