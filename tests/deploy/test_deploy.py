@@ -443,8 +443,12 @@ def test_excitation_mode_logs_the_script_for_the_fit(tmp_path, files):
     robot = _excitation_robot(files)
     log, _ = read_ndjson(tmp_path / "excite.ndjson", joint_names=robot.names)
     script = excitation.controller(robot)  # the same seeded script, evaluated here step by step
-    expected = np.stack([script({}, k * PERIOD_S) for k in range(150)])
-    np.testing.assert_allclose(log.groups["output"][25:], expected[25:], atol=1e-12)
+    # under load the loop skips ticks it fell behind on (counted); every step that ran logs the script at its tick
+    assert len(log) == result.steps - result.skipped_ticks
+    expected = np.stack([script({}, int(k) * PERIOD_S) for k in log.step_id])
+    after_soft_start = np.asarray(log.step_id) >= 25
+    assert after_soft_start.sum() >= 100
+    np.testing.assert_allclose(log.groups["output"][after_soft_start], expected[after_soft_start], atol=1e-12)
     assert (log.groups["output"] >= robot.array("lower_rad") - 1e-12).all()
     assert (log.groups["output"] <= robot.array("upper_rad") + 1e-12).all()
     # the excitation moves every joint: the logged angles vary by about the script's amplitude
