@@ -90,7 +90,10 @@ def run(steps: int, cold: bool, overrides: list[str]) -> dict:
     steady = sorted({s[0]: s for s in samples if s[0] >= 2 and s[2] > 0}.values())
     interval_rates = [(b[1] - a[1]) / (b[2] - a[2]) for a, b in itertools.pairwise(steady) if b[2] > a[2]]
     if not interval_rates:
-        raise SystemExit(f"not enough updates logged to measure throughput ({len(samples)} state lines)")
+        raise SystemExit(
+            f"not enough updates logged to measure throughput ({len(samples)} state lines from {steps} updates; "
+            "xax logs state at intervals, so run more updates, e.g. --steps 8)"
+        )
     (_, n0, t0), (_, n1, t1) = steady[0], steady[-1]
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
@@ -180,6 +183,7 @@ def compare(
     keys = ["env_steps_per_s", "median_interval_steps_per_s", "compile_s", "xla_compile_s"]
     # judged on the warm runs when there are any: more pairs, each of more updates
     throughput = ratios("median_interval_steps_per_s", max, warm or runs)
+    cold_throughput = throughput if not warm else ratios("median_interval_steps_per_s", max)
     compile_time = ratios("compile_s", min)
     return {
         "variants": variants,
@@ -191,7 +195,7 @@ def compare(
         "throughput_ratio_from": "warm runs" if warm else "cold runs",
         "compile_ratio": compile_time["best_run"],
         "ratio_estimators": {
-            "throughput (median interval)": ratios("median_interval_steps_per_s", max),
+            "throughput (median interval)": cold_throughput,
             "throughput (whole run)": ratios("env_steps_per_s", max),
             "compile (first update)": compile_time,
             # None when a run logged no XLA compile (a JAX that words the log line differently)
@@ -205,7 +209,7 @@ def compare(
                     "updates_per_run": warm_steps,
                     "repeats": warm_repeats,
                     **{name: {key: [r[key] for r in warm[name]] for key in keys[:2]} for name in variants},
-                    "throughput (median interval)": ratios("median_interval_steps_per_s", max, warm),
+                    "throughput (median interval)": throughput,
                     "throughput (whole run)": ratios("env_steps_per_s", max, warm),
                 }
             }
