@@ -30,7 +30,7 @@ import mujoco
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from ksim_entropy.draws import key_and_uniforms
+from ksim_entropy.draws import hashed_key_and_uniforms
 from ksim_entropy.latency import DelayLine, Latency
 
 __all__ = ["DelayedActuators", "NativePDActuators", "is_native_pd", "use_native_pd"]
@@ -294,7 +294,7 @@ class DelayedActuators(ksim.StatefulActuators):
         rng: PRNGKeyArray,
     ) -> tuple[Array, DelayLine]:
         """Push the commanded action, pass the delayed one to the inner actuator; returns (ctrl, new state)."""
-        inner_rng, u = key_and_uniforms(rng, self.latency.draws_per_step)  # no split without jitter or holds
+        inner_rng, u = hashed_key_and_uniforms(rng, self.latency.draws_per_step)
         delayed, line = self.latency.step_from_unit(actuator_state, jnp.asarray(action), u)
         return self.inner.get_ctrl(delayed, physics_data, inner_rng), line
 

@@ -1,15 +1,18 @@
-"""One random draw per block and step: a key for whoever needs one, plus the block's own U(0, 1) variates.
+"""Random draws that cost the jitted step little to compile: a key for whoever needs one, plus U(0, 1) variates.
 
 On CPU, JAX lowers every threefry hash (each `jax.random` split, uniform, normal, ... call) as a rolled while loop
 that XLA compiles separately, so each extra draw in the jitted step adds compile time (issue 3's measurement: 174
-such loops in one walk unroll made the compile 1.2× plain ksim's). A block that needs a key for a wrapped ksim
-object *and* variates of its own therefore takes both from a single `jax.random.split`: key data are uniform random
-words, which `unit_uniform` maps to floats.
+such loops in one walk unroll made the compile 1.2× plain ksim's). Two ways around it, by size:
 
-Draws at an episode reset (`reset_uniforms`) use no threefry at all: ksim computes the reset branch of every carry on
-every step (its `lax.cond` on "done" becomes a select under vmap), so a hash there would be compiled and run each
-step for a value kept once per episode. They hash the words of the key ksim hands the reset instead, with murmur3's
-32-bit finaliser (Appleby, MurmurHash3, public domain), which costs a few fused integer ops.
+- small draws made every control or physics step (a sensor's noise, a push's onset, a delayed action's jitter) and
+  every draw at an episode reset (ksim computes the reset branch of every carry on every step: its `lax.cond` on
+  "done" becomes a select under vmap) hash the words of the key ksim hands the block (`hashed_uniforms`,
+  `hashed_key_and_uniforms`) with murmur3's 32-bit finaliser (Appleby, MurmurHash3, public domain): a few fused
+  integer ops and no loop. ksim's keys are threefry outputs already; the hash only spreads one into many variates.
+- large draws (a whole physics parameter set, hundreds of variates feeding a dozen parameters) take one
+  `jax.random.split` (`key_and_uniforms`): XLA fuses a hash into each consumer that reads it, so a big hashed draw
+  would be copied a dozen times, while the threefry loop is compiled once.
+Key data are uniform random words either way, which `unit_uniform` maps to floats.
 """
 
 import math
@@ -18,7 +21,14 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-__all__ = ["key_and_uniforms", "reset_uniforms", "uniform_int", "uniforms", "unit_uniform"]
+__all__ = [
+    "hashed_key_and_uniforms",
+    "hashed_uniforms",
+    "key_and_uniforms",
+    "uniform_int",
+    "uniforms",
+    "unit_uniform",
+]
 
 
 def unit_uniform(bits: Array) -> Array:
@@ -30,15 +40,19 @@ def unit_uniform(bits: Array) -> Array:
     return ((jnp.asarray(bits, dtype=jnp.uint32) >> 9).astype(jnp.float32) + 0.5) * jnp.float32(2.0**-23)
 
 
+def _check_num(num: int) -> None:
+    if num < 0:
+        raise ValueError(f"num must be >= 0 variates, got {num}")
+
+
 def key_and_uniforms(rng: PRNGKeyArray, num: int) -> tuple[PRNGKeyArray, Array]:
     """(a fresh key, `num` U(0, 1) variates) from one threefry call; (rng itself, an empty array) when num is 0.
 
     The key and the variates come from distinct counters of the same hash, so they are independent; the variates
     are exactly uniform on the 2²³ cell midpoints of `unit_uniform`. Works for raw uint32[2] keys (ksim's) and typed
-    keys alike.
+    keys alike. For large draws; see the module docstring.
     """
-    if num < 0:
-        raise ValueError(f"num must be >= 0 variates, got {num}")
+    _check_num(num)
     if num == 0:
         return rng, jnp.zeros((0,), dtype=jnp.float32)
     keys = jax.random.split(rng, 1 + math.ceil(num / 2))  # each key is two uint32 words
@@ -61,21 +75,43 @@ def _key_words(rng: PRNGKeyArray) -> Array:
     return jnp.asarray(data, dtype=jnp.uint32).reshape(-1)
 
 
-def reset_uniforms(rng: PRNGKeyArray, num: int) -> Array:
-    """`num` U(0, 1) variates hashed from the key's words and a counter: no threefry (for per-episode draws).
+def _hashed_words(rng: PRNGKeyArray, num: int) -> Array:
+    """`num` uint32 words: word i is mix(mix(w1 ^ φ·(i + 1)) + w0) for key words (w0, w1), mix = murmur3's fmix32.
 
-    Variate i is `unit_uniform(mix(mix(w1 ^ φ·(i + 1)) + w0))` for key words (w0, w1), mix = murmur3's fmix32 and
-    φ = 0x9E3779B9 (the golden-ratio increment of splitmix): two rounds, so every word of the key reaches every bit,
-    and consecutive seeds (PRNGKey(s) = (0, s)) give independent-looking variates. The key may still be used with
-    `jax.random` (a threefry of it is unrelated to this hash of its words). Not for cryptography.
+    φ = 0x9E3779B9 is the golden-ratio increment of splitmix; two rounds, so every word of the key reaches every bit,
+    and consecutive seeds (PRNGKey(s) = (0, s)) give independent-looking words.
     """
-    if num < 0:
-        raise ValueError(f"num must be >= 0 variates, got {num}")
-    if num == 0:
-        return jnp.zeros((0,), dtype=jnp.float32)
     words = _key_words(rng)
     counter = (jnp.arange(1, num + 1, dtype=jnp.uint32) * jnp.uint32(0x9E3779B9)) ^ words[-1]
-    return unit_uniform(_mix32(_mix32(counter) + words[0]))
+    return _mix32(_mix32(counter) + words[0])
+
+
+def hashed_uniforms(rng: PRNGKeyArray, num: int) -> Array:
+    """`num` U(0, 1) variates hashed from the key's words (`unit_uniform` of `_hashed_words`): no threefry.
+
+    The key may still be used with `jax.random` (a threefry of it is unrelated to this hash of its words). Not for
+    cryptography.
+    """
+    _check_num(num)
+    if num == 0:
+        return jnp.zeros((0,), dtype=jnp.float32)
+    return unit_uniform(_hashed_words(rng, num))
+
+
+def hashed_key_and_uniforms(rng: PRNGKeyArray, num: int) -> tuple[PRNGKeyArray, Array]:
+    """(a fresh key, `num` U(0, 1) variates) hashed from the key's words, no threefry; (rng, empty) when num is 0.
+
+    The variates are `hashed_uniforms(rng, num)`; the key is the next two hashed words (raw uint32[2] for a raw key,
+    a typed key of the same implementation for a typed one). For small per-step draws; see the module docstring.
+    """
+    _check_num(num)
+    if num == 0:
+        return rng, jnp.zeros((0,), dtype=jnp.float32)
+    words = _hashed_words(rng, num + 2)
+    key = words[num:]
+    if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key, impl=jax.random.key_impl(rng))
+    return key, unit_uniform(words[:num])
 
 
 def uniforms(rng: PRNGKeyArray, shape: int | tuple[int, ...]) -> Array:

@@ -38,7 +38,7 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 from ksim.utils.mujoco import get_body_data_idx_by_name, slice_update, update_data_field
 
-from ksim_entropy.draws import reset_uniforms
+from ksim_entropy.draws import hashed_uniforms
 
 __all__ = [
     "ForcePushEvent",
@@ -265,7 +265,7 @@ class ForcePushEvent(_BodyWrenchEvent):
     def get_initial_event_state(self, rng: PRNGKeyArray) -> Array:
         """Packed `PushState`: no push on, zero last wrench, the first onset U(interval_s) s away."""
         return PushState(
-            countdown_s=self._uniform_s(reset_uniforms(rng, 1)[0], self.interval_s),
+            countdown_s=self._uniform_s(hashed_uniforms(rng, 1)[0], self.interval_s),
             remaining_s=jnp.zeros((), jnp.float32),
             wrench=jnp.zeros(6, jnp.float32),
             last_wrench=jnp.zeros(6, jnp.float32),
@@ -282,7 +282,7 @@ class ForcePushEvent(_BodyWrenchEvent):
         """One physics step: maybe start a push, write this step's wrench, advance the clocks by dt."""
         state = PushState.unpack(event_state)
         dt = jnp.asarray(model.opt.timestep, dtype=jnp.float32)
-        u = jax.random.uniform(rng, (7,))  # one draw per step: wrench (5), duration, next interval
+        u = hashed_uniforms(rng, 7)  # one draw per step: wrench (5), duration, next interval
         onset = state.countdown_s <= 0.0
         wrench = jnp.where(onset, self._sample_wrench(u[0:5]), state.wrench)
         remaining = jnp.where(onset, self._uniform_s(u[5], self.duration_s), state.remaining_s)
@@ -349,7 +349,7 @@ class WindEvent(_BodyWrenchEvent):
     def get_initial_event_state(self, rng: PRNGKeyArray) -> Array:
         """Packed `WindState`: the episode's steady force and a zero last wrench (fresh data has xfrc_applied = 0)."""
         return WindState(
-            force=_horizontal(reset_uniforms(rng, 2), self.max_force_n).astype(jnp.float32),
+            force=_horizontal(hashed_uniforms(rng, 2), self.max_force_n).astype(jnp.float32),
             last_wrench=jnp.zeros(6, jnp.float32),
         ).pack()
 

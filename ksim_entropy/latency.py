@@ -1,4 +1,4 @@
-"""Latency as a ring buffer: a delay in seconds, drawn per episode, quantised to steps, with optional jitter and hold.
+"""Latency as a shift register: a delay in seconds drawn per episode, quantised to steps, optional jitter and hold.
 
 One idea shared by delayed observations (quantised to control steps) and delayed actions (quantised to physics
 steps). A `DelayLine` is the per-environment carry; `Latency` is the frozen spec.
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
-from ksim_entropy.draws import reset_uniforms, uniform_int
+from ksim_entropy.draws import hashed_uniforms, uniform_int
 
 __all__ = ["DelayLine", "Latency"]
 
@@ -37,13 +37,25 @@ def _non_negative(_: object, attribute: attrs.Attribute, value: float) -> None:
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class DelayLine:
-    """Per-environment ring buffer state (a pytree, so it can live in any ksim carry)."""
+    """Per-environment shift register (a pytree, so it can live in any ksim carry).
 
-    buffer: Array  # (buffer_length, *value_shape), slot s % buffer_length holds v_s
-    next_step: Array  # int32: index s of the next value to be written
-    delay: Array  # int32: the episode's base delay d (steps)
-    read_step: Array | None  # int32: index r of the value read last (None without jitter and hold: not needed)
-    last_output: Array | None  # value_shape: what was output last, for holds (None without jitter and hold)
+    Two leaves without holds (three with): ksim selects every carry leaf at each reset, each select with
+    its own copy of the "done" logic, so the integers share one array and the buffer needs no write index.
+    """
+
+    buffer: Array  # (buffer_length, *value_shape): buffer[i] holds v_{s−i}, the value written i steps ago
+    counters: Array  # int32 (2,): (age a of the value read last, −1 before the first step; the episode's delay d)
+    last_output: Array | None  # value_shape: what was output last, for holds (None without holds)
+
+    @property
+    def age(self) -> Array:
+        """int32: how many steps old the value read last was (s − r), −1 before the episode's first step."""
+        return self.counters[..., 0]
+
+    @property
+    def delay(self) -> Array:
+        """int32: the episode's base delay d (steps)."""
+        return self.counters[..., 1]
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -103,38 +115,37 @@ class Latency:
 
     def init(self, value: Array, rng: PRNGKeyArray) -> DelayLine:
         """A fresh line at an episode reset: every slot holds `value`, the state at the reset; the delay drawn."""
-        return self.init_from_unit(value, reset_uniforms(rng, self.draws_at_reset))
+        return self.init_from_unit(value, hashed_uniforms(rng, self.draws_at_reset))
 
     def init_from_unit(self, value: Array, u: Array) -> DelayLine:
         """`init` with the episode's randomness given: `u` holds `draws_at_reset` U(0, 1) variates."""
         value = jnp.asarray(value)
         delay = uniform_int(u[0], self.min_steps, self.max_steps) if self.draws_at_reset else self.min_steps
-        # Every carry leaf costs a select (and its own copy of ksim's "done" logic) at each reset: keep the read
-        # index and the last output only when jitter or holds read them back.
-        random_reads = self.draws_per_step > 0
+        # Every carry leaf costs a select (and its own copy of ksim's "done" logic) at each reset: keep the last
+        # output only when holds read it back.
         return DelayLine(
             buffer=jnp.broadcast_to(value, (self.buffer_length, *value.shape)),
-            next_step=jnp.zeros((), dtype=jnp.int32),
-            delay=jnp.asarray(delay, dtype=jnp.int32),
-            read_step=jnp.zeros((), dtype=jnp.int32) if random_reads else None,
-            last_output=value if random_reads else None,
+            counters=jnp.stack([jnp.int32(-1), jnp.asarray(delay, dtype=jnp.int32)]),
+            last_output=value if self.hold_prob > 0.0 else None,
         )
 
     def step_from_unit(self, line: DelayLine, value: Array, u: Array) -> tuple[Array, DelayLine]:
         """Write `value` as v_s and return the delayed output for step s with the updated line.
 
         `u` holds the step's `draws_per_step` U(0, 1) variates (jitter, hold); callers draw them together with
-        their own (`ksim_entropy.draws.key_and_uniforms`).
+        their own (`ksim_entropy.draws.hashed_key_and_uniforms`).
         """
-        s = line.next_step
+        # A shift register: the read age a_s = s − r_s = min(d + j_s, a_{s−1} + 1) (a_{s−1} + 1 ≤ s, so r_s ≥ 0 and
+        # r_s ≥ r_{s−1} hold by themselves); a hold keeps r, so the age grows by one (capped: a held value is output
+        # from `last_output`, and the next read is at most d + j steps old again).
         n = self.buffer_length
-        buffer = line.buffer.at[s % n].set(value)
-        if self.draws_per_step:
-            r = jnp.maximum(jnp.maximum(s - line.delay - uniform_int(u[0], 0, self.jitter_steps), line.read_step), 0)
-            hold = (s > 0) & (u[1] < self.hold_prob)
-            r = jnp.where(hold, line.read_step, r)
-            out = jnp.where(hold, line.last_output, buffer[r % n])
-            return out, DelayLine(buffer=buffer, next_step=s + 1, delay=line.delay, read_step=r, last_output=out)
-        # A fixed delay within the episode: s − d never goes back, so no clamp to the last read is needed.
-        out = buffer[jnp.maximum(s - line.delay, 0) % n]
-        return out, DelayLine(buffer=buffer, next_step=s + 1, delay=line.delay, read_step=None, last_output=None)
+        buffer = jnp.concatenate([jnp.asarray(value, line.buffer.dtype)[None], line.buffer[: n - 1]])
+        older = line.age + 1
+        jitter = uniform_int(u[0], 0, self.jitter_steps) if self.jitter_steps else 0
+        age = jnp.minimum(line.delay + jitter, older)
+        if self.hold_prob > 0.0:
+            hold = (older > 0) & (u[1] < self.hold_prob)
+            age = jnp.where(hold, jnp.minimum(older, n), age)
+            out = jnp.where(hold, line.last_output, buffer[jnp.minimum(age, n - 1)])
+            return out, DelayLine(buffer=buffer, counters=jnp.stack([age, line.delay]), last_output=out)
+        return buffer[age], DelayLine(buffer=buffer, counters=jnp.stack([age, line.delay]), last_output=None)

@@ -39,7 +39,7 @@ import numpy as np
 import xax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from ksim_entropy.draws import key_and_uniforms, reset_uniforms, uniforms
+from ksim_entropy.draws import hashed_key_and_uniforms, hashed_uniforms, uniforms
 from ksim_entropy.latency import DelayLine, Latency
 
 __all__ = ["DelayedObservation", "DelayedObservationCarry", "SensorNoise"]
@@ -274,7 +274,7 @@ class DelayedObservation(ksim.StatefulObservation):
         The fill only fixes the buffer's shape and dtype: ksim's next observation is taken on this same reset state
         and is written before it is read, so the reset value itself is not computed (only its shape, traced with no
         commands and curriculum level 1): 4 delayed K-Bot sensors lower to ~300 fewer ops per walk unroll.
-        The bias and the delay are hashed from `rng` (`reset_uniforms`: ksim computes this reset on every step, so
+        The bias and the delay are hashed from `rng` (`hashed_uniforms`: ksim computes this reset on every step, so
         a threefry here would cost a compiled loop per step); the wrapped observation gets `rng` itself.
         """
         state = ksim.ObservationInput(commands=xax.FrozenDict({}), physics_state=physics_state, obs_carry=None)
@@ -297,7 +297,7 @@ class DelayedObservation(ksim.StatefulObservation):
             ) from e
         shape, noise, latency = value_spec.shape, self.sensor_noise, self.latency
         bias_draws = math.prod(shape) if noise is not None and noise.has_bias else 0
-        u = reset_uniforms(rng, bias_draws + (0 if latency is None else latency.draws_at_reset))
+        u = hashed_uniforms(rng, bias_draws + (0 if latency is None else latency.draws_at_reset))
         inner_carry = inner_reset(rng)
         bias, dtype = None, value_spec.dtype
         if noise is not None:
@@ -313,12 +313,13 @@ class DelayedObservation(ksim.StatefulObservation):
     ) -> tuple[Array, DelayedObservationCarry]:
         """One control step: compute → add noise and bias → delay. Returns (output, next carry).
 
-        The wrapped observation's key and the step's noise and jitter come from one draw (`key_and_uniforms`).
+        The wrapped observation's key and the step's noise and jitter are hashed from `rng` together
+        (`hashed_key_and_uniforms`: no threefry, which would cost a compiled loop per step).
         """
         carry: DelayedObservationCarry = state.obs_carry
         noise, latency = self.sensor_noise, self.latency
         noise_draws = 0 if noise is None else noise.draws_per_value * math.prod(carry.bias.shape)
-        inner_rng, u = key_and_uniforms(rng, noise_draws + (0 if latency is None else latency.draws_per_step))
+        inner_rng, u = hashed_key_and_uniforms(rng, noise_draws + (0 if latency is None else latency.draws_per_step))
         value, inner_carry = self._observe_inner(state, carry.inner, curriculum_level, inner_rng)
         if noise is not None:
             value = noise.add_from_unit(value, carry.bias, u[:noise_draws], curriculum_level)

@@ -1,5 +1,5 @@
-"""One-draw helpers: exact end points, uniformity (scipy's KS test), independence of key and variates, one hash;
-reset draws hashed from key words without threefry."""
+"""Draw helpers: exact end points, uniformity (scipy's KS test), independence of key and variates, one threefry
+for large draws; small and reset draws hashed from key words without threefry."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from ksim_entropy.draws import key_and_uniforms, reset_uniforms, uniform_int, uniforms, unit_uniform
+from ksim_entropy.draws import (
+    hashed_key_and_uniforms,
+    hashed_uniforms,
+    key_and_uniforms,
+    uniform_int,
+    uniforms,
+    unit_uniform,
+)
 
 
 def test_unit_uniform_maps_words_to_cell_midpoints_strictly_inside_the_unit_interval():
@@ -19,10 +26,12 @@ def test_unit_uniform_maps_words_to_cell_midpoints_strictly_inside_the_unit_inte
     assert 0.0 < u.min() and u.max() < 1.0
 
 
+@pytest.mark.parametrize("draw", [key_and_uniforms, hashed_key_and_uniforms], ids=["threefry", "hashed"])
 @pytest.mark.parametrize("make_key", [jax.random.PRNGKey, jax.random.key], ids=["raw", "typed"])
-def test_key_and_uniforms_are_uniform_and_independent(make_key):
+def test_key_and_uniforms_are_uniform_and_independent(make_key, draw):
+    """From consecutive seeds (PRNGKey(s) = (0, s), the worst case for a hash of the words) as from any key."""
     rngs = jax.vmap(make_key)(jnp.arange(4000))
-    keys, u = jax.vmap(lambda k: key_and_uniforms(k, 5))(rngs)
+    keys, u = jax.vmap(lambda k: draw(k, 5))(rngs)
     assert u.shape == (4000, 5) and keys.dtype == rngs.dtype and keys.shape == rngs.shape
     flat = np.asarray(u, dtype=np.float64).ravel()
     assert scipy.stats.kstest(flat, "uniform").pvalue > 1e-3
@@ -48,6 +57,21 @@ def test_one_hash_per_call_and_none_for_zero_variates():
         key_and_uniforms(rng, -1)
 
 
+def test_hashed_key_and_uniforms_call_no_threefry_and_extend_hashed_uniforms():
+    rng = jax.random.PRNGKey(5)
+    assert "random" not in str(jax.make_jaxpr(lambda k: hashed_key_and_uniforms(k, 7))(rng))
+    key, u = hashed_key_and_uniforms(rng, 7)
+    np.testing.assert_array_equal(u, hashed_uniforms(rng, 7))  # the variates are the first 7 hashed ones
+    assert key.shape == (2,) and key.dtype == jnp.uint32 and not (np.asarray(key) == np.asarray(rng)).all()
+    typed_key, typed_u = hashed_key_and_uniforms(jax.random.wrap_key_data(rng), 7)
+    np.testing.assert_array_equal(jax.random.key_data(typed_key), key)  # typed and raw keys agree
+    np.testing.assert_array_equal(typed_u, u)
+    same, empty = hashed_key_and_uniforms(rng, 0)
+    assert same is rng and empty.shape == (0,)
+    with pytest.raises(ValueError, match="num must be >= 0"):
+        hashed_key_and_uniforms(rng, -1)
+
+
 def test_uniforms_follow_scipys_uniform_and_uniform_int_covers_every_integer_equally():
     u = np.asarray(uniforms(jax.random.PRNGKey(3), (200, 50)), dtype=np.float64)
     assert u.shape == (200, 50) and 0.0 < u.min() and u.max() < 1.0
@@ -60,7 +84,7 @@ def test_uniforms_follow_scipys_uniform_and_uniform_int_covers_every_integer_equ
     np.testing.assert_array_equal(uniform_int(unit_uniform(jnp.array([0, 2**32 - 1], jnp.uint32)), 2, 6), [2, 6])
 
 
-def test_reset_uniforms_are_uniform_independent_and_hash_free():
+def test_hashed_uniforms_are_uniform_independent_and_hash_free():
     """Per-episode draws hashed from the key's words: uniform (KS) for split keys and for consecutive raw seeds
     (PRNGKey(s) = (0, s), the worst case for a hash of the words), uncorrelated across counters and with the key's
     own threefry variates, and no `jax.random` primitive in the jaxpr."""
@@ -68,7 +92,7 @@ def test_reset_uniforms_are_uniform_independent_and_hash_free():
     seeds = jax.vmap(jax.random.PRNGKey)(jnp.arange(4000))
     bound = 4.0 / np.sqrt(4000)  # 4 standard errors of a correlation coefficient
     for keys in (split, seeds):
-        u = np.asarray(jax.vmap(lambda k: reset_uniforms(k, 6))(keys), dtype=np.float64)
+        u = np.asarray(jax.vmap(lambda k: hashed_uniforms(k, 6))(keys), dtype=np.float64)
         assert u.shape == (4000, 6) and 0.0 < u.min() and u.max() < 1.0
         for j in range(6):
             assert scipy.stats.kstest(u[:, j], "uniform").pvalue > 1e-3
@@ -76,9 +100,9 @@ def test_reset_uniforms_are_uniform_independent_and_hash_free():
         assert np.abs(corr).max() < bound
         threefry = np.asarray(jax.vmap(lambda k: jax.random.uniform(k))(keys), dtype=np.float64)
         assert abs(np.corrcoef(threefry, u[:, 0])[0, 1]) < bound
-    typed = np.asarray(reset_uniforms(jax.random.wrap_key_data(split[0]), 3))
-    np.testing.assert_array_equal(typed, np.asarray(reset_uniforms(split[0], 3)))  # typed and raw keys agree
-    assert "random" not in str(jax.make_jaxpr(lambda k: reset_uniforms(k, 5))(split[0]))
-    assert reset_uniforms(split[0], 0).shape == (0,)
+    typed = np.asarray(hashed_uniforms(jax.random.wrap_key_data(split[0]), 3))
+    np.testing.assert_array_equal(typed, np.asarray(hashed_uniforms(split[0], 3)))  # typed and raw keys agree
+    assert "random" not in str(jax.make_jaxpr(lambda k: hashed_uniforms(k, 5))(split[0]))
+    assert hashed_uniforms(split[0], 0).shape == (0,)
     with pytest.raises(ValueError, match="num must be >= 0"):
-        reset_uniforms(split[0], -1)
+        hashed_uniforms(split[0], -1)

@@ -287,9 +287,9 @@ def test_latency_in_seconds_is_rounded_to_steps(kbot, range_s, expected):
     assert set(np.unique(delays)) == expected
 
 
-def test_a_fixed_per_episode_delay_carries_no_read_index_or_last_output(kbot):
-    """Without jitter and hold the line keeps only its buffer and two counters (every carry leaf costs a select per
-    step); with either, the read index and the last output come back."""
+def test_a_delay_line_without_holds_carries_only_its_buffer_and_counters(kbot):
+    """Without holds the line keeps only its buffer and one array of counters (every carry leaf costs a select per
+    step); with holds, the last output comes back."""
     ps = _physics_state(kbot[2])
     leaves = {}
     for name, latency in {
@@ -305,7 +305,7 @@ def test_a_fixed_per_episode_delay_carries_no_read_index_or_last_output(kbot):
         _, carry = wrapper.observe_stateful(state, jnp.float32(1.0), jax.random.PRNGKey(1))
         assert jax.tree.structure(carry.line) == jax.tree.structure(line)  # a step keeps the carry's structure
         leaves[name] = len(jax.tree.leaves(line))
-    assert leaves == {"fixed": 3, "jitter": 5, "hold": 5}
+    assert leaves == {"fixed": 2, "jitter": 2, "hold": 3}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -519,13 +519,13 @@ def test_ksim_helpers_thread_the_carry(kbot):
         carry = new_carry
     gyro_truth = [np.asarray(ps.data.sensordata[layout[0] : layout[0] + 3]) for ps in states]
     np.testing.assert_allclose(outs, [gyro_truth[0], gyro_truth[0], gyro_truth[1]], atol=1e-5)
-    assert int(carry["delayed"].line.next_step) == 3
+    assert int(carry["delayed"].line.age) == 1  # read v_1 at step 2
 
 
-def test_a_step_takes_one_random_draw_and_a_reset_none(kbot):
-    """A step's inner key, noise and jitter come from one threefry hash (each is a loop XLA compiles on its own); a
-    reset's bias and delay are hashed from the key's words (`reset_uniforms`), no threefry; without noise and random
-    timing, a step draws nothing."""
+def test_neither_a_step_nor_a_reset_calls_threefry(kbot):
+    """A step's inner key, noise and jitter and a reset's bias and delay are all hashed from the key's words
+    (`hashed_key_and_uniforms`, `hashed_uniforms`): no threefry, each of which is a loop XLA compiles on its own;
+    the step still draws (its noise changes with the key)."""
     _, mjx_model, base_data, _ = kbot
     gyro = ksim.SensorObservation.create(physics_model=mjx_model, sensor_name="imu_gyro")
     ps = _physics_state(base_data)
@@ -541,8 +541,11 @@ def test_a_step_takes_one_random_draw_and_a_reset_none(kbot):
     busy = DelayedObservation(
         observation=gyro, latency=_lat(1, 3, jitter_s=CTRL_DT, hold_prob=0.1), sensor_noise=GYRO_NOISE
     )
-    assert draws(busy) == [0, 1]
+    assert draws(busy) == [0, 0]
     assert draws(DelayedObservation(observation=gyro, latency=_lat(2, 2))) == [0, 0]
+    state = ksim.ObservationInput(commands=xax.FrozenDict({}), physics_state=ps, obs_carry=busy.initial_carry(ps, rng))
+    first, second = (busy.observe_stateful(state, jnp.float32(1.0), jax.random.PRNGKey(k))[0] for k in (1, 2))
+    assert not np.allclose(first, second)  # the noise follows the step's key
 
 
 def test_jit_and_vmap_over_envs_give_batched_shapes(main_rollout):
