@@ -282,7 +282,7 @@ class DelayedActuators(ksim.StatefulActuators):
         line = self.latency.init(hold, rng)
         # A DelayLine outputs v_{max(s − d, 0)}: write the hold value as v_0, so command c_s is v_{s+1} and reads
         # before its arrival return the hold value (the reset value given to `init` alone is never read back).
-        # At s = 0 the read index is 0 whatever the jitter or hold variates: the priming step needs no draw.
+        # At s = 0 the read age is 0 whatever the jitter or hold variates: the priming step needs no draw.
         _, line = self.latency.step_from_unit(line, hold, jnp.zeros(self.latency.draws_per_step))
         return line
 
