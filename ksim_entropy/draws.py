@@ -4,9 +4,9 @@ On CPU, JAX lowers every threefry hash (each `jax.random` split, uniform, normal
 that XLA compiles separately, so each extra draw in the jitted step adds compile time (issue 3's measurement: 174
 such loops in one walk unroll made the compile 1.2× plain ksim's). Two ways around it, by size:
 
-- small draws made every control or physics step (a sensor's noise, a push's onset, a delayed action's jitter) and
-  every draw at an episode reset (ksim computes the reset branch of every carry on every step: its `lax.cond` on
-  "done" becomes a select under vmap) hash the words of the key ksim hands the block (`hashed_uniforms`,
+- small draws made every control or physics step (a sensor's noise, a push's onset, a wind gust, a delayed action's
+  jitter) and every draw at an episode reset (ksim computes the reset branch of every carry on every step: its
+  `lax.cond` on "done" becomes a select under vmap) hash the words of the key ksim hands the block (`hashed_uniforms`,
   `hashed_key_and_uniforms`) with murmur3's 32-bit finaliser (Appleby, MurmurHash3, public domain): a few fused
   integer ops and no loop. ksim's keys are threefry outputs already; the hash only spreads one into many variates.
 - large draws (a whole physics parameter set, hundreds of variates feeding a dozen parameters) take one
@@ -19,12 +19,14 @@ import math
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special as jsp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 __all__ = [
     "hashed_key_and_uniforms",
     "hashed_uniforms",
     "key_and_uniforms",
+    "standard_normal",
     "uniform_int",
     "uniforms",
     "unit_uniform",
@@ -120,6 +122,14 @@ def uniforms(rng: PRNGKeyArray, shape: int | tuple[int, ...]) -> Array:
     if math.prod(shape) == 0:
         return jnp.zeros(shape, dtype=jnp.float32)
     return unit_uniform(jax.random.bits(rng, shape, dtype=jnp.uint32))
+
+
+def standard_normal(u: ArrayLike) -> Array:
+    """N(0, 1) variates from U(0, 1) variates `u` (any shape) by the inverse CDF, √2·erfinv(2u − 1).
+
+    `unit_uniform`'s variates keep 0 and 1 out, so the result is finite (|z| < 5.5 in float32).
+    """
+    return math.sqrt(2.0) * jsp.erfinv(2.0 * jnp.asarray(u) - 1.0)
 
 
 def uniform_int(u: ArrayLike, low: int, high: int) -> Array:

@@ -30,7 +30,6 @@ import math
 from typing import NamedTuple, Self
 
 import attrs
-import jax
 import jax.numpy as jnp
 import ksim
 import mujoco
@@ -38,7 +37,7 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 from ksim.utils.mujoco import get_body_data_idx_by_name, slice_update, update_data_field
 
-from ksim_entropy.draws import hashed_uniforms
+from ksim_entropy.draws import hashed_uniforms, standard_normal
 
 __all__ = [
     "ForcePushEvent",
@@ -365,7 +364,7 @@ class WindEvent(_BodyWrenchEvent):
         state = WindState.unpack(event_state)
         force = state.force
         if self.gust_std_n > 0.0:
-            gust = self.gust_std_n * jax.random.normal(rng, (2,), dtype=jnp.float32)
+            gust = self.gust_std_n * standard_normal(hashed_uniforms(rng, 2))  # hashed: no threefry per step
             force = force + jnp.concatenate([gust, jnp.zeros(1, jnp.float32)])
         applied = jnp.concatenate([force * self._scale(curriculum_level), jnp.zeros(3, jnp.float32)])
         data = self._add_wrench(data, applied - state.last_wrench)

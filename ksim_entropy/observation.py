@@ -33,13 +33,12 @@ from typing import Self
 import attrs
 import jax
 import jax.numpy as jnp
-import jax.scipy.special as jsp
 import ksim
 import numpy as np
 import xax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from ksim_entropy.draws import hashed_key_and_uniforms, hashed_uniforms, uniforms
+from ksim_entropy.draws import hashed_key_and_uniforms, hashed_uniforms, standard_normal, uniforms
 from ksim_entropy.latency import DelayLine, Latency
 
 __all__ = ["DelayedObservation", "DelayedObservationCarry", "SensorNoise"]
@@ -153,8 +152,8 @@ class SensorNoise:
     def add_from_unit(self, value: Array, bias: Array | None, u: Array, curriculum_level: Array | float) -> Array:
         """`add` with the step's randomness given: `draws_per_value` U(0, 1) variates per entry of `value`.
 
-        With v = 2u − 1 in (−1, 1), uniform noise is v·mag and Gaussian noise √2·erfinv(v)·std (the inverse CDF),
-        so both kinds come from one draw.
+        Uniform noise is (2u − 1)·mag and Gaussian noise `standard_normal(u)`·std (the inverse CDF), so both kinds
+        come from one draw.
         """
         value = jnp.asarray(value)
         shape = value.shape
@@ -162,11 +161,11 @@ class SensorNoise:
         mag = self._broadcast("uniform_mag", shape)
         noise = jnp.zeros(shape, dtype=jnp.result_type(value, jnp.float32)) if bias is None else bias
         if self.draws_per_value:
-            v = 2.0 * jnp.reshape(u, (self.draws_per_value, *shape)) - 1.0
+            u = jnp.reshape(u, (self.draws_per_value, *shape))
             if np.any(std > 0):
-                noise = noise + math.sqrt(2.0) * jsp.erfinv(v[0]) * std
+                noise = noise + standard_normal(u[0]) * std
             if np.any(mag > 0):
-                noise = noise + v[-1] * mag
+                noise = noise + (2.0 * u[-1] - 1.0) * mag
         if self.scale_with_curriculum:
             noise = noise * curriculum_level
         return value + noise

@@ -11,6 +11,7 @@ from ksim_entropy.draws import (
     hashed_key_and_uniforms,
     hashed_uniforms,
     key_and_uniforms,
+    standard_normal,
     uniform_int,
     uniforms,
     unit_uniform,
@@ -106,3 +107,13 @@ def test_hashed_uniforms_are_uniform_independent_and_hash_free():
     assert hashed_uniforms(split[0], 0).shape == (0,)
     with pytest.raises(ValueError, match="num must be >= 0"):
         hashed_uniforms(split[0], -1)
+
+
+def test_standard_normal_is_scipys_inverse_normal_cdf_and_finite_at_the_end_cells():
+    u = np.asarray(unit_uniform(jnp.asarray(np.linspace(0, 2**32 - 1, 4001).astype(np.uint32))), dtype=np.float64)
+    z = np.asarray(standard_normal(jnp.asarray(u, dtype=jnp.float32)), dtype=np.float64)
+    inner = (u > 1e-4) & (u < 1 - 1e-4)  # float32 erfinv loses relative precision as 2u - 1 nears ±1
+    np.testing.assert_allclose(z[inner], scipy.stats.norm.ppf(u[inner]), rtol=1e-4, atol=1e-5)
+    assert np.all(np.isfinite(z)) and z[0] < -5.0 and z[-1] > 5.0 and np.all(np.diff(z) >= 0)
+    sample = np.asarray(standard_normal(hashed_uniforms(jax.random.PRNGKey(11), 20000)), dtype=np.float64)
+    assert scipy.stats.kstest(sample, "norm").pvalue > 1e-3
