@@ -58,6 +58,24 @@ def parse_duration_s(text: str) -> float:
     return sum(float(v) * units[u] for v, u in re.findall(r"(\d+(?:\.\d+)?)([dhms])", text))
 
 
+def json_records(text: str) -> list[dict]:
+    """Every JSON object on the lines of `text` that start with "{", several per line included (xax's logging thread
+    can write a record before the last one's newline); stops at a line's first part that is not JSON."""
+    decoder, records = json.JSONDecoder(), []
+    for line in text.splitlines():
+        pos = 0
+        while pos < len(line) and line[pos] == "{":
+            try:
+                record, pos = decoder.raw_decode(line, pos)
+            except json.JSONDecodeError:
+                break
+            if isinstance(record, dict):
+                records.append(record)
+            while pos < len(line) and line[pos].isspace():
+                pos += 1
+    return records
+
+
 def run(steps: int, cold: bool, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="walk-bench-") as tmp:
         args = [*BENCH_CONFIG, f"max_steps={steps}", f"exp_dir={tmp}/run", *overrides]
@@ -74,10 +92,7 @@ def run(steps: int, cold: bool, overrides: list[str]) -> dict:
 
     samples: list[tuple[int, int, float]] = []
     compile_s = None
-    for line in proc.stdout.splitlines():
-        if not line.startswith("{"):
-            continue
-        record = json.loads(line)
+    for record in json_records(proc.stdout):
         if "state" in record and "elapsed_time_s" in record["state"]:
             s = record["state"]
             samples.append((int(s["num_steps"]), int(s["num_samples"]), float(s["elapsed_time_s"])))

@@ -1,4 +1,5 @@
-"""The benches' paired-ratio statistics (bench/pairs.py) against scipy's sign-test interval for a median."""
+"""The benches' paired-ratio statistics (bench/pairs.py) against scipy's sign-test interval for a median, and the
+walk bench's reading of xax's JSON log lines."""
 
 import importlib.util
 from pathlib import Path
@@ -38,3 +39,29 @@ def test_pair_ratio_ci95_covers_the_true_median_at_least_95_percent() -> None:
     exact = 1.0 - 2.0 * scipy.stats.binom.cdf(2, n, 0.5)  # k = 3 at n = 12: 0.961
     assert abs(covered / trials - exact) < 0.012
     assert covered / trials >= 0.945
+
+
+def test_walk_bench_reads_every_json_record_on_a_line_and_skips_the_rest() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        from walk_throughput import json_records
+    finally:
+        sys.path.pop(0)
+    text = "\n".join(
+        [
+            '{"state": {"num_steps": 2}}{"ping": {"message": "x"}}',  # two records, no newline between (seen in a run)
+            '{"state": {"num_steps": 3}} {"status": {"message": "Step 1 time: 1m, 41s"}}',
+            "\x1b[1;32mSTATUS\x1b[0m a coloured line",
+            '{"state": {"num_steps": 4}}{"truncated": ',  # a cut record: the complete one before it is kept
+            "[1, 2]",
+        ]
+    )
+    assert json_records(text) == [
+        {"state": {"num_steps": 2}},
+        {"ping": {"message": "x"}},
+        {"state": {"num_steps": 3}},
+        {"status": {"message": "Step 1 time: 1m, 41s"}},
+        {"state": {"num_steps": 4}},
+    ]
