@@ -10,7 +10,8 @@ between them, so a stall hits both and each ratio is a median over pairs (ours /
   but compile time does not follow it closely) and ops_by_source (by the Python package or ksim_entropy module that
   emitted them); trace_s and compile_s of one cold compile (the variant built first, `--first`, also pays the process's
   one-time costs); run_ms over `--repeats` calls per variant, paired in alternating order, each call continuing
-  from the state the variant's last one ended in.
+  from the state the variant's last one ended in; cpu_ms the process's CPU time over the same calls (every thread,
+  so less moved than wall time by other processes on a shared machine, but not what a user waits for).
 - train_step: ksim's whole `_rl_train_loop_step` (that rollout with rollout_length_frames=32, the PPO update,
   curricula, metrics). Its ops; `--compiles` cold compiles per variant, each from a fresh trace, in alternating order
   (plain first in even rounds, ours first in odd ones); run_ms as for the unroll: the training
@@ -199,21 +200,29 @@ def main() -> None:
     # Each piece on its own, pairs in alternating order (plain, ours, ours, plain, ...): a call's place in the
     # sequence (what ran just before it, what it has to free) then costs both variants alike.
     wall: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    cpu: dict[tuple[str, str], list[float]] = collections.defaultdict(list)  # the process's CPU time (all threads)
     for piece in ("unroll", "step"):
         for r in range(args.repeats):
             for name in order if r % 2 == 0 else order[::-1]:
+                cpu_start = time.process_time()
                 _, seconds = _timed(getattr(variants[name], f"call_{piece}"))
+                cpu[name, piece].append(time.process_time() - cpu_start)
                 wall[name, piece].append(seconds)
     results = {}
     for name, v in variants.items():
         compiles = v.step_compiles
         results[name] = {
-            "unroll": {**v.stats["unroll"], "run_ms": _summary(wall[name, "unroll"], 1e3)},
+            "unroll": {
+                **v.stats["unroll"],
+                "run_ms": _summary(wall[name, "unroll"], 1e3),
+                "cpu_ms": _summary(cpu[name, "unroll"], 1e3),
+            },
             "train_step": {
                 **v.stats["train_step"],
                 "trace_s": [round(c["trace_s"], 2) for c in compiles],
                 "compile_s": [round(c["compile_s"], 2) for c in compiles],
                 "run_ms": _summary(wall[name, "step"], 1e3),
+                "cpu_ms": _summary(cpu[name, "step"], 1e3),
             },
         }
     ours, plain = results["sim2real"], results["plain"]
@@ -249,12 +258,16 @@ def main() -> None:
             },
             "unroll_run_ms": median_pair_ratio(wall["sim2real", "unroll"], wall["plain", "unroll"]),
             "train_step_run_ms": median_pair_ratio(wall["sim2real", "step"], wall["plain", "step"]),
+            "unroll_cpu_ms": median_pair_ratio(cpu["sim2real", "unroll"], cpu["plain", "unroll"]),
+            "train_step_cpu_ms": median_pair_ratio(cpu["sim2real", "step"], cpu["plain", "step"]),
             **{f"train_step_{key}": median_pair_ratio(*times) for key, times in compile_times.items()},
         },
     }
     out["ratios_ci95"] = {  # the medians' 95 % confidence intervals (order statistics of the pair ratios)
         "unroll_run_ms": pair_ratio_ci95(wall["sim2real", "unroll"], wall["plain", "unroll"]),
         "train_step_run_ms": pair_ratio_ci95(wall["sim2real", "step"], wall["plain", "step"]),
+        "unroll_cpu_ms": pair_ratio_ci95(cpu["sim2real", "unroll"], cpu["plain", "unroll"]),
+        "train_step_cpu_ms": pair_ratio_ci95(cpu["sim2real", "step"], cpu["plain", "step"]),
         **{f"train_step_{key}": pair_ratio_ci95(*times) for key, times in compile_times.items()},
     }
     out["train_step_throughput_ratio"] = round(1.0 / out["ratios"]["train_step_run_ms"], 3)
