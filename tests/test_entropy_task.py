@@ -179,4 +179,14 @@ def test_temperature_and_widths_restore_bit_for_bit_from_a_checkpoint(ppo_parts,
     restored = task.restore_checkpoint_aux(loop_constants, carry, xax.State.init_state(), path)
     assert_bitwise_equal(restored.shared_state.aux_values[TEMPERATURE_KEY], state)
     np.testing.assert_array_equal(restored.env_states.curriculum_state.state.widths[0], widths.astype(np.float32))
+    # Every environment's physics is redrawn at the restored widths (jitted there): the same draw made op by op.
+    randomization = constants.curriculum.randomization
+    n = env_state.curriculum_state.state.widths.shape[0]
+    rngs = jax.random.split(jax.random.PRNGKey(0), n)  # the restore keys its redraw on state.num_steps (0 here)
+    pinned = restored.env_states.curriculum_state.state.pinned
+    with jax.disable_jit():
+        expected = jax.vmap(lambda r, k: randomization.sample(shared.physics_model, r, widths, k))(rngs, pinned)
+    assert expected
+    for name, value in expected.items():
+        np.testing.assert_allclose(restored.env_states.randomization_dict[name], value, rtol=1e-5, atol=1e-6)
     assert float(gaussian_entropy(1.0)) == pytest.approx(0.5 * np.log(2 * np.pi * np.e))
