@@ -28,7 +28,7 @@ nothing; `GeomFriction` on the foot geoms does. (2) The joints have zero damping
 import difflib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar, Literal, Self
 
 import attrs
@@ -844,8 +844,15 @@ class DomainRandomization(ksim.PhysicsRandomizer):
         ksim calls it once per run through an un-jitted `vmap`, where each op of the draw would compile on its own
         (about 130 small XLA compiles on the K-Bot, ~2 s of start-up on CPU); inside a jitted caller it is inlined.
         """
-        sample = jax.jit(self.sample) if isinstance(model, mjx.Model) else self.sample
-        return sample(model, rng, self.initial_widths)
+        return self.sampler(model)(model, rng, self.initial_widths)
+
+    def sampler(self, model: ksim.PhysicsModel) -> Callable[..., dict[str, Array]]:
+        """`sample`, jitted for an MJX model (else `sample` itself).
+
+        Outside a jitted step (ksim's start-up, a checkpoint restore) each op of an un-jitted draw would compile on
+        its own; inside a jitted caller the jitted one is inlined.
+        """
+        return jax.jit(self.sample) if isinstance(model, mjx.Model) else self.sample
 
     def _group_widths(self, widths: ArrayLike | None) -> list[tuple[_DistributionGroup, Array]]:
         """Each distribution group with its per-dimension width scales, from one width per parameter."""

@@ -437,12 +437,10 @@ class DomainRandomizationMixin(TrainingStateMixin[Config], Generic[Config]):
             num_updates=tile(saved["num_updates"]),
         )
         level = jnp.broadcast_to(curriculum.level(saved["widths"]), (n,))
-        # Redraw every environment's physics at the restored widths (jitted for an MJX model, like
-        # `DomainRandomization.__call__`: op by op, each op of the draw would compile on its own).
+        # Redraw every environment's physics at the restored widths.
         model = carry.shared_state.physics_model
         rngs = jax.random.split(jax.random.PRNGKey(int(state.num_steps)), n)
-        draw = jax.vmap(curriculum.randomization.sample, in_axes=(None, 0, 0, 0))
-        draw = jax.jit(draw) if isinstance(model, mjx.Model) else draw
+        draw = jax.vmap(curriculum.randomization.sampler(model), in_axes=(None, 0, 0, 0))
         fresh = draw(model, rngs, width_state.widths, width_state.pinned)
         old = env_states.randomization_dict
         merged = xax.FrozenDict({k: fresh.get(k, v) for k, v in old.items()})
