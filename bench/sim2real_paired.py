@@ -2,6 +2,7 @@
 ours (`sim2real=true`), both built, compiled and timed in one process, alternately. Prints JSON.
 
     python bench/sim2real_paired.py [--steps N] [--repeats R] [--compiles K] [--first plain|sim2real] [--out FILE]
+    python bench/sim2real_paired.py --instances K [--repeats R] [--aa] [--seed S] [--out FILE]
 
 `sim2real_overhead.py` times whole training runs, one process each, whose env-steps/s and compile times move ±20 %
 from run to run on this shared machine. Here both variants live in one process and every measurement alternates
@@ -27,11 +28,23 @@ copy of the "done" logic); and xla_cost, XLA's static estimate of the compiled p
 deterministic, and a rough proxy for run time (each loop body is counted once, so it weighs one control step and one
 physics substep like the once-per-rollout work). Compiles are cold: JAX's caches are cleared
 before each, and its persistent cache is off.
+
+`--instances K` measures the training step differently. Two compiled instances of one program (same config, same
+seeds: the same computation) run a few per cent apart in one process (memory placement, thread pools), an offset
+that pairing calls of one instance of each variant cannot cancel. So this mode builds K instances per variant, each
+with its own task, carry and cold compile (alternating plain and ours), then calls every instance once per round in
+a shuffled order for `--repeats` rounds. Each instance's offset is the median over rounds of its log time minus
+the round's median log time (the machine's drift between rounds cancels); the run-time ratio is the Hodges-Lehmann
+estimate between the two groups of offsets, its 95 % interval the one that inverts the exact Mann-Whitney test
+(needs K >= 4 for an interval; 6 gives 95.9 %), and the compile ratio the same over the instances' trace + compile
+seconds. `spread` is the slowest over the fastest instance of one variant. `--aa` makes the second group plain ksim
+too, which tests the method: its interval should contain 1.
 """
 
 import argparse
 import collections
 import os
+import random
 import re
 import statistics
 import sys
@@ -50,9 +63,9 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_compilation_cache", False)
 
 from emit import emit_json  # noqa: E402
-from pairs import median_pair_ratio, pair_ratio_ci95  # noqa: E402
+from pairs import instance_offsets, median_pair_ratio, pair_ratio_ci95, two_sample_ratio_ci95  # noqa: E402
 
-from tests.walk_parts import build_walk_parts  # noqa: E402
+from tests.walk_parts import WalkParts, build_walk_parts  # noqa: E402
 
 COMPILE_PARTS = {  # ratio name -> the timed parts of a cold training-step compile it adds up
     "compile_s": ("compile_s",),
@@ -115,25 +128,13 @@ def _timed(fn: Callable[[], object]) -> tuple[object, float]:
 class Variant:
     """One variant's jitted rollout and training step, and what was measured of them."""
 
-    def __init__(self, sim2real: bool, steps: int, exp_dir: str) -> None:
-        """Build the task, compile and call its unroll once; prepare (not compile) its training step."""
+    def __init__(self, sim2real: bool, steps: int, exp_dir: str, unroll: bool = True) -> None:
+        """Build the task, compile and call its unroll once (unless `unroll` is false); prepare (not compile) its
+        training step."""
         parts = build_walk_parts(exp_dir, argmax_action=False, sim2real=sim2real, **CONFIG)
-        unroll = jax.jit(lambda env, shared: parts.task._single_unroll(parts.constants, env, shared, steps))
-        self._unroll_args: tuple = (parts.env_state, parts.shared)
-        lowered, trace_s = _timed(lambda: unroll.lower(*self._unroll_args))
-        by_source = ops_by_source(lowered.as_text(debug_info=True))
-        self._unroll, compile_s = _timed(lowered.compile)
-        self.call_unroll()  # first call: allocation, not timed
-        self.stats: dict[str, dict] = {
-            "unroll": {
-                "lowered_ops": sum(by_source.values()),
-                "ops_by_source": by_source,
-                "hlo_instructions": hlo_instructions(self._unroll),
-                "xla_cost": xla_cost(self._unroll),
-                "trace_s": round(trace_s, 2),
-                "compile_s": round(compile_s, 2),
-            }
-        }
+        self.stats: dict[str, dict] = {}
+        if unroll:
+            self._compile_unroll(parts, steps)
         task = parts.task
         mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
         constants, carry, state = task.initialize_rl_training(mj_model, task.get_mujoco_model_metadata(mj_model))
@@ -142,26 +143,45 @@ class Variant:
         self._step: jax.stages.Compiled | None = None
         self.step_compiles: list[dict[str, float]] = []
 
+    def _compile_unroll(self, parts: WalkParts, steps: int) -> None:
+        """Trace, lower and compile the unroll (timed), describe its program, and call it once."""
+        unroll = jax.jit(lambda env, shared: parts.task._single_unroll(parts.constants, env, shared, steps))
+        self._unroll_args: tuple = (parts.env_state, parts.shared)
+        lowered, trace_s = _timed(lambda: unroll.lower(*self._unroll_args))
+        by_source = ops_by_source(lowered.as_text(debug_info=True))
+        self._unroll, compile_s = _timed(lowered.compile)
+        self.call_unroll()  # first call: allocation, not timed
+        self.stats["unroll"] = {
+            "lowered_ops": sum(by_source.values()),
+            "ops_by_source": by_source,
+            "hlo_instructions": hlo_instructions(self._unroll),
+            "xla_cost": xla_cost(self._unroll),
+            "trace_s": round(trace_s, 2),
+            "compile_s": round(compile_s, 2),
+        }
+
     def call_unroll(self) -> None:
         """One rollout, continuing from where the last one ended (as training does: MJX's solver and the resets
         cost what the states ask for, so a fixed input would time one state over and over)."""
         _, _, env_state = jax.block_until_ready(self._unroll(*self._unroll_args))
         self._unroll_args = (env_state, self._unroll_args[1])
 
-    def compile_step(self) -> None:
-        """Trace, lower and compile the training step afresh (cold), recording the times."""
+    def compile_step(self, describe: bool = True) -> None:
+        """Trace, lower and compile the training step afresh (cold), recording the times; the first time, also
+        describe its program (unless `describe` is false) and call it once, untimed."""
         jax.clear_caches()  # else JAX hands back the last trace and executable (its in-memory caches)
         lowered, trace_s = _timed(lambda: self._step_fn.lower(*self._step_args))
         self._step, compile_s = _timed(lowered.compile)
         self.step_compiles.append({"trace_s": trace_s, "compile_s": compile_s})
-        if "train_step" not in self.stats:
-            by_source = ops_by_source(lowered.as_text(debug_info=True))
-            self.stats["train_step"] = {
-                "lowered_ops": sum(by_source.values()),
-                "ops_by_source": by_source,
-                "hlo_instructions": hlo_instructions(self._step),
-                "xla_cost": xla_cost(self._step),
-            }
+        if len(self.step_compiles) == 1:
+            if describe:
+                by_source = ops_by_source(lowered.as_text(debug_info=True))
+                self.stats["train_step"] = {
+                    "lowered_ops": sum(by_source.values()),
+                    "ops_by_source": by_source,
+                    "hlo_instructions": hlo_instructions(self._step),
+                    "xla_cost": xla_cost(self._step),
+                }
             self.call_step()  # first call: allocation, not timed
 
     def call_step(self) -> None:
@@ -177,18 +197,94 @@ def _summary(values: list[float], scale: float = 1.0, digits: int = 1) -> dict[s
     return {"best": round(min(values), digits), "median": round(statistics.median(values), digits)}
 
 
+def run_instances(args: argparse.Namespace, exp_root: str) -> dict:
+    """`--instances K`: K independently built and compiled training steps per variant, called in a shuffled order
+    in each of `--repeats` rounds; the ratio is between the two groups of instances (not pairs of calls)."""
+    names = ["plain", "plain_copy" if args.aa else "sim2real"]
+    instances: list[tuple[str, Variant]] = []
+    for k in range(args.instances):
+        for name in names if k % 2 == 0 else names[::-1]:
+            print(f"{name} instance {k + 1}/{args.instances}: build, compile ...", file=sys.stderr, flush=True)
+            variant = Variant(name == "sim2real", args.steps, f"{exp_root}/{name}{k}", unroll=False)
+            variant.compile_step(describe=False)
+            instances.append((name, variant))
+    rng = random.Random(args.seed)
+    wall: list[list[float]] = [[] for _ in instances]
+    cpu: list[list[float]] = [[] for _ in instances]
+    for r in range(args.repeats):
+        print(f"round {r + 1}/{args.repeats} ...", file=sys.stderr, flush=True)
+        order = list(range(len(instances)))
+        rng.shuffle(order)
+        for i in order:
+            cpu_start = time.process_time()
+            _, seconds = _timed(instances[i][1].call_step)
+            cpu[i].append(time.process_time() - cpu_start)
+            wall[i].append(seconds)
+    offsets = {"run_ms": instance_offsets(wall), "cpu_ms": instance_offsets(cpu)}
+
+    def of(name: str, values: list) -> list:
+        return [value for (n, _), value in zip(instances, values, strict=True) if n == name]
+
+    compile_s = [sum(v.step_compiles[0].values()) for _, v in instances]
+    per_variant = {
+        name: {
+            "trace_and_compile_s": [round(c, 2) for c in of(name, compile_s)],
+            "run_ms_median": [round(1e3 * statistics.median(t), 1) for t in of(name, wall)],
+            "run_offsets": [round(o, 3) for o in of(name, offsets["run_ms"])],
+            "cpu_offsets": [round(o, 3) for o in of(name, offsets["cpu_ms"])],
+        }
+        for name in names
+    }
+    ratios, ci95 = {}, {}
+    for key, values in (("train_step_run_ms", offsets["run_ms"]), ("train_step_cpu_ms", offsets["cpu_ms"])):
+        ratios[key], ci95[key] = two_sample_ratio_ci95(of(names[1], values), of(names[0], values))
+    key = "train_step_trace_and_compile_s"
+    ratios[key], ci95[key] = two_sample_ratio_ci95(of(names[1], compile_s), of(names[0], compile_s))
+    run_ci = ci95["train_step_run_ms"]
+    out = {
+        "bench": f"walk training step, {names[1]} vs plain ksim, {args.instances} independently compiled instances "
+        "each, one process, shuffled rounds",
+        "config": {**CONFIG, "instances": args.instances, "rounds": args.repeats, "seed": args.seed, "aa": args.aa},
+        "cpu_count": os.cpu_count(),
+        **per_variant,
+        "spread": {  # slowest / fastest instance of one variant: what compiling again alone moves
+            name: round(max(of(name, offsets["run_ms"])) / min(of(name, offsets["run_ms"])), 3) for name in names
+        },
+        "ratios": ratios,  # Hodges-Lehmann: exp of the median of log(ours_i) - log(plain_j) over all i, j
+        "ratios_ci95": ci95,  # inverts the exact Mann-Whitney test over instances
+        "train_step_throughput_ratio": round(1.0 / ratios["train_step_run_ms"], 3),
+        "train_step_throughput_ratio_ci95": None if run_ci is None else [round(1.0 / r, 3) for r in run_ci[::-1]],
+    }
+    targets = {"throughput_ratio_min": 0.97, "compile_ratio_max": 1.1}
+    out["judged"] = {"throughput_ratio": out["train_step_throughput_ratio"], "compile_ratio": ratios[key]}
+    out["targets"] = targets
+    out["meets_targets"] = (
+        out["judged"]["throughput_ratio"] >= targets["throughput_ratio_min"]
+        and out["judged"]["compile_ratio"] <= targets["compile_ratio_max"]
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=32, help="control steps per unroll")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per variant and piece, alternating")
     parser.add_argument("--compiles", type=int, default=3, help="cold training-step compiles per variant")
     parser.add_argument("--first", choices=["plain", "sim2real"], default="plain", help="which variant to build first")
+    parser.add_argument("--instances", type=int, default=0, help="K compiled instances per variant (see above)")
+    parser.add_argument("--aa", action="store_true", help="with --instances: a second group of plain ksim (A/A)")
+    parser.add_argument("--seed", type=int, default=0, help="with --instances: the rounds' shuffles")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
-    if min(args.steps, args.repeats, args.compiles) < 1:
-        raise SystemExit("error: --steps, --repeats and --compiles must be >= 1")
-    order = [args.first, *({"plain", "sim2real"} - {args.first})]
+    if min(args.steps, args.repeats, args.compiles) < 1 or args.instances < 0:
+        raise SystemExit("error: --steps, --repeats and --compiles must be >= 1, --instances >= 0")
+    if args.aa and not args.instances:
+        raise SystemExit("error: --aa needs --instances")
     tmp = tempfile.TemporaryDirectory(prefix="sim2real-paired-")  # experiment dirs, removed at exit
+    if args.instances:
+        emit_json(run_instances(args, tmp.name), args.out)
+        return
+    order = [args.first, *({"plain", "sim2real"} - {args.first})]
     variants: dict[str, Variant] = {}
     for name in order:
         print(f"building {name} and compiling its unroll ...", file=sys.stderr, flush=True)
