@@ -32,21 +32,25 @@ before each, and its persistent cache is off.
 `--instances K` measures the training step differently. Two compiled instances of one program (same config, same
 seeds: the same computation) run a few per cent apart in one process (memory placement, thread pools), an offset
 that pairing calls of one instance of each variant cannot cancel. So this mode builds K instances per variant, each
-with its own task, carry and cold compile (alternating plain and ours), then calls every instance once per round in
-a shuffled order for `--repeats` rounds. Each instance's offset is the median over rounds of its log time minus
-the round's median log time (the machine's drift between rounds cancels); the run-time ratio is the Hodges-Lehmann
-estimate between the two groups of offsets, its 95 % interval the one that inverts the exact Mann-Whitney test
-(needs K >= 4 for an interval; 6 gives 95.9 %), and the compile ratio the same over the instances' trace + compile
-seconds. `spread` is the slowest over the fastest instance of one variant. `--aa` makes the second group plain ksim
-too, which tests the method: its interval should contain 1.
+with its own task, carry and cold compile (alternating plain and ours), `--batch` per variant in each fresh process
+(each maps ~5,000 memory regions), and calls every instance of a process once per round in a shuffled order for
+`--repeats` rounds.
+Each instance's offset is the median over rounds of its log time minus the round's median log time (the machine's
+drift between rounds cancels); the run-time ratio is the Hodges-Lehmann estimate between the two groups of offsets,
+its 95 % interval the one that inverts the exact Mann-Whitney test (needs K >= 4 for an interval; 6 gives 95.9 %),
+and the compile ratio the same over the instances' trace + compile seconds. `spread` is the slowest over the fastest
+instance of one variant. `--aa` makes the second group plain ksim too, which tests the method: its interval should
+contain 1.
 """
 
 import argparse
 import collections
+import json
 import os
 import random
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -197,18 +201,24 @@ def _summary(values: list[float], scale: float = 1.0, digits: int = 1) -> dict[s
     return {"best": round(min(values), digits), "median": round(statistics.median(values), digits)}
 
 
-def run_instances(args: argparse.Namespace, exp_root: str) -> dict:
-    """`--instances K`: K independently built and compiled training steps per variant, called in a shuffled order
-    in each of `--repeats` rounds; the ratio is between the two groups of instances (not pairs of calls)."""
-    names = ["plain", "plain_copy" if args.aa else "sim2real"]
+def instance_names(aa: bool) -> list[str]:
+    """The two groups of `--instances`: plain ksim, and ours (or plain ksim again for an A/A run)."""
+    return ["plain", "plain_copy" if aa else "sim2real"]
+
+
+def time_instances(args: argparse.Namespace, count: int, seed: int, exp_root: str) -> list[dict]:
+    """`count` independently built and cold-compiled training steps per variant in this process (alternating
+    plain and ours), every one called once per round in a shuffled order for `--repeats` rounds: one record per
+    instance, its offsets relative to the rounds' medians (`pairs.instance_offsets`)."""
+    names = instance_names(args.aa)
     instances: list[tuple[str, Variant]] = []
-    for k in range(args.instances):
+    for k in range(count):
         for name in names if k % 2 == 0 else names[::-1]:
-            print(f"{name} instance {k + 1}/{args.instances}: build, compile ...", file=sys.stderr, flush=True)
+            print(f"{name} instance {k + 1}/{count}: build, compile ...", file=sys.stderr, flush=True)
             variant = Variant(name == "sim2real", args.steps, f"{exp_root}/{name}{k}", unroll=False)
             variant.compile_step(describe=False)
             instances.append((name, variant))
-    rng = random.Random(args.seed)
+    rng = random.Random(seed)
     wall: list[list[float]] = [[] for _ in instances]
     cpu: list[list[float]] = [[] for _ in instances]
     for r in range(args.repeats):
@@ -220,35 +230,76 @@ def run_instances(args: argparse.Namespace, exp_root: str) -> dict:
             _, seconds = _timed(instances[i][1].call_step)
             cpu[i].append(time.process_time() - cpu_start)
             wall[i].append(seconds)
-    offsets = {"run_ms": instance_offsets(wall), "cpu_ms": instance_offsets(cpu)}
+    return [
+        {
+            "variant": name,
+            "trace_and_compile_s": round(sum(variant.step_compiles[0].values()), 2),
+            "run_ms_median": round(1e3 * statistics.median(wall_i), 1),
+            "run_offset": run_offset,
+            "cpu_offset": cpu_offset,
+        }
+        for (name, variant), wall_i, run_offset, cpu_offset in zip(
+            instances, wall, instance_offsets(wall), instance_offsets(cpu), strict=True
+        )
+    ]
 
-    def of(name: str, values: list) -> list:
-        return [value for (n, _), value in zip(instances, values, strict=True) if n == name]
 
-    compile_s = [sum(v.step_compiles[0].values()) for _, v in instances]
+def instance_records(args: argparse.Namespace, exp_root: str) -> list[dict]:
+    """`--instances K` records, `--batch` instances per variant at a time, each batch in a fresh process (each
+    compiled instance maps ~5,000 memory regions for its machine code, and a process past the kernel's
+    vm.max_map_count, 65,530 here, dies in LLVM); a batch's offsets are relative to its own rounds, which hold the
+    two variants alike."""
+    if args.instances <= args.batch:
+        return time_instances(args, args.instances, args.seed, exp_root)
+    records: list[dict] = []
+    for b, start in enumerate(range(0, args.instances, args.batch)):
+        count = min(args.batch, args.instances - start)
+        print(f"batch {b + 1}: {count} instances per variant, a fresh process ...", file=sys.stderr, flush=True)
+        out = Path(exp_root) / f"batch{b}.json"
+        command = [sys.executable, __file__, "--instances", str(count), "--batch", str(count)]
+        command += ["--repeats", str(args.repeats), "--seed", str(args.seed + b), "--records", str(out)]
+        subprocess.run(command + (["--aa"] if args.aa else []), check=True, stdout=subprocess.DEVNULL)
+        records += json.loads(out.read_text())
+    return records
+
+
+def summarize_instances(args: argparse.Namespace, records: list[dict]) -> dict:
+    """The ratios between the two groups of instances (Hodges-Lehmann, exact Mann-Whitney intervals)."""
+    names = instance_names(args.aa)
+
+    def of(name: str, key: str) -> list[float]:
+        return [record[key] for record in records if record["variant"] == name]
+
     per_variant = {
         name: {
-            "trace_and_compile_s": [round(c, 2) for c in of(name, compile_s)],
-            "run_ms_median": [round(1e3 * statistics.median(t), 1) for t in of(name, wall)],
-            "run_offsets": [round(o, 3) for o in of(name, offsets["run_ms"])],
-            "cpu_offsets": [round(o, 3) for o in of(name, offsets["cpu_ms"])],
+            key: [round(v, 3) if "offset" in key else v for v in of(name, key)]
+            for key in ("trace_and_compile_s", "run_ms_median", "run_offset", "cpu_offset")
         }
         for name in names
     }
     ratios, ci95 = {}, {}
-    for key, values in (("train_step_run_ms", offsets["run_ms"]), ("train_step_cpu_ms", offsets["cpu_ms"])):
-        ratios[key], ci95[key] = two_sample_ratio_ci95(of(names[1], values), of(names[0], values))
-    key = "train_step_trace_and_compile_s"
-    ratios[key], ci95[key] = two_sample_ratio_ci95(of(names[1], compile_s), of(names[0], compile_s))
+    for ratio, key in (
+        ("train_step_run_ms", "run_offset"),
+        ("train_step_cpu_ms", "cpu_offset"),
+        ("train_step_trace_and_compile_s", "trace_and_compile_s"),
+    ):
+        ratios[ratio], ci95[ratio] = two_sample_ratio_ci95(of(names[1], key), of(names[0], key))
     run_ci = ci95["train_step_run_ms"]
     out = {
         "bench": f"walk training step, {names[1]} vs plain ksim, {args.instances} independently compiled instances "
-        "each, one process, shuffled rounds",
-        "config": {**CONFIG, "instances": args.instances, "rounds": args.repeats, "seed": args.seed, "aa": args.aa},
+        f"each, {args.batch} per variant per process, shuffled rounds",
+        "config": {
+            **CONFIG,
+            "instances": args.instances,
+            "batch": args.batch,
+            "rounds": args.repeats,
+            "seed": args.seed,
+            "aa": args.aa,
+        },
         "cpu_count": os.cpu_count(),
         **per_variant,
-        "spread": {  # slowest / fastest instance of one variant: what compiling again alone moves
-            name: round(max(of(name, offsets["run_ms"])) / min(of(name, offsets["run_ms"])), 3) for name in names
+        "spread": {  # slowest / fastest instance of one variant: what compiling again moves
+            name: round(max(of(name, "run_offset")) / min(of(name, "run_offset")), 3) for name in names
         },
         "ratios": ratios,  # Hodges-Lehmann: exp of the median of log(ours_i) - log(plain_j) over all i, j
         "ratios_ci95": ci95,  # inverts the exact Mann-Whitney test over instances
@@ -256,7 +307,10 @@ def run_instances(args: argparse.Namespace, exp_root: str) -> dict:
         "train_step_throughput_ratio_ci95": None if run_ci is None else [round(1.0 / r, 3) for r in run_ci[::-1]],
     }
     targets = {"throughput_ratio_min": 0.97, "compile_ratio_max": 1.1}
-    out["judged"] = {"throughput_ratio": out["train_step_throughput_ratio"], "compile_ratio": ratios[key]}
+    out["judged"] = {
+        "throughput_ratio": out["train_step_throughput_ratio"],
+        "compile_ratio": ratios["train_step_trace_and_compile_s"],
+    }
     out["targets"] = targets
     out["meets_targets"] = (
         out["judged"]["throughput_ratio"] >= targets["throughput_ratio_min"]
@@ -273,7 +327,9 @@ def main() -> None:
     parser.add_argument("--first", choices=["plain", "sim2real"], default="plain", help="which variant to build first")
     parser.add_argument("--instances", type=int, default=0, help="K compiled instances per variant (see above)")
     parser.add_argument("--aa", action="store_true", help="with --instances: a second group of plain ksim (A/A)")
+    parser.add_argument("--batch", type=int, default=3, help="with --instances: instances per variant per process")
     parser.add_argument("--seed", type=int, default=0, help="with --instances: the rounds' shuffles")
+    parser.add_argument("--records", type=Path, help=argparse.SUPPRESS)  # a batch's records, for its parent
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     if min(args.steps, args.repeats, args.compiles) < 1 or args.instances < 0:
@@ -282,7 +338,13 @@ def main() -> None:
         raise SystemExit("error: --aa needs --instances")
     tmp = tempfile.TemporaryDirectory(prefix="sim2real-paired-")  # experiment dirs, removed at exit
     if args.instances:
-        emit_json(run_instances(args, tmp.name), args.out)
+        if args.batch < 1:
+            raise SystemExit("error: --batch must be >= 1")
+        records = instance_records(args, tmp.name)
+        if args.records is not None:
+            args.records.write_text(json.dumps(records))
+        else:
+            emit_json(summarize_instances(args, records), args.out)
         return
     order = [args.first, *({"plain", "sim2real"} - {args.first})]
     variants: dict[str, Variant] = {}
