@@ -32,15 +32,15 @@ before each, and its persistent cache is off.
 `--instances K` measures the training step differently. Two compiled instances of one program (same config, same
 seeds: the same computation) run a few per cent apart in one process (memory placement, thread pools), an offset
 that pairing calls of one instance of each variant cannot cancel. So this mode builds K instances per variant, each
-with its own task, carry and cold compile (alternating plain and ours), `--batch` per variant in each fresh process
-(each maps ~5,000 memory regions), and calls every instance of a process once per round in a shuffled order for
-`--repeats` rounds.
-Each instance's offset is the median over rounds of its log time minus the round's median log time (the machine's
-drift between rounds cancels); the run-time ratio is the Hodges-Lehmann estimate between the two groups of offsets,
-its 95 % interval the one that inverts the exact Mann-Whitney test (needs K >= 4 for an interval; 6 gives 95.9 %),
-and the compile ratio the same over the instances' trace + compile seconds. `spread` is the slowest over the fastest
-instance of one variant. `--aa` makes the second group plain ksim too, which tests the method: its interval should
-contain 1.
+with its own task, carry and cold compile (alternating; which variant goes first swaps between processes), `--batch`
+per variant in each fresh process (each maps ~5,000 memory regions), and calls every instance of a process once per
+round in a shuffled order for `--repeats` rounds. Each instance's offset is the median over rounds of its log time
+minus the round's median log time (the machine's drift between rounds cancels); the run-time ratio is the
+Hodges-Lehmann estimate between the two groups of offsets, its 95 % interval the one that inverts the exact
+Mann-Whitney test (needs K >= 4 for an interval; 6 gives 95.9 %), and the compile ratio the same over the instances'
+trace + compile seconds. `spread` is the slowest over the fastest instance of one variant. `--aa` makes the second
+group plain ksim too, which tests the method: its interval should contain 1 (at f386381, before the build order
+swapped between processes, it gave 1.025, CI 1.003-1.043: see the README).
 """
 
 import argparse
@@ -208,12 +208,12 @@ def instance_names(aa: bool) -> list[str]:
 
 def time_instances(args: argparse.Namespace, count: int, seed: int, exp_root: str) -> list[dict]:
     """`count` independently built and cold-compiled training steps per variant in this process (alternating
-    plain and ours), every one called once per round in a shuffled order for `--repeats` rounds: one record per
-    instance, its offsets relative to the rounds' medians (`pairs.instance_offsets`)."""
+    plain and ours; an odd `seed` builds ours first), every one called once per round in a shuffled order for
+    `--repeats` rounds: one record per instance, its offsets relative to the rounds' medians."""
     names = instance_names(args.aa)
     instances: list[tuple[str, Variant]] = []
-    for k in range(count):
-        for name in names if k % 2 == 0 else names[::-1]:
+    for k in range(count):  # plain first at even k, ours at odd k; an odd seed swaps the two
+        for name in names if (k + seed) % 2 == 0 else names[::-1]:
             print(f"{name} instance {k + 1}/{count}: build, compile ...", file=sys.stderr, flush=True)
             variant = Variant(name == "sim2real", args.steps, f"{exp_root}/{name}{k}", unroll=False)
             variant.compile_step(describe=False)
@@ -248,7 +248,7 @@ def instance_records(args: argparse.Namespace, exp_root: str) -> list[dict]:
     """`--instances K` records, `--batch` instances per variant at a time, each batch in a fresh process (each
     compiled instance maps ~5,000 memory regions for its machine code, and a process past the kernel's
     vm.max_map_count, 65,530 here, dies in LLVM); a batch's offsets are relative to its own rounds, which hold the
-    two variants alike."""
+    two variants alike. Batch b's seed is `--seed` + b, so consecutive batches swap which variant is built first."""
     if args.instances <= args.batch:
         return time_instances(args, args.instances, args.seed, exp_root)
     records: list[dict] = []
