@@ -2,7 +2,7 @@
 ours (`sim2real=true`), both built, compiled and timed in one process, alternately. Prints JSON.
 
     python bench/sim2real_paired.py [--steps N] [--repeats R] [--compiles K] [--first plain|sim2real] [--out FILE]
-    python bench/sim2real_paired.py --instances K [--repeats R] [--aa] [--seed S] [--out FILE]
+    python bench/sim2real_paired.py --instances K [--batch B] [--repeats R] [--aa] [--seed S] [--out FILE]
 
 `sim2real_overhead.py` times whole training runs, one process each, whose env-steps/s and compile times move ±20 %
 from run to run on this shared machine. Here both variants live in one process and every measurement alternates
@@ -201,6 +201,18 @@ def _summary(values: list[float], scale: float = 1.0, digits: int = 1) -> dict[s
     return {"best": round(min(values), digits), "median": round(statistics.median(values), digits)}
 
 
+def judge(throughput_ratio: float, compile_ratio: float) -> dict:
+    """The issue's targets for the training step (throughput ≥ 0.97 × plain ksim's, trace + compile ≤ 1.1 ×) and
+    whether the two ratios meet them."""
+    targets = {"throughput_ratio_min": 0.97, "compile_ratio_max": 1.1}
+    return {
+        "judged": {"throughput_ratio": throughput_ratio, "compile_ratio": compile_ratio},
+        "targets": targets,
+        "meets_targets": throughput_ratio >= targets["throughput_ratio_min"]
+        and compile_ratio <= targets["compile_ratio_max"],
+    }
+
+
 def instance_names(aa: bool) -> list[str]:
     """The two groups of `--instances`: plain ksim, and ours (or plain ksim again for an A/A run)."""
     return ["plain", "plain_copy" if aa else "sim2real"]
@@ -306,17 +318,7 @@ def summarize_instances(args: argparse.Namespace, records: list[dict]) -> dict:
         "train_step_throughput_ratio": round(1.0 / ratios["train_step_run_ms"], 3),
         "train_step_throughput_ratio_ci95": None if run_ci is None else [round(1.0 / r, 3) for r in run_ci[::-1]],
     }
-    targets = {"throughput_ratio_min": 0.97, "compile_ratio_max": 1.1}
-    out["judged"] = {
-        "throughput_ratio": out["train_step_throughput_ratio"],
-        "compile_ratio": ratios["train_step_trace_and_compile_s"],
-    }
-    out["targets"] = targets
-    out["meets_targets"] = (
-        out["judged"]["throughput_ratio"] >= targets["throughput_ratio_min"]
-        and out["judged"]["compile_ratio"] <= targets["compile_ratio_max"]
-    )
-    return out
+    return out | judge(out["train_step_throughput_ratio"], ratios["train_step_trace_and_compile_s"])
 
 
 def main() -> None:
@@ -328,7 +330,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=0, help="K compiled instances per variant (see above)")
     parser.add_argument("--aa", action="store_true", help="with --instances: a second group of plain ksim (A/A)")
     parser.add_argument("--batch", type=int, default=3, help="with --instances: instances per variant per process")
-    parser.add_argument("--seed", type=int, default=0, help="with --instances: the rounds' shuffles")
+    parser.add_argument("--seed", type=int, default=0, help="with --instances: the shuffles, who builds first")
     parser.add_argument("--records", type=Path, help=argparse.SUPPRESS)  # a batch's records, for its parent
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
@@ -433,16 +435,7 @@ def main() -> None:
     out["train_step_throughput_ratio_ci95"] = None if step_ci is None else [round(1.0 / r, 3) for r in step_ci[::-1]]
     # judged: the training step's throughput, and its whole cold compile (trace + XLA, what a user waits for before
     # the first update), each the median over pairs
-    targets = {"throughput_ratio_min": 0.97, "compile_ratio_max": 1.1}
-    out["judged"] = {
-        "throughput_ratio": out["train_step_throughput_ratio"],
-        "compile_ratio": out["ratios"]["train_step_trace_and_compile_s"],
-    }
-    out["targets"] = targets
-    out["meets_targets"] = (
-        out["judged"]["throughput_ratio"] >= targets["throughput_ratio_min"]
-        and out["judged"]["compile_ratio"] <= targets["compile_ratio_max"]
-    )
+    out |= judge(out["train_step_throughput_ratio"], out["ratios"]["train_step_trace_and_compile_s"])
     emit_json(out, args.out)
 
 
