@@ -25,8 +25,11 @@ class WalkParts:
     model_static: PyTree
 
 
-def build_walk_parts(exp_dir: str, *, argmax_action: bool, **overrides: Any) -> WalkParts:
-    """2 environments, a 16-wide LSTM and 0.1 s episodes, unless `overrides` say otherwise."""
+def build_walk_parts(
+    exp_dir: str, *, argmax_action: bool, task_class: type[KBotWalkingTask] = KBotWalkingTask, **overrides: Any
+) -> WalkParts:
+    """2 environments, a 16-wide LSTM and 0.1 s episodes, unless `overrides` say otherwise; `task_class` may be a
+    subclass of the walking task (a bench swapping one of its hooks)."""
     base = {
         **COMMON_DEFAULTS,
         **PRESETS["cpu"],
@@ -39,7 +42,7 @@ def build_walk_parts(exp_dir: str, *, argmax_action: bool, **overrides: Any) -> 
     }
     known = {f.name for f in dataclasses.fields(WalkConfig)}
     config = {k: v for k, v in base.items() if k in known}
-    task = KBotWalkingTask(KBotWalkingTask.get_config(config, use_cli=False))
+    task = task_class(task_class.get_config(config, use_cli=False))
     mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
     metadata = task.get_mujoco_model_metadata(mj_model)
     mjx_model = task.get_mjx_model(mj_model)
