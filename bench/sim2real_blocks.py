@@ -36,12 +36,11 @@ jax.config.update("jax_enable_compilation_cache", False)
 
 import ksim  # noqa: E402
 from emit import emit_json  # noqa: E402
-from sim2real_paired import CONFIG, hlo_instructions, xla_cost  # noqa: E402
+from sim2real_paired import CONFIG, Variant  # noqa: E402
 
 from ksim_entropy.actuation import NativePDActuators  # noqa: E402
 from ksim_entropy.randomization import DomainRandomization  # noqa: E402
 from tasks.walk import KBotWalkingTask  # noqa: E402
-from tests.walk_parts import build_walk_parts  # noqa: E402
 
 PHYSICS_GROUPS = {  # DomainRandomization parameter classes left out by each physics_<group> block
     "mass": ("BodyMassScale", "BodyMassOffset", "CenterOfMassOffset"),
@@ -93,14 +92,10 @@ def without_block(name: str) -> type[KBotWalkingTask]:
 def step_cost(task_class: type[KBotWalkingTask], sim2real: bool) -> dict[str, float]:
     """XLA's static cost and HLO size of one cold-compiled training step of `task_class` (CONFIG's sizes)."""
     with tempfile.TemporaryDirectory() as exp_dir:
-        parts = build_walk_parts(exp_dir, argmax_action=False, sim2real=sim2real, task_class=task_class, **CONFIG)
-        task = parts.task
-        mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
-        constants, carry, state = task.initialize_rl_training(mj_model, task.get_mujoco_model_metadata(mj_model))
-        step = jax.jit(lambda carry, state: task._rl_train_loop_step(carry, constants, state))
-        jax.clear_caches()
-        compiled = step.lower(carry, state).compile()
-        return {**xla_cost(compiled), "hlo_instructions": hlo_instructions(compiled)}
+        variant = Variant(sim2real, steps=0, exp_dir=exp_dir, unroll=False, task_class=task_class)
+        variant.compile_step(describe=True)
+        described = variant.stats["train_step"]
+        return {**described["xla_cost"], "hlo_instructions": described["hlo_instructions"]}
 
 
 def main() -> None:

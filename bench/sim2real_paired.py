@@ -70,6 +70,7 @@ jax.config.update("jax_enable_compilation_cache", False)
 from emit import emit_json  # noqa: E402
 from pairs import instance_offsets, median_pair_ratio, pair_ratio_ci95, two_sample_ratio_ci95  # noqa: E402
 
+from tasks.walk import KBotWalkingTask  # noqa: E402
 from tests.walk_parts import WalkParts, build_walk_parts  # noqa: E402
 
 COMPILE_PARTS = {  # ratio name -> the timed parts of a cold training-step compile it adds up
@@ -133,10 +134,12 @@ def _timed(fn: Callable[[], object]) -> tuple[object, float]:
 class Variant:
     """One variant's jitted rollout and training step, and what was measured of them."""
 
-    def __init__(self, sim2real: bool, steps: int, exp_dir: str, unroll: bool = True) -> None:
-        """Build the task, compile and call its unroll once (unless `unroll` is false); prepare (not compile) its
-        training step."""
-        parts = build_walk_parts(exp_dir, argmax_action=False, sim2real=sim2real, **CONFIG)
+    def __init__(
+        self, sim2real: bool, steps: int, exp_dir: str, unroll: bool = True, task_class: type = KBotWalkingTask
+    ) -> None:
+        """Build the task (`task_class`: the walking task or a subclass), compile and call its unroll once (unless
+        `unroll` is false); prepare (not compile) its training step."""
+        parts = build_walk_parts(exp_dir, argmax_action=False, sim2real=sim2real, task_class=task_class, **CONFIG)
         self.stats: dict[str, dict] = {}
         if unroll:
             self._compile_unroll(parts, steps)
