@@ -737,12 +737,17 @@ def _new_run_dir(root: Path) -> Path:
     return root / f"run_{run_id:03d}"
 
 
+def preset_config(preset: str, **values: object) -> dict[str, object]:
+    """COMMON_DEFAULTS, then PRESETS[preset], then `values`: the ones that are WalkConfig fields."""
+    known = {f.name for f in fields(WalkConfig)}
+    return {k: v for k, v in {**COMMON_DEFAULTS, **PRESETS[preset], **values}.items() if k in known}
+
+
 def build_config(args: list[str]) -> WalkConfig:
     """Merge preset defaults and `key=value` overrides into a config; exit with a clear message on bad input."""
     preset, rest = _split_preset(args)
     _check_override_keys(rest)
-    base = {**COMMON_DEFAULTS, **PRESETS[preset], "preset": preset}
-    base = {k: v for k, v in base.items() if k in {f.name for f in fields(WalkConfig)}}
+    base = preset_config(preset, preset=preset)
     try:
         config = KBotWalkingTask.get_config(base, use_cli=rest if rest else False)
     except OmegaConfBaseException as err:

@@ -1,6 +1,5 @@
 """bench/sim2real_blocks.py swaps exactly the block it names for plain ksim's, and leaves the rest of ours."""
 
-import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -11,7 +10,8 @@ from ksim_entropy.actuation import DelayedActuators, NativePDActuators
 from ksim_entropy.events import ForcePushEvent, WindEvent
 from ksim_entropy.observation import DelayedObservation
 from ksim_entropy.randomization import DomainRandomization
-from tasks.walk import COMMON_DEFAULTS, PRESETS, KBotWalkingTask, WalkConfig
+from tasks.walk import KBotWalkingTask
+from tests.walk_parts import walk_task
 
 _SPEC = importlib.util.spec_from_file_location(
     "sim2real_blocks", Path(__file__).resolve().parents[1] / "bench" / "sim2real_blocks.py"
@@ -21,9 +21,7 @@ _SPEC.loader.exec_module(blocks)
 
 
 def _task(task_class: type[KBotWalkingTask], exp_dir: Path) -> KBotWalkingTask:
-    config = {**COMMON_DEFAULTS, **PRESETS["cpu"], "exp_dir": str(exp_dir), "sim2real": True}
-    known = {f.name for f in dataclasses.fields(WalkConfig)}
-    return task_class(task_class.get_config({k: v for k, v in config.items() if k in known}, use_cli=False))
+    return walk_task(exp_dir, task_class=task_class, sim2real=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """`python -m tasks.walk randomization=fitted.json`: the fitted ranges become the walking task's randomization."""
 
-import dataclasses
 import math
 
 import numpy as np
@@ -8,7 +7,8 @@ import pytest
 
 from ksim_entropy.bridge.fitted import FittedParameter, FittedRandomization, FittedRandomizationError
 from ksim_entropy.fitted_ranges import PHYSICS_PARAMETERS
-from tasks.walk import COMMON_DEFAULTS, PRESETS, SENSOR_NOISE, KBotWalkingTask, WalkConfig
+from tasks.walk import SENSOR_NOISE
+from tests.walk_parts import walk_task
 
 RANGES = {  # name: (low, high, prior)
     "mass_scale": (1.02, 1.06, (0.7, 1.3)),
@@ -26,10 +26,7 @@ RANGES = {  # name: (low, high, prior)
 
 
 def _task(tmp_path, **overrides):
-    config = {**COMMON_DEFAULTS, **PRESETS["cpu"], "exp_dir": str(tmp_path / "run"), **overrides}
-    known = {f.name for f in dataclasses.fields(WalkConfig)}
-    config = {k: v for k, v in config.items() if k in known}
-    return KBotWalkingTask(KBotWalkingTask.get_config(config, use_cli=False))
+    return walk_task(tmp_path / "run", **overrides)
 
 
 def _fitted(joints, ranges=RANGES):

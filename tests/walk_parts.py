@@ -1,7 +1,7 @@
 """The pieces of ksim's rollout for a small K-Bot walking task, built the way ksim's training loop builds them."""
 
-import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -11,7 +11,7 @@ import xax
 from jaxtyping import PyTree
 from ksim.task.rl import RolloutConstants, RolloutEnvState, RolloutSharedState
 
-from tasks.walk import COMMON_DEFAULTS, PRESETS, KBotWalkingTask, WalkConfig
+from tasks.walk import KBotWalkingTask, preset_config
 
 
 @dataclass
@@ -25,23 +25,21 @@ class WalkParts:
     model_static: PyTree
 
 
+def walk_task(
+    exp_dir: str | Path, *, task_class: type[KBotWalkingTask] = KBotWalkingTask, **values: Any
+) -> KBotWalkingTask:
+    """The walking task (or a subclass) on the CPU preset with `values` on top (non-WalkConfig keys dropped)."""
+    config = preset_config("cpu", exp_dir=str(exp_dir), **values)
+    return task_class(task_class.get_config(config, use_cli=False))
+
+
 def build_walk_parts(
     exp_dir: str, *, argmax_action: bool, task_class: type[KBotWalkingTask] = KBotWalkingTask, **overrides: Any
 ) -> WalkParts:
     """2 environments, a 16-wide LSTM and 0.1 s episodes, unless `overrides` say otherwise; `task_class` may be a
     subclass of the walking task (a bench swapping one of its hooks)."""
-    base = {
-        **COMMON_DEFAULTS,
-        **PRESETS["cpu"],
-        "num_envs": 2,
-        "batch_size": 2,
-        "episode_length_s": 0.1,
-        "hidden_size": 16,
-        "exp_dir": exp_dir,
-        **overrides,
-    }
-    known = {f.name for f in dataclasses.fields(WalkConfig)}
-    config = {k: v for k, v in base.items() if k in known}
+    small = {"num_envs": 2, "batch_size": 2, "episode_length_s": 0.1, "hidden_size": 16}
+    config = preset_config("cpu", **{**small, "exp_dir": exp_dir, **overrides})
     task = task_class(task_class.get_config(config, use_cli=False))
     mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
     metadata = task.get_mujoco_model_metadata(mj_model)
