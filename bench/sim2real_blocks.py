@@ -8,6 +8,8 @@ deterministic: `xla_cost` (flops and bytes accessed of the compiled `_rl_train_l
 instruction count, and each block's share of the gap (full minus the variant without the block, over full minus
 plain). XLA counts each loop body once, so one control step and one physics substep weigh like the work done once
 per rollout (the physics draws) or per update: a map of where the extra program is, not a run-time ablation. The
+`executed_*` figures weigh each instruction by the loop trips that run it (`executed_cost.py`; the solver loop at
+its iteration cap): the thunks XLA:CPU executes per training step, the bytes they write, and those of copies. The
 run-time ratio is `sim2real_paired.py --instances`.
 
 Blocks (the `sim2real=false` branch of each `KBotWalkingTask.get_*` hook, or a subset of the randomized physics):
@@ -36,11 +38,12 @@ jax.config.update("jax_enable_compilation_cache", False)
 
 import ksim  # noqa: E402
 from emit import emit_json  # noqa: E402
+from executed_cost import executed_cost  # noqa: E402
 from sim2real_paired import CONFIG, Variant  # noqa: E402
 
 from ksim_entropy.actuation import NativePDActuators  # noqa: E402
 from ksim_entropy.randomization import DomainRandomization  # noqa: E402
-from tasks.walk import KBotWalkingTask  # noqa: E402
+from tasks.walk import PRESETS, KBotWalkingTask  # noqa: E402
 
 PHYSICS_GROUPS = {  # DomainRandomization parameter classes left out by each physics_<group> block
     "mass": ("BodyMassScale", "BodyMassOffset", "CenterOfMassOffset"),
@@ -89,13 +92,25 @@ def without_block(name: str) -> type[KBotWalkingTask]:
     return type(f"KBotWalkingTaskWithout_{name}", (KBotWalkingTask,), dict(BLOCKS[name]))
 
 
+# MJX's solver loop runs until converged or `iterations`; at the walk's tolerance (1e-10) the slowest of the vmapped
+# environments, which sets the loop's trips, hit the cap at 1,152 (plain ksim) and 1,151 (ours) of
+# 1,152 substeps sampled.
+SOLVER_TRIPS = PRESETS["cpu"]["iterations"]
+
+
 def step_cost(task_class: type[KBotWalkingTask], sim2real: bool) -> dict[str, float]:
-    """XLA's static cost and HLO size of one cold-compiled training step of `task_class` (CONFIG's sizes)."""
+    """XLA's static cost, HLO size and executed cost (`executed_cost`: instructions weighted by the loop trips that
+    run them) of one cold-compiled training step of `task_class` (CONFIG's sizes)."""
     with tempfile.TemporaryDirectory() as exp_dir:
         variant = Variant(sim2real, steps=0, exp_dir=exp_dir, unroll=False, task_class=task_class)
         variant.compile_step(describe=True)
         described = variant.stats["train_step"]
-        return {**described["xla_cost"], "hlo_instructions": described["hlo_instructions"]}
+        executed = executed_cost(variant.hlo_text(), unknown_trips=SOLVER_TRIPS).as_dict()
+        return {
+            **described["xla_cost"],
+            "hlo_instructions": described["hlo_instructions"],
+            **{f"executed_{k}": v for k, v in executed.items()},
+        }
 
 
 def main() -> None:
@@ -112,6 +127,7 @@ def main() -> None:
     progress("plain ksim (sim2real=false)")
     plain = step_cost(KBotWalkingTask, sim2real=False)
     gap = {k: full[k] - plain[k] for k in ("flops", "bytes_accessed")}
+    executed = ("executed_instructions", "executed_output_bytes", "executed_copy_bytes")
     without: dict[str, dict] = {}
     for name in args.blocks:
         progress(f"without {name}")
@@ -124,7 +140,7 @@ def main() -> None:
             "config": CONFIG,
             "full": full,
             "plain": plain,
-            "ratios": {k: round(full[k] / plain[k], 4) for k in gap},
+            "ratios": {k: round(full[k] / plain[k], 4) for k in (*gap, *executed)},
             "without": without,
         },
         args.out,

@@ -16,7 +16,8 @@ between them, so a stall hits both and each ratio is a median over pairs (ours /
 - train_step: ksim's whole `_rl_train_loop_step` (that rollout with rollout_length_frames=32, the PPO update,
   curricula, metrics). Its ops; `--compiles` cold compiles per variant, each from a fresh trace, in alternating order
   (plain first in even rounds, ours first in odd ones); run_ms as for the unroll: the training
-  throughput without ksim's host-side loop around it (logging, checkpoints, validation renders).
+  throughput without ksim's host-side loop around it (logging, checkpoints, validation renders). Carry and state
+  are donated, as ksim's own jit of the step does (undonated, the bench put ours at 1.044 × plain ksim, not 1.007).
 ratios_ci95 gives the run-time and compile-time ratios' 95 % confidence intervals, distribution-free (order statistics
 of the pair ratios, from 6 pairs up: `--compiles 6` for the compile times), and train_step_throughput_ratio_ci95 the
 same interval for the throughput ratio. judged and meets_targets: the training step's throughput ratio and its
@@ -40,8 +41,8 @@ Hodges-Lehmann estimate between the two groups of offsets, its 95 % interval the
 Mann-Whitney test (needs K >= 4 for an interval; 6 gives 95.9 %), and the compile ratio the same over the instances'
 trace + compile seconds. `spread` is the slowest over the fastest instance of one variant. `--aa` makes the second
 group plain ksim too, which tests the method: its interval should contain 1 (at f386381, before the build order
-swapped between processes, it gave 1.025, CI 1.003-1.043; at a499434 with K = 8, 0.995, CI 0.970-1.018: see the
-README).
+swapped between processes, it gave 1.025, CI 1.003-1.043; at a499434 with K = 8, 0.995, CI 0.970-1.018, and with
+the donated step 0.996, CI 0.963-1.004: see the README).
 """
 
 import argparse
@@ -146,7 +147,11 @@ class Variant:
         task = parts.task
         mj_model = task.set_mujoco_model_opts(task.get_mujoco_model())
         constants, carry, state = task.initialize_rl_training(mj_model, task.get_mujoco_model_metadata(mj_model))
-        self._step_fn = jax.jit(lambda carry, state: task._rl_train_loop_step(carry, constants, state))
+        # Carry and state donated, as ksim's own jit of `_rl_train_loop_step` does (inlined in this jit, its
+        # donation would not apply); without it XLA writes the whole carry to fresh buffers every call.
+        self._step_fn = jax.jit(
+            lambda carry, state: task._rl_train_loop_step(carry, constants, state), donate_argnums=(0, 1)
+        )
         self._step_args: tuple = (carry, state)
         self._step: jax.stages.Compiled | None = None
         self.step_compiles: list[dict[str, float]] = []
@@ -191,6 +196,12 @@ class Variant:
                     "xla_cost": xla_cost(self._step),
                 }
             self.call_step()  # first call: allocation, not timed
+
+    def hlo_text(self) -> str:
+        """The compiled training step's optimized HLO module, as text."""
+        if self._step is None:
+            raise RuntimeError("compile_step first")
+        return self._step.as_text()
 
     def call_step(self) -> None:
         """One training step (rollout and update), continuing from the last one's carry, like `call_unroll`."""
