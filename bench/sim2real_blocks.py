@@ -127,7 +127,7 @@ def main() -> None:
     progress("plain ksim (sim2real=false)")
     plain = step_cost(KBotWalkingTask, sim2real=False)
     gap = {k: full[k] - plain[k] for k in ("flops", "bytes_accessed")}
-    executed = ("executed_instructions", "executed_output_bytes", "executed_copy_bytes")
+    executed = ("executed_instructions", "executed_output_bytes", "executed_input_bytes", "executed_copy_bytes")
     without: dict[str, dict] = {}
     for name in args.blocks:
         progress(f"without {name}")
