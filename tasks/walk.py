@@ -737,7 +737,7 @@ def _new_run_dir(root: Path) -> Path:
     return root / f"run_{run_id:03d}"
 
 
-def preset_config(preset: str, **values: object) -> dict[str, object]:
+def preset_config(preset: str, /, **values: object) -> dict[str, object]:
     """COMMON_DEFAULTS, then PRESETS[preset], then `values`: the ones that are WalkConfig fields."""
     known = {f.name for f in fields(WalkConfig)}
     return {k: v for k, v in {**COMMON_DEFAULTS, **PRESETS[preset], **values}.items() if k in known}
