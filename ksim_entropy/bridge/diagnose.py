@@ -477,10 +477,9 @@ def _sibling_ratio(group: str, real: _Channels, sim: _Channels) -> np.ndarray | 
                 return _slopes(blocks[group], _central_difference(ch))
         elif group in ("accel", "projected_g") and "accel" in blocks and "projected_g" in blocks:
             other = "projected_g" if group == "accel" else "accel"
-            norm = np.nanmedian(np.linalg.norm(blocks[group], axis=1)) / np.nanmedian(
-                np.linalg.norm(blocks[other], axis=1)
-            )
-            return np.full(3, norm)
+            norms = [_finite(np.linalg.norm(blocks[g], axis=1)) for g in (group, other)]
+            ratio = float(np.median(norms[0]) / np.median(norms[1])) if all(n.size for n in norms) else math.nan
+            return np.full(3, ratio)
         return None
 
     r, s = relation(real), relation(sim)
@@ -961,6 +960,9 @@ def _detect_observation(
         and real.blocks["output"].shape[1] == sim.blocks["output"].shape[1]
     ):
         output_z = _w1_z(real.blocks["output"], sim.blocks["output"], SCALE_FLOORS["output"])
+        if not np.isfinite(output_z).any():
+            output_z = None
+            skipped["observation_mismatch:command_gate"] = "no finite output in a log: commanded motion not compared"
     else:
         skipped["observation_mismatch:command_gate"] = "no common output group: commanded motion not compared"
     stats = {"max_w1_z": 0.0, "max_ks": 0.0}
@@ -998,7 +1000,7 @@ def _detect_observation(
             if gate is None and output_z is not None:
                 gate = float(np.nanmedian(output_z))
             marginal = False
-            if gate is not None and gate >= th.command_match:
+            if gate is not None and not gate < th.command_match:  # NaN: this joint's motion is unknown
                 ungated.append(name)
             else:
                 stats["max_w1_z"] = max(stats["max_w1_z"], float(z[c]))
@@ -1114,6 +1116,16 @@ def _check_inputs(real: StepLog, sim: StepLog, replay: StepLog | None, th: Diagn
             raise DiagnosisError(f"replay has {wp} joints, the real log {wr}")
 
 
+def _without_empty_groups(log: StepLog, side: str, skipped: dict[str, str]) -> StepLog:
+    """`log` less its zero-width groups (e.g. `command: []` of a policy without commands): they hold no channel."""
+    empty = [name for name, block in log.groups.items() if block.shape[1] == 0]
+    if not empty:
+        return log
+    skipped[f"empty_groups:{side}"] = f"{', '.join(empty)}: no value in the {side} log (0 wide), treated as absent"
+    groups = {name: block for name, block in log.groups.items() if name not in empty}
+    return StepLog(log.step_id, log.t_us, groups, log.joint_names, log.source)
+
+
 def diagnose(
     real: StepLog,
     sim: StepLog,
@@ -1128,11 +1140,13 @@ def diagnose(
     that lack the groups they need are listed in `Diagnosis.skipped` with the reason.
     """
     th = thresholds if thresholds is not None else DiagnosisThresholds()
+    skipped: dict[str, str] = {}
+    if isinstance(real, StepLog) and isinstance(sim, StepLog):
+        real, sim = _without_empty_groups(real, "real", skipped), _without_empty_groups(sim, "sim", skipped)
     _check_inputs(real, sim, replay, th)
     real_ch, sim_ch = _Channels.of(real), _Channels.of(sim)
     findings: list[Finding] = []
     statistics: dict[str, dict[str, float]] = {}
-    skipped: dict[str, str] = {}
     corrections: dict[str, str] = {}
 
     for kind, detect in (("swapped_channels", _detect_swaps), ("misscaled_channels", _detect_scale)):

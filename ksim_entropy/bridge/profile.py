@@ -211,6 +211,8 @@ class EntropyProfile:
                 _fail(f"unknown channel group; known groups: {list(CHANNEL_GROUPS)}", group=name)
             if name not in log.groups:
                 _fail(f"not in the log {log.source or '(in memory)'}; it has {list(log.group_names)}", group=name)
+            if log.group(name).shape[1] == 0:
+                _fail(f"has no value in the log {log.source or '(in memory)'} (0 wide): nothing to profile", group=name)
         if len(set(groups)) != len(groups):
             _fail(f"repeated group names in {list(groups)}", field="groups")
         if isinstance(min_std, bool) or not isinstance(min_std, int | float) or not 0 < min_std < math.inf:

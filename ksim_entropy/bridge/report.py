@@ -194,10 +194,19 @@ def _group_channel_names(sim: StepLog, real: StepLog, group: str) -> tuple[str, 
 
 
 def _common_layout(sim: StepLog, real: StepLog) -> tuple[dict[str, tuple[str, ...]], dict[str, list[str]]]:
-    """Common groups → channel names, and the groups only one log has; raises on width mismatches."""
-    common = [name for name in sim.group_names if name in real.groups]
+    """Common groups → channel names, and the groups not compared; raises on width mismatches.
+
+    A zero-width group (e.g. `command: []` of a policy without commands) holds no channel: it counts as absent.
+    """
+    empty = {
+        side: [n for n, b in log.groups.items() if b.shape[1] == 0] for side, log in (("sim", sim), ("real", real))
+    }
+    sim_groups = [name for name in sim.group_names if name not in empty["sim"]]
+    real_groups = [name for name in real.group_names if name not in empty["real"]]
+    common = [name for name in sim_groups if name in real_groups]
     if not common:
-        raise GapReportError(f"no channel group in common: sim has {list(sim.groups)}, real has {list(real.groups)}")
+        left_out = f" (0 wide, left out: sim {empty['sim']}, real {empty['real']})" if any(empty.values()) else ""
+        raise GapReportError(f"no channel group in common: sim has {sim_groups}, real has {real_groups}{left_out}")
     for name in common:
         width_sim, width_real = sim.group(name).shape[1], real.group(name).shape[1]
         if width_sim != width_real:
@@ -206,8 +215,9 @@ def _common_layout(sim: StepLog, real: StepLog) -> tuple[dict[str, tuple[str, ..
                 "robots or policies (check --num-joints / the joint count)"
             )
     skipped = {
-        "sim_only": [name for name in sim.group_names if name not in real.groups],
-        "real_only": [name for name in real.group_names if name not in sim.groups],
+        "sim_only": [name for name in sim_groups if name not in real_groups],
+        "real_only": [name for name in real_groups if name not in sim_groups],
+        "empty": [f"{name} ({side})" for side, names in empty.items() for name in names],
     }
     return {name: _group_channel_names(sim, real, name) for name in common}, skipped
 
@@ -953,7 +963,8 @@ def _html_logs(data: Mapping[str, Any], summaries: Mapping[str, str | None]) -> 
             f"<pre>{_e(text)}</pre></div>"
         )
     skipped = data["skipped_groups"]
-    note = "; ".join(f"only in {k.split('_')[0]}: {', '.join(v)}" for k, v in skipped.items() if v)
+    what = {"sim_only": "only in sim", "real_only": "only in real", "empty": "no values (0 wide)"}
+    note = "; ".join(f"{what.get(k, k)}: {', '.join(v)}" for k, v in skipped.items() if v)
     extra = f"<p>Groups not compared — {_e(note)}.</p>" if note else ""
     return f'<section id="logs"><h2>Log quality</h2><div class="two">{"".join(parts)}</div>{extra}</section>'
 

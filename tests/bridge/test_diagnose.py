@@ -21,7 +21,7 @@ from ksim_entropy.bridge.diagnose import (
     diagnose,
     fit_response_model,
 )
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.bridge.schema import CHANNEL_GROUPS, StepLog
 from ksim_entropy.robot import resolve_robot_files
 from ksim_entropy.sim import KBotSimulator, SimOptions
 from ksim_entropy.sim_logs import COMMAND_NAMES, policy_log, random_commands, replay_open_loop, scripted_log
@@ -374,6 +374,66 @@ def test_missing_groups_skip_detectors_with_reasons(clean):
     assert "observation_mismatch:command_gate" in diagnosis.skipped
     dead = with_groups(clean[1], gyro=np.full((len(clean[1]), 3), np.nan))  # a gyroscope that only sent nulls
     assert "gyro/x, gyro/y, gyro/z" in diagnose(dead, clean[0]).skipped["observation_mismatch:no_data"]
+
+
+@pytest.fixture(scope="module")
+def short(sim):
+    """A real and a sim log of 4 s (200 steps): enough for every detector to run, too short to calibrate them."""
+    return scripted_log(sim, seconds=4.0, seed=21), scripted_log(sim, seconds=4.0, seed=22)
+
+
+def degraded(log: StepLog, mode: str, *names: str) -> StepLog:
+    """`log` with groups `names` left out ("missing"), zero-wide ("empty": e.g. `command: []`) or all NaN ("nan")."""
+    groups = dict(log.groups)
+    for name in names:
+        if mode == "missing":
+            groups.pop(name, None)
+        elif mode == "empty":
+            groups[name] = np.zeros((len(log), 0))
+        else:
+            groups[name] = np.full_like(groups[name], np.nan)
+    return StepLog(log.step_id, log.t_us, groups, log.joint_names, log.source)
+
+
+def diagnosis_or_one_line_error(real: StepLog, sim: StepLog) -> str:
+    """The diagnosis summary, or the DiagnosisError's message; anything else (a traceback) fails the test."""
+    try:
+        diagnosis = diagnose(real, sim)
+    except DiagnosisError as err:
+        assert "\n" not in str(err)
+        return f"error: {err}"
+    json.dumps(diagnosis.to_dict(), allow_nan=False)
+    return diagnosis.summary()
+
+
+def test_logs_without_commands_are_diagnosed(short):
+    # `command: []` in both logs (a policy without a command input) crashed _detect_scale (TypeError)
+    real, sim = (degraded(log, "empty", "command") for log in short)
+    diagnosis = diagnose(real, sim)
+    assert "command" in diagnosis.skipped["empty_groups:real"] and "command" in diagnosis.skipped["empty_groups:sim"]
+    assert not any(name.startswith("command") for f in diagnosis.findings for name in f.channels)
+    assert diagnosis.statistics["misscaled_channels"]["max_abs_log_factor"] < math.log(TH.scale_min_factor)
+
+
+@pytest.mark.parametrize("mode", ["missing", "empty", "nan"])
+def test_every_group_missing_empty_or_nan_gives_a_diagnosis_or_a_one_line_error(short, mode):
+    real, sim = short
+    for group in CHANNEL_GROUPS:
+        if mode == "empty" and group in ("projected_g", "accel", "gyro"):
+            continue  # x, y, z groups are 3 wide by schema
+        for pair in ((degraded(real, mode, group), sim), (real, degraded(sim, mode, group))):
+            diagnosis_or_one_line_error(*pair)
+        diagnosis_or_one_line_error(degraded(real, mode, group), degraded(sim, mode, group))
+    combos = [("joint_angles", "output"), ("joint_angles", "joint_vels"), ("output", "command")]
+    combos += [tuple(g for g in CHANNEL_GROUPS if g != keep) for keep in ("command", "output", "gyro")]
+    for names in combos:
+        if mode == "empty":
+            names = tuple(g for g in names if g not in ("projected_g", "accel", "gyro"))
+        diagnosis_or_one_line_error(degraded(real, mode, *names), degraded(sim, mode, *names))
+        diagnosis_or_one_line_error(degraded(real, mode, *names), sim)
+    assert "no common channel group" in diagnosis_or_one_line_error(
+        degraded(real, "missing", "command"), degraded(sim, "missing", *(g for g in CHANNEL_GROUPS if g != "command"))
+    )
 
 
 def test_nan_rows_and_constant_channels_do_not_crash(clean):

@@ -524,3 +524,57 @@ def test_cli_process_exits_2_without_traceback(cli_logs: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     imported = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert imported.stdout.strip() == "[]", imported.stderr  # the bridge never imports the training stack
+
+
+def without(log: StepLog, mode: str, *names: str) -> StepLog:
+    """`log` with groups `names` left out ("missing") or zero-wide ("empty", as `"command": []` reads)."""
+    groups = {k: v for k, v in log.groups.items() if not (mode == "missing" and k in names)}
+    groups |= {name: np.zeros((len(log), 0)) for name in names if mode == "empty"}
+    return StepLog(log.step_id, log.t_us, groups, log.joint_names, log.source)
+
+
+@pytest.mark.parametrize(
+    ("sim_groups", "real_groups", "message"),
+    [
+        (("empty", "command"), ("empty", "command"), None),  # a policy without commands: was a TypeError traceback
+        (("empty", "command"), ("missing", "command"), None),
+        (("empty", "command", "output"), ("missing", "joint_vels", "output"), None),
+        (("empty", "joint_angles", "joint_vels", "output"), ("empty", "command"), None),
+        (
+            ("missing", "joint_angles", "joint_vels", "projected_g", "accel", "gyro", "output"),
+            ("empty", "command"),
+            "no channel group in common",
+        ),
+    ],
+)
+def test_cli_gap_on_empty_or_missing_groups_reports_or_says_why(
+    tmp_path: Path, sim_groups: tuple, real_groups: tuple, message: str | None, capsys: pytest.CaptureFixture
+) -> None:
+    write_ndjson(without(make_log(1, n=300), *sim_groups), tmp_path / "sim.ndjson")
+    write_ndjson(without(make_log(2, n=300), *real_groups), tmp_path / "real.ndjson")
+    args = ["gap", "--sim", str(tmp_path / "sim.ndjson"), "--real", str(tmp_path / "real.ndjson")]
+    status = main([*args, "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    if message is None:
+        assert status == 0, err
+        data = load_json(tmp_path / "out" / "report.json")
+        assert data["diagnosis"]["available"], data["diagnosis"]
+        empty = [
+            f"{name} ({side})"
+            for side, (mode, *names) in (("sim", sim_groups), ("real", real_groups))
+            for name in names
+            if mode == "empty"
+        ]
+        assert data["skipped_groups"]["empty"] == empty
+        assert "no values (0 wide)" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    else:
+        lines = err.strip().splitlines()
+        assert status == 2 and len(lines) == 1 and message in lines[0], err
+
+
+def test_cli_profile_of_an_empty_group_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_ndjson(without(make_log(1, n=100), "empty", "command"), tmp_path / "log.ndjson")
+    args = ["profile", str(tmp_path / "log.ndjson"), "--out", str(tmp_path / "p.json"), "--groups", "gyro,command"]
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "group 'command': has no value" in lines[0], lines
