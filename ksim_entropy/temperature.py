@@ -27,7 +27,7 @@ Entropies are analytic differential entropies: a Gaussian with std σ has ½·lo
 `gaussian_entropy` for the PPO variables.)
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import attrs
@@ -48,8 +48,8 @@ __all__ = [
 
 HALF_LOG_2PI_E = 0.5 * float(np.log(2.0 * np.pi * np.e))  # 1.4189 nats: entropy of a unit Gaussian
 
-TemperatureMode = Literal["damped", "dual"]
-MODES: tuple[TemperatureMode, ...] = ("damped", "dual")
+TemperatureMode = Literal["pi", "damped", "dual", "fixed"]
+MODES: tuple[TemperatureMode, ...] = ("pi", "damped", "dual", "fixed")
 
 
 def gaussian_entropy(std: ArrayLike) -> Array:
@@ -74,7 +74,10 @@ class TemperatureState:
     last_sign: Array  # () damped: sign of the last error (+1 entropy too low, −1 too high, 0 none yet)
     entropy_avg: Array  # () running average of the per-dimension entropy (nats)
     num_updates: Array  # int32 ()
-    opt_state: PyTree  # dual: Adam's state over log α; damped: ()
+    opt_state: PyTree  # dual: Adam's state over log α; other modes: ()
+    integral: Array  # () pi: the integral part of log α
+    target_start: Array  # () where an annealed target starts (nats/dim): the first update's entropy
+    bound_updates: Array  # int32 (): updates in a row that ended with α on one of its bounds
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -96,6 +99,8 @@ class EntropyTemperature:
     fast_margin: float = attrs.field(default=1.0)
     averaging: float = attrs.field(default=0.5)
     dual_learning_rate: float = attrs.field(default=0.05)
+    pi_gains: tuple[float, float] = attrs.field(default=(2.0, 0.3))
+    anneal_updates: int = attrs.field(default=0)
     entropy_range: tuple[float, float] | None = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -123,6 +128,11 @@ class EntropyTemperature:
             raise ValueError(f"averaging must be in (0, 1], got {self.averaging}")
         if not self.fast_margin > 0.0 or not self.dual_learning_rate > 0.0:
             raise ValueError("fast_margin and dual_learning_rate must be > 0")
+        kp, ki = self.pi_gains
+        if not (np.isfinite(kp) and np.isfinite(ki) and kp >= 0.0 and ki > 0.0):
+            raise ValueError(f"pi_gains (kp, ki) need kp >= 0 and ki > 0, got {self.pi_gains}")
+        if isinstance(self.anneal_updates, bool) or not isinstance(self.anneal_updates, int) or self.anneal_updates < 0:
+            raise ValueError(f"anneal_updates must be an integer >= 0, got {self.anneal_updates!r}")
         if self.entropy_range is not None:
             low, high = self.entropy_range
             if not low < self.target_entropy < high:
@@ -144,30 +154,54 @@ class EntropyTemperature:
             entropy_avg=jnp.zeros((), dtype=jnp.float32),
             num_updates=jnp.zeros((), dtype=jnp.int32),
             opt_state=self._optimizer.init(log_alpha) if self.mode == "dual" else (),
+            integral=jnp.array(np.log(self.initial_alpha), dtype=jnp.float32),  # its own buffer: ksim donates the carry
+            target_start=jnp.asarray(self.target_entropy, dtype=jnp.float32),
+            bound_updates=jnp.zeros((), dtype=jnp.int32),
         )
 
     def alpha(self, state: TemperatureState) -> Array:
         return jnp.exp(state.log_alpha)
 
+    def target(self, state: TemperatureState) -> Array:
+        """The target entropy (nats/dim) at this state's update.
+
+        `target_entropy`, or with `anneal_updates` > 0 a straight line from the first update's entropy to
+        `target_entropy` over that many updates.
+        """
+        final = jnp.float32(self.target_entropy)
+        if self.anneal_updates == 0:
+            return final
+        progress = jnp.minimum(state.num_updates.astype(jnp.float32) / self.anneal_updates, 1.0)
+        return state.target_start + (final - state.target_start) * progress
+
     def update(self, state: TemperatureState, entropy_per_dim: ArrayLike) -> TemperatureState:
         """One controller step on the mean per-dimension policy entropy (nats) of the last PPO update."""
         h = jnp.asarray(entropy_per_dim, dtype=jnp.float32)
         first = state.num_updates == 0
+        target_start = jnp.where(first, h, state.target_start) if self.anneal_updates else state.target_start
+        state = replace(state, target_start=target_start)
+        target = self.target(replace(state, num_updates=state.num_updates + 1))
         avg = jnp.where(first, h, (1.0 - self.averaging) * state.entropy_avg + self.averaging * h)
-        error = self.target_entropy - avg  # > 0: entropy too low, raise α
+        error = target - avg  # > 0: entropy too low, raise α
         lo, hi = float(np.log(self.min_alpha)), float(np.log(self.max_alpha))
+        opt_state, rate, integral = state.opt_state, state.rate, state.integral
+        sign = jnp.sign(error)
         if self.mode == "dual":
-            grad = h - self.target_entropy  # d/d log α of log α · (H − H̄)
+            grad = h - target  # d/d log α of log α · (H − H̄)
             step, opt_state = self._optimizer.update(grad, state.opt_state, state.log_alpha)
             log_alpha = jnp.clip(optax.apply_updates(state.log_alpha, step), lo, hi)
-            sign, rate = jnp.sign(error), state.rate
+        elif self.mode == "pi":
+            kp, ki = self.pi_gains
+            integral = jnp.clip(state.integral + ki * error, lo, hi)  # clamped: no wind-up past a bound
+            log_alpha = jnp.clip(integral + kp * error, lo, hi)
+        elif self.mode == "fixed":
+            log_alpha = state.log_alpha
         else:
-            opt_state = state.opt_state
-            sign = jnp.sign(error)
             crossed = (sign * state.last_sign) < 0
             rate = jnp.where(crossed, jnp.maximum(state.rate * self.rate_decay, self.min_rate), state.rate)
             rate = jnp.where(jnp.abs(error) > self.fast_margin, jnp.float32(self.initial_rate), rate)
             log_alpha = jnp.clip(state.log_alpha + rate * sign, lo, hi)
+        on_bound = (log_alpha <= lo + 1e-6) | (log_alpha >= hi - 1e-6)
         return TemperatureState(
             log_alpha=log_alpha.astype(jnp.float32),
             rate=rate.astype(jnp.float32),
@@ -175,4 +209,7 @@ class EntropyTemperature:
             entropy_avg=avg,
             num_updates=state.num_updates + 1,
             opt_state=opt_state,
+            integral=integral.astype(jnp.float32),
+            target_start=target_start,
+            bound_updates=jnp.where(on_bound & (self.mode != "fixed"), state.bound_updates + 1, 0).astype(jnp.int32),
         )
