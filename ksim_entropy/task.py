@@ -10,16 +10,18 @@ Use it before ksim's task in the bases: ``class MyTask(DomainRandomizationMixin[
 and implement `get_domain_randomization` (optionally `get_randomization_curriculum`).
 """
 
+import functools
 import io
 import json
 import logging
 import tarfile
+import time
 import zlib
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import attrs
 import equinox as eqx
@@ -32,8 +34,9 @@ import xax
 from jaxtyping import PyTree
 from ksim.curriculum import CurriculumState
 from ksim.debugging import JitLevel
-from ksim.task.ppo import compute_ppo_inputs, compute_ppo_loss
+from ksim.task.ppo import PPOInputs, compute_ppo_inputs, compute_ppo_loss
 from ksim.task.rl import RLLoopCarry, RLLoopConstants, RolloutConstants, RolloutEnvState, RolloutSharedState
+from ksim.types import Histogram
 
 from ksim_entropy.curriculum import RandomizationCurriculum, WidthState
 from ksim_entropy.draws import key_and_uniforms
@@ -45,10 +48,13 @@ from ksim_entropy.matching import (
     observation_entropy,
     observation_gap,
 )
+from ksim_entropy.progress import EpisodeWindow, ProgressLine
 from ksim_entropy.randomization import DomainRandomization, actuator_joint_names
 from ksim_entropy.temperature import EntropyTemperature, TemperatureState, gaussian_entropy_range
 
 __all__ = [
+    "ADVANTAGE_NORMALIZATIONS",
+    "AdvantageNormalization",
     "AutoTemperatureMixin",
     "CheckpointAuxError",
     "DomainRandomizationMixin",
@@ -59,14 +65,19 @@ __all__ = [
     "RandomizationCheckpointError",
     "TrainingStateMixin",
     "entropy_metrics",
+    "metric_value",
     "randomization_metrics",
     "read_checkpoint_aux",
+    "standardize",
 ]
 
 logger = logging.getLogger(__name__)
 
 Config = TypeVar("Config", bound=ksim.RLConfig)
 
+EPISODE_COUNT = "episodes_ended"  # per-update sums, folded into the episode window on the host
+EPISODE_SECONDS = "episode_seconds_sum"
+EPISODE_SUCCESSES = "episode_successes"
 RANDOMIZER_KEY = "domain_randomization"
 RANDOMIZATION_AUX = "randomization"  # checkpoint aux_data key
 AUX_FORMAT = "ksim-entropy/aux-v1"
@@ -181,13 +192,44 @@ def read_checkpoint_aux(ckpt_path: str | Path, templates: Mapping[str, PyTree]) 
     return found
 
 
+def metric_value(value: jax.Array | Histogram) -> float:
+    """One logged metric as a float: the mean of an array, or of a ksim `Histogram` (what ksim logs as the scalar)."""
+    return float(value.mean) if isinstance(value, Histogram) else float(np.mean(np.asarray(value)))
+
+
 class TrainingStateMixin(ksim.RLTask[Config], Generic[Config]):
     """Extra training state (controllers, curricula), stepped every update, checkpointed and restored on resume.
 
     ksim saves only models, optimisers and the step counters. Mixins extend, each calling super() first:
     `after_update` (step their state in the carry, add train metrics), `checkpoint_aux` (what to save, a dict of
     named pytrees) and `restore_checkpoint_aux` (how to put it back into the loop carry).
+
+    It also keeps what a learning curve needs: the episodes that ended over the last updates
+    (`ksim_entropy.progress.EpisodeWindow`, logged as `episode_length_s` and `episode_success`), a console line
+    every `progress_every_s()` seconds (`progress_values` says what it shows), and an optional wall-clock limit
+    (`train_time_limit_s()`, counted from the start of `run_training`, compilation included).
     """
+
+    def train_time_limit_s(self) -> float | None:
+        """Stop training (checkpoint, export) once this many seconds of wall time have passed; None: no limit."""
+        return None
+
+    def progress_every_s(self) -> float:
+        """Seconds between two console progress lines."""
+        return 10.0
+
+    def progress_values(self, metrics: ksim.Metrics) -> dict[str, float]:
+        """The named numbers of the console progress line (mixins add theirs after super())."""
+        window = self._episode_window
+        return {"episode s": window.mean_length_s, "reward": metric_value(metrics.reward["_total"])}
+
+    @functools.cached_property
+    def _episode_window(self) -> EpisodeWindow:
+        return EpisodeWindow()
+
+    @functools.cached_property
+    def _progress(self) -> ProgressLine:
+        return ProgressLine(every_s=self.progress_every_s())
 
     def after_update(
         self,
@@ -216,7 +258,64 @@ class TrainingStateMixin(ksim.RLTask[Config], Generic[Config]):
             rewards=rewards,
         )
         new_carry, train = self.after_update(constants, new_carry, trajectories, metrics.train)
+        done = trajectories.done.astype(jnp.float32)
+        train[EPISODE_COUNT] = jnp.sum(done)
+        train[EPISODE_SECONDS] = jnp.sum(done * trajectories.timestep)
+        train[EPISODE_SUCCESSES] = jnp.sum(done * trajectories.success.astype(jnp.float32))
         return new_state, new_carry, replace(metrics, train=xax.FrozenDict(train))
+
+    def log_train_metrics(self, metrics: ksim.Metrics) -> None:
+        train = dict(metrics.train)
+        counts = [metric_value(train.pop(k)) for k in (EPISODE_COUNT, EPISODE_SECONDS, EPISODE_SUCCESSES)]
+        window = self._episode_window
+        window.add(*counts)
+        if window.count:
+            train["episode_length_s"] = jnp.float32(window.mean_length_s)
+            train["episode_success"] = jnp.float32(window.success_fraction)
+        metrics = replace(metrics, train=train)
+        self._last_progress_values = self.progress_values(metrics)
+        super().log_train_metrics(metrics)
+
+    def log_state_timers(self, state: xax.State) -> None:
+        super().log_state_timers(state)
+        values = getattr(self, "_last_progress_values", None)
+        if values is None or not self._progress.due():
+            return
+        print(
+            self._progress.format(
+                update=int(state.num_steps), env_steps=int(state.num_samples), values=values, eta_s=self._eta_s(state)
+            ),
+            flush=True,
+        )
+
+    def _eta_s(self, state: xax.State) -> float | None:
+        elapsed = time.monotonic() - self._progress.start_s
+        etas = []
+        limit = self.train_time_limit_s()
+        if limit is not None:
+            etas.append(limit - elapsed)
+        steps, max_steps = int(state.num_steps), self.config.max_steps
+        if max_steps is not None and steps > 0:
+            etas.append(elapsed / steps * (max_steps - steps))
+        return min(etas) if etas else None
+
+    def is_training_over(self, state: xax.State) -> bool:
+        limit = self.train_time_limit_s()
+        if limit is not None and time.monotonic() - self._progress.start_s >= limit:
+            if not getattr(self, "_time_limit_reached", False):
+                logger.info("wall-clock limit of %.0f s reached after %d updates", limit, int(state.num_steps))
+            self._time_limit_reached = True
+            return True
+        return super().is_training_over(state)
+
+    @property
+    def time_limit_reached(self) -> bool:
+        """Whether training stopped on `train_time_limit_s` (rather than `max_steps`)."""
+        return getattr(self, "_time_limit_reached", False)
+
+    def run_training(self) -> None:
+        self._progress.start_s = time.monotonic()
+        super().run_training()
 
     def checkpoint_aux(self, constants: RLLoopConstants, carry: RLLoopCarry) -> dict[str, PyTree]:
         return {}
@@ -457,7 +556,15 @@ class DomainRandomizationMixin(TrainingStateMixin[Config], Generic[Config]):
 
 # ====================================================================== auto-tuned entropy temperature
 TEMPERATURE_KEY = "entropy_temperature"  # shared_state.aux_values and checkpoint aux_data key
+BOUND_WARNING_UPDATES = 25  # warn each time α has sat on a bound for this many more updates in a row
 PPOConfigT = TypeVar("PPOConfigT", bound=ksim.PPOConfig)
+AdvantageNormalization = Literal["trajectory", "minibatch", "none"]
+ADVANTAGE_NORMALIZATIONS: tuple[AdvantageNormalization, ...] = ("trajectory", "minibatch", "none")
+
+
+def standardize(x: jax.Array) -> jax.Array:
+    """(x − mean) / std over all of x (std floored at 1e-6): one scale for a whole minibatch of advantages."""
+    return (x - jnp.mean(x)) / jnp.maximum(jnp.std(x), 1e-6)
 
 
 class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfigT], Generic[PPOConfigT]):
@@ -481,6 +588,14 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
         aux = {**shared.aux_values, TEMPERATURE_KEY: temperature.initial_state()}
         return replace(shared, aux_values=xax.FrozenDict(aux))
 
+    def get_advantage_normalization(self) -> AdvantageNormalization:
+        """How advantages are normalized: "trajectory", "minibatch" or "none".
+
+        "trajectory" is ksim 0.2.10's (each trajectory ÷ its own std), "minibatch" centres them and divides by one std
+        over the whole minibatch (upstream ksim since 8beee15b, and most PPO codes).
+        """
+        return "trajectory" if self.config.normalize_advantages else "none"
+
     def _ppo_loss_at_alpha(
         self,
         model_arr: PyTree,
@@ -494,14 +609,15 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
     ) -> tuple[jax.Array, xax.FrozenDict[str, jax.Array]]:
         model = eqx.combine(model_arr, model_static)
         cfg = self.config
+        normalization = self.get_advantage_normalization()
+        if normalization not in ADVANTAGE_NORMALIZATIONS:
+            raise ValueError(
+                f"advantage normalization must be one of {ADVANTAGE_NORMALIZATIONS}, got {normalization!r}"
+            )
 
-        def one_trajectory(
-            trajectory: ksim.Trajectory,
-            reward: ksim.RewardState,
-            carry: PyTree,
-            on_policy: ksim.PPOVariables,
-            key: jax.Array,
-        ) -> tuple[jax.Array, xax.FrozenDict[str, jax.Array]]:
+        def variables_and_inputs(
+            trajectory: ksim.Trajectory, reward: ksim.RewardState, carry: PyTree, key: jax.Array
+        ) -> tuple[ksim.PPOVariables, PPOInputs]:
             off_policy, _ = self.get_ppo_variables(model, trajectory, carry, key)
             if off_policy.entropy is None:
                 raise ValueError("the auto-tuned temperature needs get_ppo_variables to return the policy entropy")
@@ -512,9 +628,22 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
                 successes_t=trajectory.success,
                 decay_gamma=cfg.gamma,
                 gae_lambda=cfg.lam,
-                normalize_advantages=cfg.normalize_advantages,
+                normalize_advantages=normalization == "trajectory",
                 monte_carlo_returns=cfg.monte_carlo_returns,
             )
+            return off_policy, inputs
+
+        keys = jax.random.split(rng, rewards.total.shape[0])
+        off_policy_bt, inputs_bt = jax.vmap(variables_and_inputs)(trajectories, rewards, init_carry, keys)
+        if normalization == "minibatch":
+            inputs_bt = replace(inputs_bt, advantages_t=standardize(inputs_bt.advantages_t))
+
+        def one_trajectory(
+            trajectory: ksim.Trajectory,
+            inputs: PPOInputs,
+            on_policy: ksim.PPOVariables,
+            off_policy: ksim.PPOVariables,
+        ) -> tuple[jax.Array, xax.FrozenDict[str, jax.Array]]:
             losses = dict(
                 compute_ppo_loss(
                     ppo_inputs=inputs,
@@ -535,8 +664,7 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
             loss = jnp.stack(list(losses.values()), axis=-1).sum() / (num_valid + 1e-6)
             return loss, xax.FrozenDict(metrics)
 
-        keys = jax.random.split(rng, rewards.total.shape[0])
-        loss, metrics = jax.vmap(one_trajectory)(trajectories, rewards, init_carry, on_policy_variables, keys)
+        loss, metrics = jax.vmap(one_trajectory)(trajectories, inputs_bt, on_policy_variables, off_policy_bt)
         return loss.mean(), metrics
 
     def _single_step(
@@ -599,10 +727,40 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
         extra = {
             "policy_entropy_per_dim": entropy,
             "temperature_alpha": temperature.alpha(before),
-            "temperature_target_entropy": jnp.float32(temperature.target_entropy),
+            "temperature_target_entropy": temperature.target(after),
             "temperature_rate": after.rate,
+            "temperature_bound_updates": after.bound_updates,
         }
         return replace(carry, shared_state=shared), {**metrics, **extra}
+
+    def log_train_metrics(self, metrics: ksim.Metrics) -> None:
+        super().log_train_metrics(metrics)
+        streak = metrics.train.get("temperature_bound_updates")
+        if streak is None:
+            return
+        n = int(metric_value(streak))
+        if n and n % BOUND_WARNING_UPDATES == 0:
+            alpha = metric_value(metrics.train["temperature_alpha"])
+            logger.warning(
+                "entropy temperature α=%.3g has sat on a bound of %s for %d updates in a row: the target entropy "
+                "(%.3f nats/dim) is out of the controller's reach (policy entropy %.3f nats/dim)",
+                alpha,
+                self.get_entropy_temperature_bounds(),
+                n,
+                metric_value(metrics.train["temperature_target_entropy"]),
+                metric_value(metrics.train["policy_entropy_per_dim"]),
+            )
+
+    def get_entropy_temperature_bounds(self) -> tuple[float, float] | None:
+        temperature = self.get_entropy_temperature()
+        return None if temperature is None else (temperature.min_alpha, temperature.max_alpha)
+
+    def progress_values(self, metrics: ksim.Metrics) -> dict[str, float]:
+        values = super().progress_values(metrics)
+        for key, name in (("temperature_alpha", "α"), ("policy_entropy_per_dim", "H nat/dim")):
+            if key in metrics.train:
+                values[name] = metric_value(metrics.train[key])
+        return values
 
     def checkpoint_aux(self, constants: RLLoopConstants, carry: RLLoopCarry) -> dict[str, PyTree]:
         aux = super().checkpoint_aux(constants, carry)
@@ -632,11 +790,21 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
 class EntropyBridgedConfig(ksim.PPOConfig):
     """Switches and defaults of `EntropyBridgedTask` (sources: ../shared/docs/sim2real-anchors.md §4)."""
 
-    auto_temperature: bool = xax.field(value=True, help="Tune the entropy temperature α (false: fixed entropy_coef).")
+    auto_temperature: bool = xax.field(
+        value=True, help="Entropy bonus through this package's loss with α from temperature_mode (false: ksim's own)."
+    )
     target_entropy: float = xax.field(value=-1.0, help="Target policy entropy (nats per action dim); SAC's −1.")
+    target_entropy_anneal_updates: int = xax.field(
+        value=0, help="> 0: the target starts at the first update's entropy and reaches target_entropy after this many."
+    )
     initial_alpha: float = xax.field(value=4e-3, help="Starting α (kbot-joystick's entropy_coef).")
     alpha_bounds: tuple[float, float] = xax.field(value=(1e-4, 1e-1), help="α is clamped to [min, max] (ALF).")
-    temperature_mode: str = xax.field(value="damped", help="damped (ALF-style steps) | dual (SAC, Adam on log α).")
+    temperature_mode: str = xax.field(
+        value="damped", help="pi | damped (ALF-style steps) | dual (SAC, Adam on log α) | fixed (α = initial_alpha)."
+    )
+    temperature_pi_gains: tuple[float, float] = xax.field(
+        value=(2.0, 0.3), help="pi: (proportional, integral) gain on log α per nat/dim of entropy error."
+    )
     temperature_rate: float = xax.field(value=0.6931, help="damped: step on log α (ln 2, ALF).")
     temperature_rate_decay: float = xax.field(value=1.0, help="damped: step × this at each target crossing (ALF).")
     temperature_min_rate: float = xax.field(value=0.01, help="damped: smallest step on log α (ALF).")
@@ -652,6 +820,12 @@ class EntropyBridgedConfig(ksim.PPOConfig):
     )
     entropy_match_rate: float = xax.field(value=0.2, help="smooth: fraction of the way to the optimum per decision.")
     entropy_metrics: bool = xax.field(value=True, help="Log observation entropy per group every update.")
+    advantage_normalization: str = xax.field(
+        value="trajectory", help="trajectory (ksim 0.2.10) | minibatch (centred, one std per minibatch) | none."
+    )
+    max_train_seconds: float | None = xax.field(
+        value=None, help="Stop training after this much wall time (s, compilation included); None: max_steps only."
+    )
 
 
 BridgedConfigT = TypeVar("BridgedConfigT", bound=EntropyBridgedConfig)
@@ -694,8 +868,16 @@ class EntropyBridgedTask(
             rate_decay=cfg.temperature_rate_decay,
             min_rate=cfg.temperature_min_rate,
             dual_learning_rate=cfg.temperature_dual_lr,
+            pi_gains=tuple(cfg.temperature_pi_gains),
+            anneal_updates=cfg.target_entropy_anneal_updates,
             entropy_range=self.get_action_entropy_range(),
         )
+
+    def get_advantage_normalization(self) -> AdvantageNormalization:
+        return self.config.advantage_normalization  # type: ignore[return-value]
+
+    def train_time_limit_s(self) -> float | None:
+        return self.config.max_train_seconds
 
     def get_entropy_target(
         self, physics_model: ksim.PhysicsModel, randomization: DomainRandomization

@@ -21,6 +21,7 @@ from ksim_entropy.task import (
     aux_data_blob,
     entropy_metrics,
     read_checkpoint_aux,
+    standardize,
 )
 from ksim_entropy.temperature import EntropyTemperature, gaussian_entropy
 from tasks.walk import KBotWalkingTask
@@ -156,6 +157,51 @@ def test_alpha_term_equals_ksims_fixed_entropy_term_at_the_same_value(ppo_parts)
     assert float(ours) == pytest.approx(float(theirs), rel=1e-5, abs=1e-7)
     # And the entropy it sees is the analytic Gaussian entropy of the actor's std (not xax's +1.42 nats/dim).
     assert float(jnp.mean(ours_metrics["policy_entropy_per_dim"])) < 1.0
+
+
+@pytest.mark.slow
+def test_minibatch_advantage_normalization_standardises_ksims_gae_over_the_minibatch(ppo_parts):
+    task, _, env_state, _, model_arr, model_static, traj, rewards, base = ppo_parts
+    model = eqx.combine(model_arr, model_static)
+    on_policy, _ = jax.vmap(task.get_ppo_variables, in_axes=(None, 0, 0, 0))(
+        model, traj, env_state.model_carry, jax.random.split(jax.random.PRNGKey(3), 2)
+    )
+    rng, alpha = jax.random.PRNGKey(4), jnp.float32(0.004)
+
+    def loss_with(normalization):
+        t = KBotWalkingTask(
+            KBotWalkingTask.get_config({**base, "advantage_normalization": normalization}, use_cli=False)
+        )
+        return jax.jit(
+            lambda: t._ppo_loss_at_alpha(
+                model_arr, model_static, traj, rewards, env_state.model_carry, on_policy, rng, alpha
+            )
+        )()
+
+    raw_loss, _ = loss_with("none")
+    # "none" is ksim's own loss without normalisation at the same coefficient (the oracle).
+    oracle = KBotWalkingTask(
+        KBotWalkingTask.get_config({**base, "entropy_coef": 0.004, "normalize_advantages": False}, use_cli=False)
+    )
+    theirs, _ = oracle._get_ppo_loss_and_metrics(
+        model_arr, model_static, traj, rewards, env_state.model_carry, on_policy, rng
+    )
+    assert float(raw_loss) == pytest.approx(float(theirs), rel=1e-5, abs=1e-7)
+    # "minibatch": advantages centred over the minibatch, so the per-trajectory means (what ksim logs) average to 0;
+    # "trajectory" (ksim 0.2.10's) leaves them uncentred.
+    _, norm = loss_with("minibatch")
+    assert abs(float(jnp.mean(norm["advantages"]))) < 1e-5
+    _, per_traj = loss_with("trajectory")
+    assert abs(float(jnp.mean(per_traj["advantages"]))) > 1e-3
+
+
+def test_standardize_is_one_scale_over_the_whole_minibatch():
+    rng = np.random.default_rng(0)
+    adv = rng.normal(0.3, 2.0, size=(4, 32)) * np.array([[1.0], [0.1], [3.0], [0.5]])  # trajectories of unequal scale
+    out = np.asarray(standardize(jnp.asarray(adv, dtype=jnp.float32)))
+    np.testing.assert_allclose(out, (adv - adv.mean()) / adv.std(), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(out.std(axis=1), 1.0, atol=0.1)  # the trajectories keep their relative scale
+    np.testing.assert_array_equal(np.asarray(standardize(jnp.zeros((2, 3)))), 0.0)  # constant: no division by 0
 
 
 @pytest.mark.slow
