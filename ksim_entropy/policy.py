@@ -2,10 +2,14 @@
 
 The actor maps one observation vector to a diagonal Gaussian over absolute joint position targets (rad):
 mean = nominal pose + network output, std = clip((softplus(raw) + min_std) · var_scale, max=max_std).
+At initialisation the output layer's weights can be scaled down (`head_init_scale`, e.g. 0.01: the first policy
+holds the nominal pose, the "last policy layer ×0.01" of Andrychowicz et al., arXiv 2006.05990) and its std bias
+set so every joint starts at `init_std` rad.
 Its carry is a plain array of shape (depth, 2, hidden) (LSTM hidden and cell states), so it flattens into the
 kinfer carry unchanged.
 """
 
+import math
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -66,13 +70,26 @@ class RecurrentActor(eqx.Module):
         min_std: float,
         max_std: float,
         var_scale: float,
+        init_std: float | None = None,
+        head_init_scale: float = 1.0,
     ) -> None:
         if not 0.0 < min_std <= max_std:
             raise ValueError(f"Need 0 < min_std <= max_std, got min_std={min_std}, max_std={max_std}")
+        if not 0.0 < head_init_scale <= 1.0:
+            raise ValueError(f"head_init_scale must be in (0, 1], got {head_init_scale}")
+        if init_std is not None and not min_std * var_scale < init_std < max_std:
+            raise ValueError(
+                f"init_std={init_std} rad is out of the std's reach ({min_std * var_scale:g}, {max_std:g}) rad "
+                "(min_std·var_scale, max_std)"
+            )
         body_key, head_key = jax.random.split(key)
         num_joints = len(nominal_pose)
         self.body = LSTMStack(body_key, num_inputs=num_inputs, hidden_size=hidden_size, depth=depth)
-        self.head = eqx.nn.Linear(hidden_size, 2 * num_joints, key=head_key)
+        head = eqx.nn.Linear(hidden_size, 2 * num_joints, key=head_key)
+        weight, bias = head.weight * head_init_scale, head.bias * head_init_scale
+        if init_std is not None:  # softplus(raw) = init_std / var_scale − min_std at raw = bias
+            bias = bias.at[num_joints:].set(_softplus_inverse(init_std / var_scale - min_std))
+        self.head = eqx.tree_at(lambda lin: (lin.weight, lin.bias), head, (weight, bias))
         self.nominal_pose = tuple(float(q) for q in nominal_pose)
         self.min_std = min_std
         self.max_std = max_std
@@ -90,6 +107,10 @@ class RecurrentActor(eqx.Module):
     def __call__(self, obs_n: Array, carry: Array) -> tuple[xax.Normal, Array]:
         mean_j, std_j, next_carry = self.mean_and_std(obs_n, carry)
         return xax.Normal(mean_j, std_j), next_carry
+
+
+def _softplus_inverse(y: float) -> float:
+    return float(y + math.log(-math.expm1(-y)))
 
 
 class RecurrentCritic(eqx.Module):
@@ -126,6 +147,8 @@ class RecurrentActorCritic(eqx.Module):
         min_std: float = 0.01,
         max_std: float = 1.0,
         var_scale: float = 0.5,
+        init_std: float | None = None,
+        head_init_scale: float = 1.0,
     ) -> None:
         actor_key, critic_key = jax.random.split(key)
         self.actor = RecurrentActor(
@@ -137,5 +160,7 @@ class RecurrentActorCritic(eqx.Module):
             min_std=min_std,
             max_std=max_std,
             var_scale=var_scale,
+            init_std=init_std,
+            head_init_scale=head_init_scale,
         )
         self.critic = RecurrentCritic(critic_key, num_inputs=num_critic_inputs, hidden_size=hidden_size, depth=depth)

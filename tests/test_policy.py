@@ -1,0 +1,54 @@
+"""RecurrentActor initialisation: the output-layer scale and the initial std, against their closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ksim_entropy.policy import RecurrentActor
+from ksim_entropy.temperature import gaussian_entropy
+
+NOMINAL = (0.3, -0.5, 0.0, 1.2)
+
+
+def _actor(**kwargs):
+    settings = {"num_inputs": 6, "nominal_pose": NOMINAL, "hidden_size": 16, "depth": 1}
+    settings |= {"min_std": 0.01, "max_std": 1.0, "var_scale": 0.5} | kwargs
+    return RecurrentActor(jax.random.PRNGKey(0), **settings)
+
+
+def _outputs(actor, n=64):
+    obs = jax.random.normal(jax.random.PRNGKey(1), (n, 6))
+    carry = jnp.zeros(actor.body.carry_shape)
+    mean, std, _ = jax.vmap(lambda o: actor.mean_and_std(o, carry))(obs)
+    return np.asarray(mean), np.asarray(std)
+
+
+@pytest.mark.parametrize("init_std", [0.02, 0.05, 0.1, 0.35, 0.9])
+def test_initial_std_is_exact_and_the_mean_sits_on_the_nominal_pose(init_std):
+    mean, std = _outputs(_actor(init_std=init_std, head_init_scale=0.01))
+    np.testing.assert_allclose(std, init_std, rtol=0.03)  # only the ×0.01 weights move it
+    assert np.abs(mean - np.asarray(NOMINAL)).max() < 0.02
+    h = float(jnp.mean(gaussian_entropy(std)))
+    assert h == pytest.approx(1.4189385 + np.log(init_std), abs=0.03)
+
+
+def test_default_initialisation_is_unchanged():
+    # head_init_scale = 1 and no init_std: equinox's own initialisation, std ≈ (softplus(0) + 0.01) · 0.5 on average.
+    mean, std = _outputs(_actor())
+    assert 0.2 < float(np.mean(std)) < 0.5
+    assert np.abs(mean - np.asarray(NOMINAL)).max() > 0.05
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"init_std": 0.004}, "init_std=0.004 rad is out of the std's reach"),
+        ({"init_std": 1.5}, "out of the std"),
+        ({"head_init_scale": 0.0}, "head_init_scale"),
+        ({"head_init_scale": 2.0}, "head_init_scale"),
+    ],
+)
+def test_bad_initialisation_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _actor(**kwargs)
