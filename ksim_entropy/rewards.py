@@ -20,10 +20,13 @@ __all__ = [
     "ActionRatePenalty",
     "ActionSmoothnessPenalty",
     "BaseAccelerationPenalty",
+    "BaseHeightTrackingReward",
+    "BaseTiltReward",
     "BaseVelocityTrackingReward",
     "EnergyPenalty",
     "FootSlipPenalty",
     "JointLimitProximityPenalty",
+    "NominalPosePenalty",
     "NormalizedTorquePenalty",
     "YawRateTrackingReward",
     "applied_torque",
@@ -69,6 +72,51 @@ class YawRateTrackingReward(ksim.Reward):
         command = trajectory.command[self.command_name]
         yaw_rate = trajectory.qvel[..., 5]  # free joint: angular velocity in the base frame
         return jnp.exp(-jnp.square(yaw_rate - command[..., 2]) / (2.0 * self.sigma_radps**2))
+
+
+@attrs.define(frozen=True, kw_only=True)
+class BaseHeightTrackingReward(ksim.Reward):
+    """exp(−(z − z*)² / (2σ²)): 1 when the floating base is `height_m` above the world origin (m; flat floor)."""
+
+    height_m: float = attrs.field(validator=_positive)
+    sigma_m: float = attrs.field(default=0.05, validator=_positive)
+
+    def get_reward(self, trajectory: ksim.Trajectory) -> Array:
+        return jnp.exp(-jnp.square(trajectory.qpos[..., 2] - self.height_m) / (2.0 * self.sigma_m**2))
+
+
+@attrs.define(frozen=True, kw_only=True)
+class BaseTiltReward(ksim.Reward):
+    """exp(−sin²θ / (2σ²)), θ the angle between the base's z axis and the vertical: 1 when upright, σ in rad.
+
+    Unlike ksim's `UprightReward` (cos θ − sin θ, slope −1 at every tilt), the kernel is steepest around σ, so
+    it separates "a little off" from "upright" while a policy still balances.
+    """
+
+    sigma_rad: float = attrs.field(default=0.1, validator=_positive)
+
+    def get_reward(self, trajectory: ksim.Trajectory) -> Array:
+        up = xax.rotate_vector_by_quat(jnp.array([0.0, 0.0, 1.0]), trajectory.qpos[..., 3:7])
+        sin_sq = jnp.sum(jnp.square(up[..., :2]), axis=-1)
+        return jnp.exp(-sin_sq / (2.0 * self.sigma_rad**2))
+
+
+@attrs.define(frozen=True, kw_only=True)
+class NominalPosePenalty(ksim.Reward):
+    """Mean over joints of w_j (q_j − q*_j)² (rad²): distance from the nominal pose q*, weighted per joint."""
+
+    nominal_rad: tuple[float, ...] = attrs.field()
+    weights: tuple[float, ...] = attrs.field()
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.nominal_rad) != len(self.weights):
+            raise ValueError(f"{len(self.nominal_rad)} nominal angles but {len(self.weights)} weights")
+        if any(not (w >= 0 and np.isfinite(w)) for w in self.weights):
+            raise ValueError(f"weights must be finite and >= 0, got {self.weights}")
+
+    def get_reward(self, trajectory: ksim.Trajectory) -> Array:
+        error = trajectory.qpos[..., 7:] - jnp.asarray(self.nominal_rad)
+        return jnp.mean(jnp.asarray(self.weights) * jnp.square(error), axis=-1)
 
 
 def episode_start_mask(done: Array, lag: int = 1) -> Array:

@@ -12,10 +12,13 @@ from ksim_entropy.rewards import (
     ActionRatePenalty,
     ActionSmoothnessPenalty,
     BaseAccelerationPenalty,
+    BaseHeightTrackingReward,
+    BaseTiltReward,
     BaseVelocityTrackingReward,
     EnergyPenalty,
     FootSlipPenalty,
     JointLimitProximityPenalty,
+    NominalPosePenalty,
     NormalizedTorquePenalty,
     YawRateTrackingReward,
     episode_start_mask,
@@ -174,3 +177,29 @@ def test_velocity_tracking_rewards():
     np.testing.assert_allclose(vel, [1.0, np.exp(-2.0)], rtol=1e-5)
     yaw = YawRateTrackingReward(command_name="velocity", sigma_radps=0.5, scale=1.0).get_reward(traj)
     np.testing.assert_allclose(yaw, [1.0, np.exp(-0.09 / 0.5)], rtol=1e-5)
+
+
+def test_posture_rewards():
+    # Base at 0.70 m and upright, at 0.60 m and pitched 0.2 rad (quat about y: w=cos 0.1, y=sin 0.1).
+    qpos = jnp.zeros((2, 9)).at[:, 3].set(1.0).at[:, 2].set(jnp.array([0.70, 0.60]))
+    qpos = qpos.at[1, 3].set(np.cos(0.1)).at[1, 5].set(np.sin(0.1))
+    qpos = qpos.at[:, 7:].set(jnp.array([[0.1, -0.2], [0.0, 0.4]]))
+    traj = trajectory(t=2, qpos=qpos)
+    height = BaseHeightTrackingReward(height_m=0.70, sigma_m=0.05, scale=1.0).get_reward(traj)
+    np.testing.assert_allclose(height, [1.0, np.exp(-0.01 / 0.005)], rtol=1e-5)
+    tilt = BaseTiltReward(sigma_rad=0.1, scale=1.0).get_reward(traj)
+    np.testing.assert_allclose(tilt, [1.0, np.exp(-(np.sin(0.2) ** 2) / 0.02)], rtol=1e-5)
+    pose = NominalPosePenalty(nominal_rad=(0.1, 0.0), weights=(1.0, 3.0), scale=-1.0).get_reward(traj)
+    # step 0: (0 + 3 * 0.04) / 2 = 0.06; step 1: (0.01 + 3 * 0.16) / 2 = 0.245
+    np.testing.assert_allclose(pose, [0.06, 0.245], rtol=1e-5)
+
+
+def test_posture_rewards_refuse_bad_settings():
+    with pytest.raises(ValueError, match="height_m"):
+        BaseHeightTrackingReward(height_m=0.0, scale=1.0)
+    with pytest.raises(ValueError, match="sigma_rad"):
+        BaseTiltReward(sigma_rad=-0.1, scale=1.0)
+    with pytest.raises(ValueError, match="weights"):
+        NominalPosePenalty(nominal_rad=(0.0, 0.0), weights=(1.0,), scale=-1.0)
+    with pytest.raises(ValueError, match="weights"):
+        NominalPosePenalty(nominal_rad=(0.0,), weights=(-1.0,), scale=-1.0)
