@@ -3,7 +3,8 @@
 - `schema` / `logs`: one log schema for real robot logs (kinfer NDJSON) and simulated rollouts; streaming reader
   that reports dropped lines, truncation, NaN, wrong widths and suspected degrees.
 - `metrics`: sim-vs-real distances per channel and per group (entropy, KL, W1/W2/sliced W, MMD, MI, KS, ...).
-- `diagnose`: names why a transfer fails (observation, dynamics, temporal, overconfident policy, swapped/mis-scaled).
+- `diagnose`: names why a transfer fails (observation, sensor noise, dynamics, temporal, overconfident policy,
+  swapped/mis-scaled).
 - `verify`: per-step transfer events and a hash-stamped VERIFIED/FAILED bundle.
 - `profile`: a log's entropy profile (per-channel mean/std, diagonal-Gaussian entropy, W2), saved as JSON and loaded
   by training code as a target.

@@ -26,6 +26,14 @@ The detectors run in an order that explains effects away, so that one fault yiel
    channels with an agreeing k join (a unit is per group); all are divided by the named unit factor (180/π, 1/g,
    1000, 2π, ...) when the group's median k is within `scale_name_tolerance` of one. An offset, a collapse to a
    constant or a change of waveform fits badly and is left to the detectors below.
+   **sensor_noise** (sensors). Per channel of joint_angles and the IMU groups, the white-noise std of each log:
+   the nugget ``γ0 - (2γ1 - γ2)`` of its autocovariance (white noise adds to lag 0 only; a signal smooth at the
+   control rate has ``γ0 ≈ 2γ1 - γ2``), for a joint angle of what its FIR model on past outputs leaves unexplained
+   (the dithered PD response is not smooth, its residual is). A channel whose std differs by `noise_std_ratio`
+   (each floored at `NOISE_FLOORS`, above the estimate's model error on noise-free logs) is named, and the quieter
+   log's copy gets white noise of the missing std, so that the detectors below compare equally noisy data: noise
+   left in a velocity (a regressor of the response model *and* its target) otherwise reads as a weaker, more damped
+   joint. Joint velocities are not judged: at 50 Hz with a dither their physics is itself white.
 3. **temporal_mismatch** (timing). Loop timing from ``t_us`` and ``step_id``: the median period ratio, the
    jitter (robust std of the intervals over the period), the fraction of late intervals (> 1.5 periods) and of
    dropped step ids, each in excess of the sim log's. Actuation delay from a per-joint response model fitted on
@@ -37,10 +45,13 @@ The detectors run in an order that explains effects away, so that one fault yiel
 4. **dynamics_mismatch** (physics). Each log's response model at its own delay; the sim's slopes (output gain,
    position and velocity feedback; each log keeps its own intercept, so sensor offsets do not count) predict the
    real velocity changes. The statistic is the fraction of the real variance lost against the real model's own
-   fit, ``(RSS_cross - RSS_own) / TSS``. With `replay` (the real outputs replayed open-loop in simulation from the
-   real start, `ksim_entropy.sim_logs.replay_open_loop`), also the RMS joint-angle error between real and replay
-   over the first `replay_steps` steps (after removing the median offset and the delay found in 3), over the real
-   joint's motion std.
+   fit, ``(RSS_cross - RSS_own) / TSS``. A joint counts only if its angle's response to past outputs (FIR on
+   u_{t-1..t-15}, unbiased by white sensor noise, which is only in its target) changed too: the sim coefficients
+   lose at least `dynamics_response_loss` of the real angle's explained variance; joints cleared this way are
+   listed in `skipped` (sensor noise, not physics). With `replay` (the real outputs replayed open-loop in
+   simulation from the real start, `ksim_entropy.sim_logs.replay_open_loop`), also the RMS joint-angle error between
+   real and replay over the first `replay_steps` steps (after removing the median offset and the delay found in 3),
+   over the real joint's motion std.
 5. **observation_mismatch** (sensors). Per observation channel, ``W1 / σ_sim`` and the KS statistic, both large,
    on channels whose *commanded* motion matches (each joint's output ``W1 / σ_sim`` below `command_match`; for IMU
    channels the median over outputs): the sensor reads a different distribution for the same motion. For joint
@@ -52,7 +63,7 @@ The detectors run in an order that explains effects away, so that one fault yiel
    ``ΔH = log(σ_real / σ_sim)`` nats; a policy whose actions collapse on real observations has ``median ΔH ≤
    -entropy_drop_nats``.
 
-Wiring and unit findings are corrected in a copy of the real log before steps 3-6 (``Diagnosis.corrections`` lists
+Wiring, unit and noise findings are corrected in copies of the logs before steps 3-6 (``Diagnosis.corrections`` lists
 what was changed) and rank first: every other number is read after them. The rest rank by severity,
 ``1 - threshold / statistic`` (0 at the threshold, 0.5 at twice it, → 1). Default thresholds leave at least 2×
 margin on clean simulated pairs of different seeds (see `DiagnosisThresholds`; tests/bridge/test_diagnose.py).
@@ -70,10 +81,11 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ksim_entropy.bridge.metrics import cross_correlation_lag, ks_statistic, wasserstein_1d
-from ksim_entropy.bridge.schema import JOINT_GROUPS, StepLog
+from ksim_entropy.bridge.schema import CHANNEL_GROUPS, JOINT_GROUPS, StepLog
 
 __all__ = [
     "FINDING_KINDS",
+    "NOISE_FLOORS",
     "SCALE_FLOORS",
     "Diagnosis",
     "DiagnosisError",
@@ -88,12 +100,13 @@ __all__ = [
 FINDING_KINDS: tuple[str, ...] = (
     "swapped_channels",
     "misscaled_channels",
+    "sensor_noise",
     "temporal_mismatch",
     "dynamics_mismatch",
     "observation_mismatch",
     "overconfident_policy",
 )
-_STRUCTURAL = ("swapped_channels", "misscaled_channels")
+_STRUCTURAL = ("swapped_channels", "misscaled_channels", "sensor_noise")  # corrected before the later detectors
 
 # Smallest spread a channel is measured against, in the group's units: above float32 rounding and a flat signal's
 # numerical noise, below any sensor noise that matters (a 14-bit encoder step is 3.8e-4 rad).
@@ -107,6 +120,11 @@ SCALE_FLOORS: Mapping[str, float] = MappingProxyType(
         "command": 1e-3,
         "output": 1e-3,
     }
+)
+# Smallest white-noise std that counts, per group: above what the estimate reads on noise-free logs (FIR model error
+# of a joint angle: ≤ 1.6e-3 rad on the K-Bot's script, 4e-3 rad with kp × 0.5; a held IMU reads exactly constant).
+NOISE_FLOORS: Mapping[str, float] = MappingProxyType(
+    {"joint_angles": 2.5e-3, "projected_g": 2.5e-3, "accel": 2.5e-3, "gyro": 2.5e-4}
 )
 _FAMILIES = (("projected_g", "accel", "gyro"), ("joint_angles", "joint_vels"), ("output",))
 _OBSERVATION_GROUPS = ("joint_angles", "joint_vels", "projected_g", "accel", "gyro")
@@ -124,6 +142,8 @@ _UNIT_FACTORS = (
 )
 _QUANTILES = np.linspace(0.01, 0.99, 99)
 _W1_GRID = (np.arange(200) + 0.5) / 200  # midpoint quantile grid: mean |ΔQ| over it approximates W1
+_NOISE_GROUPS = ("joint_angles", "projected_g", "accel", "gyro")  # joint_vels: see detector 3 in the docstring
+_FIR_LAGS = 15  # output lags of the input→output (FIR) model of a joint angle: the K-Bot's PD response settles in them
 _LATE_FACTOR = 1.5  # an interval longer than this many nominal periods is late (a missed tick or an overrun)
 _MAX_SPAN_FACTOR = 4  # step ids spread over more than this many times the rows: too sparse to align by step
 
@@ -138,7 +158,9 @@ class DiagnosisThresholds:
 
     Calibration: the suspended K-Bot's scripted logs (`ksim_entropy.sim_logs.scripted_log`), all ordered pairs of
     6 seeds × 20 s and 5 seeds × 30 s: no finding, and every decision statistic at least 2× below its threshold;
-    the injected faults of tests/bridge/test_diagnose.py are at least 2× above.
+    the injected faults of tests/bridge/test_diagnose.py are at least 2× above. Sensor noise and the FIR response
+    check: the stand-in robot (`ksim_entropy.reality`) with and without sensor noise (default × 1, 30, 100, joints
+    or gyroscope only), with kp × 0.5, kd × 0.5 and a random robot (tests/bridge/test_diagnose.py).
     """
 
     min_steps: int = 100  # fewer steps in either log: DiagnosisError
@@ -150,6 +172,8 @@ class DiagnosisThresholds:
     scale_max_fit_residual: float = 0.35  # RMS quantile residual of Q_real ≈ k·Q_sim over the real spread
     scale_group_spread: float = 1.25  # factors agree (with a sibling's, or the group's) within this factor
     scale_name_tolerance: float = 1.1  # k names a unit error when within this factor of it
+    # sensor_noise: white-noise std of a channel (the nugget, see `_nugget`), noisier log over the quieter one
+    noise_std_ratio: float = 2.0  # (clean, equal noise: ≤ 1.2)
     # temporal_mismatch
     max_delay_steps: int = 10  # actuation delays searched: 0..max_delay_steps control steps
     delay_min_r2_gain: float = 0.05  # R² the real joint loses when modelled with the sim's delay (clean: 0)
@@ -161,6 +185,9 @@ class DiagnosisThresholds:
     min_r2: float = 0.5  # a joint's response model must explain this much in both logs to be compared
     excitation_ratio: float = 4.0  # ... and its output spread real/sim lie within [1/this, this] (same regime)
     dynamics_variance_loss: float = 0.1  # (RSS_cross - RSS_own) / TSS on the real log (clean: ≤ 0.017)
+    # ... and the joint angle's response to past outputs (FIR, unbiased by white sensor noise) must lose this much
+    # of its explained variance with the sim's coefficients (white noise alone: ≤ 1e-3; kp × 1.5: median 0.01)
+    dynamics_response_loss: float = 0.005
     replay_steps: int = 250  # first steps compared with the open-loop replay (fewer for a free-standing robot)
     replay_error: float = 0.25  # RMS(real - replay) / std(real), per joint, offset and delay removed (clean: 1e-3)
     # observation_mismatch
@@ -182,6 +209,7 @@ class DiagnosisThresholds:
             "scale_group_spread",
             "excitation_ratio",
             "scale_name_tolerance",
+            "noise_std_ratio",
         ):
             if getattr(self, name) <= 1:
                 raise ValueError(f"DiagnosisThresholds.{name} must be > 1, got {getattr(self, name)!r}")
@@ -741,6 +769,141 @@ def response_residuals(model: ResponseModel, log: StepLog) -> tuple[np.ndarray, 
     return data.step0 + np.arange(span), residual
 
 
+# --------------------------------------------------------------------------------------------------- noise
+
+
+def _nugget(x: np.ndarray) -> float:
+    """White-noise variance of a series (rows in order): γ0 less its extrapolation from lags 1 and 2, 2γ1 - γ2.
+
+    A signal smooth at the sampling rate has γ0 ≈ 2γ1 - γ2; white noise adds its variance to γ0 only. NaN when
+    fewer than 20 finite pairs.
+    """
+    finite = _finite(x)
+    if finite.size < 20:
+        return math.nan
+    x = x - float(np.mean(finite))
+    gammas = []
+    for lag in (0, 1, 2):
+        products = _finite(x[lag:] * x[: x.size - lag])
+        if products.size < 20:
+            return math.nan
+        gammas.append(float(np.mean(products)))
+    return gammas[0] - (2.0 * gammas[1] - gammas[2])
+
+
+def _fir_design(q: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Rows t, regressors [u_{t-1} .. u_{t-K}, 1] and q_t of a joint's input→output (FIR) model; None: too few.
+
+    White noise on the angle reading is only in q_t, never in a regressor, so the fit is unbiased by it (and the
+    output cannot react to the reading of the same step: u_t is computed after q_t is read).
+    """
+    t = np.arange(_FIR_LAGS, q.size)
+    x = np.column_stack([*(u[t - k] for k in range(1, _FIR_LAGS + 1)), np.ones(t.size)])
+    ok = np.isfinite(x).all(axis=1) & np.isfinite(q[t])
+    return (t[ok], x[ok], q[t][ok]) if ok.sum() >= 4 * (_FIR_LAGS + 1) else None
+
+
+def _fir_residual(q: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The joint angle less what its FIR model on past outputs explains (NaN where undefined)."""
+    out = np.full(q.size, np.nan)
+    design = _fir_design(q, u)
+    if design is not None:
+        t, x, y = design
+        out[t] = y - x @ _fit(x, y)[0]
+    return out
+
+
+def _response_loss(dense: tuple[_Dense, _Dense], joint: int) -> float:
+    """Fraction of the real angle's FIR-explained variance lost with the sim's coefficients (own intercept)."""
+    designs = [_fir_design(d.q[:, joint], d.u[:, joint]) for d in dense]
+    if designs[0] is None or designs[1] is None:
+        return math.nan
+    (_, xr, yr), (_, xs, ys) = designs
+    _, rss_own, tss = _fit(xr, yr)
+    prediction = xr[:, :-1] @ _fit(xs, ys)[0][:-1]
+    rss_cross = float(np.sum((yr - prediction - np.mean(yr - prediction)) ** 2))
+    return (rss_cross - rss_own) / max(tss - rss_own, 1e-300)
+
+
+def _by_step(ch: _Channels, block: np.ndarray) -> np.ndarray | None:
+    """`block` on the step-id grid (first row of each id; NaN rows for lost steps); None when too sparse."""
+    ids, rows = np.unique(ch.log.step_id, return_index=True)
+    span = int(ids[-1] - ids[0]) + 1 if ids.size else 0
+    if span > _MAX_SPAN_FACTOR * len(rows) + 100:
+        return None
+    out = np.full((span, block.shape[1]), np.nan)
+    out[ids - ids[0]] = block[rows]
+    return out
+
+
+def _noise_std(ch: _Channels, group: str, c: int) -> float:
+    """White-noise std of one channel: of the joint angle less its FIR model when the log has outputs."""
+    x = _by_step(ch, ch.blocks[group][:, c : c + 1])
+    if x is None:
+        return math.nan
+    x = x[:, 0]
+    if group == "joint_angles" and "output" in ch.blocks and ch.blocks["output"].shape == ch.blocks[group].shape:
+        x = _fir_residual(x, _by_step(ch, ch.blocks["output"][:, c : c + 1])[:, 0])
+    return math.sqrt(max(_nugget(x), 0.0))
+
+
+def _detect_noise(real: _Channels, sim: _Channels, th: DiagnosisThresholds) -> tuple[Finding | None, dict, dict]:
+    evidence: dict[str, float] = {}
+    louder: dict[str, list[str]] = {"real": [], "sim": []}
+    added: dict[tuple[str, str], list[float]] = {}
+    stats = {"max_abs_log_noise_std_ratio": 0.0}
+    ratios: list[float] = []
+    rng = np.random.default_rng(0)
+    for group in _NOISE_GROUPS:
+        if (
+            group not in real.blocks
+            or group not in sim.blocks
+            or real.blocks[group].shape[1] != sim.blocks[group].shape[1]
+        ):
+            continue
+        floor = NOISE_FLOORS[group]
+        for c, name in enumerate(real.names(group)):
+            std_r, std_s = _noise_std(real, group, c), _noise_std(sim, group, c)
+            if not (math.isfinite(std_r) and math.isfinite(std_s)):
+                continue
+            log_ratio = math.log(max(std_r, floor) / max(std_s, floor))
+            stats["max_abs_log_noise_std_ratio"] = max(stats["max_abs_log_noise_std_ratio"], abs(log_ratio))
+            if abs(log_ratio) < math.log(th.noise_std_ratio):
+                continue
+            noisy, quiet = ("real", sim) if log_ratio > 0 else ("sim", real)
+            excess = math.sqrt(abs(std_r**2 - std_s**2))
+            quiet_side = "sim" if noisy == "real" else "real"
+            quiet_values = _finite(quiet.blocks[group][:, c])  # a real sensor always has noise: constant is stuck
+            stuck = quiet_side == "real" and quiet_values.size > 0 and bool(np.ptp(quiet_values) == 0)
+            louder[noisy].append(f"{name} (constant in the {quiet_side} log: stuck?)" if stuck else name)
+            block = quiet.blocks[group]
+            block[:, c] += rng.normal(0.0, excess, block.shape[0])
+            added.setdefault((quiet_side, group), []).append(excess)
+            ratios.append(math.exp(abs(log_ratio)))
+            evidence |= {f"{name}:noise_std_real": std_r, f"{name}:noise_std_sim": std_s}
+            evidence[f"{name}:noise_std_ratio"] = math.exp(log_ratio)
+    corrections = {
+        f"{side}:{group}": f"white noise added to {len(stds)} channels of the {side} copy (std {min(stds):.3g}-"
+        f"{max(stds):.3g} {CHANNEL_GROUPS[group]}): the other log's excess sensor noise"
+        for (side, group), stds in added.items()
+    }
+    if not ratios:
+        return None, stats, corrections
+    parts = [
+        f"the {side} log's sensors carry more white noise ({len(names)} channels: {', '.join(names[:6])})"
+        for side, names in louder.items()
+        if names
+    ]
+    finding = Finding(
+        "sensor_noise",
+        tuple(name.split(" ")[0] for name in louder["real"] + louder["sim"]),
+        _severity(max(ratios), th.noise_std_ratio),
+        evidence,
+        "; ".join(parts) + f"; noise std ratio up to {max(ratios):.3g}: match the sensor noise in simulation",
+    )
+    return finding, stats, corrections
+
+
 # --------------------------------------------------------------------------------------------------- 3. timing
 
 
@@ -868,6 +1031,7 @@ def _compare_models(
 def _detect_dynamics(
     real: _Channels,
     models: tuple[ResponseModel, ResponseModel],
+    dense: tuple[_Dense, _Dense],
     comparison: _Comparison,
     excitation: np.ndarray,
     replay: StepLog | None,
@@ -892,10 +1056,23 @@ def _detect_dynamics(
         "joints_compared": float(comparable.sum()),
     }
     flagged = comparable & (loss >= th.dynamics_variance_loss)
+    # white sensor noise biases the response model (a noisy velocity is both regressor and target); the response
+    # of the joint angle to past outputs is not biased by it: a joint whose response matches is not a physics finding
+    response = np.array([_response_loss(dense, j) if flagged[j] else np.nan for j in range(flagged.size)])
+    explained = flagged & (response < th.dynamics_response_loss)
+    if explained.any():
+        skipped["dynamics_mismatch:noise"] = (
+            f"{int(explained.sum())} joints' response models differ but their angles respond to past outputs alike "
+            f"(FIR loss < {th.dynamics_response_loss:g}): sensor noise, not physics: "
+            + ", ".join(names[j] for j in np.flatnonzero(explained)[:6])
+        )
+    flagged &= ~explained
+    stats["max_response_loss"] = float(np.nanmax(response)) if np.isfinite(response).any() else float("nan")
     evidence: dict[str, float] = {}
     scores = [(stats["max_variance_loss"], th.dynamics_variance_loss)] if flagged.any() else []
     for j in np.flatnonzero(flagged):
         evidence[f"{names[j]}:variance_loss"] = float(loss[j])
+        evidence[f"{names[j]}:response_loss"] = float(response[j])
         evidence[f"{names[j]}:gain_ratio"] = float(model_r.coef[j, 0] / model_s.coef[j, 0])
         evidence[f"{names[j]}:damping_ratio"] = float(model_r.coef[j, 2] / model_s.coef[j, 2])
     if replay is not None:
@@ -1149,7 +1326,11 @@ def diagnose(
     statistics: dict[str, dict[str, float]] = {}
     corrections: dict[str, str] = {}
 
-    for kind, detect in (("swapped_channels", _detect_swaps), ("misscaled_channels", _detect_scale)):
+    for kind, detect in (
+        ("swapped_channels", _detect_swaps),
+        ("misscaled_channels", _detect_scale),
+        ("sensor_noise", _detect_noise),
+    ):
         finding, statistics[kind], fixed = detect(real_ch, sim_ch, th)
         corrections |= fixed
         findings += [finding] if finding is not None else []
@@ -1183,7 +1364,7 @@ def diagnose(
     if models is not None and dense is not None:
         comparison, excitation = _compare_models(models, dense, th)
         finding, statistics["dynamics_mismatch"], excluded = _detect_dynamics(
-            real_ch, models, comparison, excitation, replay, th, skipped
+            real_ch, models, dense, comparison, excitation, replay, th, skipped
         )
         findings += [finding] if finding is not None else []
 

@@ -16,15 +16,24 @@ import pytest
 
 from ksim_entropy.bridge.diagnose import (
     FINDING_KINDS,
+    NOISE_FLOORS,
     DiagnosisError,
     DiagnosisThresholds,
     diagnose,
     fit_response_model,
 )
 from ksim_entropy.bridge.schema import CHANNEL_GROUPS, StepLog
+from ksim_entropy.reality import HiddenRobot, reality_log
 from ksim_entropy.robot import resolve_robot_files
 from ksim_entropy.sim import KBotSimulator, SimOptions
-from ksim_entropy.sim_logs import COMMAND_NAMES, policy_log, random_commands, replay_open_loop, scripted_log
+from ksim_entropy.sim_logs import (
+    COMMAND_NAMES,
+    SensorNoise,
+    policy_log,
+    random_commands,
+    replay_open_loop,
+    scripted_log,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SECONDS = 30.0  # 1500 control steps at 50 Hz
@@ -75,6 +84,7 @@ def delayed_real(sim):
 MARGINS = {
     "swapped_channels": {"max_identity_cost": TH.swap_min_cost},
     "misscaled_channels": {"max_abs_log_factor": math.log(TH.scale_min_factor)},
+    "sensor_noise": {"max_abs_log_noise_std_ratio": math.log(TH.noise_std_ratio)},
     "temporal_mismatch": {"max_delay_r2_gain": TH.delay_min_r2_gain, "jitter_excess": TH.jitter_excess},
     "dynamics_mismatch": {"max_variance_loss": TH.dynamics_variance_loss},
     "observation_mismatch": {
@@ -194,6 +204,67 @@ def test_weaker_actuators_are_a_dynamics_mismatch(clean, weak_real):
         )
     replay_errors = [v for k, v in finding.evidence.items() if k.endswith(":replay_error")]
     assert max(replay_errors) >= 1.5 * TH.replay_error
+
+
+# --- sensor noise (the stand-in robot of ksim_entropy.reality: same physics, different sensors) -------------------
+
+NOISE_SECONDS = 8.0  # 400 control steps
+QUIET = SensorNoise(0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def scaled_noise(factor: float, **stds: float) -> SensorNoise:
+    """The stand-in's default sensor noise × factor (joint encoders 2e-4 rad, IMU 0.02-0.05 m/s², ...), or `stds`."""
+    return SensorNoise(**{**{k: factor * v for k, v in vars(SensorNoise()).items()}, **stds})
+
+
+@pytest.fixture(scope="module")
+def quiet_standin():
+    return reality_log(HiddenRobot(noise=QUIET), seconds=NOISE_SECONDS, seed=31)
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [
+        scaled_noise(1.0),  # IMU noise only counts: the encoders' 2e-4 rad is below NOISE_FLOORS
+        scaled_noise(30.0),  # 6e-3 rad, 0.15 rad/s, 0.6 m/s² ...
+        scaled_noise(100.0),  # 0.02 rad and 0.5 rad/s: the response models alone call this a dynamics mismatch
+        scaled_noise(0.0, joint_angles_rad=0.01, joint_vels_rad_s=0.3),  # joints only
+        scaled_noise(0.0, gyro_rad_s=0.02),  # gyroscope only
+    ],
+    ids=["x1", "x30", "x100", "joints", "gyro"],
+)
+def test_noise_is_found_as_sensor_noise_not_dynamics_both_ways(quiet_standin, noise):
+    noisy = reality_log(HiddenRobot(noise=noise), seconds=NOISE_SECONDS, seed=32)
+    expected = {f"{g}/{a}" for g in ("projected_g", "accel", "gyro") for a in "xyz" if noise.stds()[g] > 0}
+    for real, sim, louder in ((noisy, quiet_standin, "real"), (quiet_standin, noisy, "sim")):
+        diagnosis = diagnose(real, sim)
+        assert diagnosis.kinds == ("sensor_noise",), diagnosis.summary()
+        finding = diagnosis.findings[0]
+        assert f"the {louder} log's sensors carry more white noise" in finding.message
+        assert expected <= set(finding.channels)
+        if noise.joint_angles_rad >= 3 * NOISE_FLOORS["joint_angles"]:
+            angles = [c for c in finding.channels if c.startswith("joint_angles/")]
+            assert len(angles) >= 15, finding.channels
+            side = "real" if louder == "real" else "sim"
+            found = np.median([finding.evidence[f"{c}:noise_std_{side}"] for c in angles])
+            assert found == pytest.approx(noise.joint_angles_rad, rel=0.25)  # the estimate is the noise's std
+        if noise.joint_vels_rad_s >= 0.5:  # the response models differ; the angles' response to outputs does not
+            assert "sensor noise, not physics" in diagnosis.skipped["dynamics_mismatch:noise"], diagnosis.skipped
+
+
+def test_noise_and_weaker_actuators_give_both_findings(quiet_standin):
+    real = reality_log(HiddenRobot(noise=scaled_noise(30.0), kp_scale=0.5), seconds=NOISE_SECONDS, seed=33)
+    for pair in ((real, quiet_standin), (quiet_standin, real)):
+        diagnosis = diagnose(*pair)
+        assert set(diagnosis.kinds) == {"sensor_noise", "dynamics_mismatch"}, diagnosis.summary()
+        assert len(diagnosis.finding("dynamics_mismatch").channels) >= 10
+
+
+def test_physics_changes_without_noise_are_no_sensor_noise(quiet_standin):
+    for hidden in (HiddenRobot(noise=QUIET, kd_scale=0.5), HiddenRobot.random(5, 20, noise=QUIET)):
+        diagnosis = diagnose(reality_log(hidden, seconds=NOISE_SECONDS, seed=34), quiet_standin)
+        assert "sensor_noise" not in diagnosis.kinds, diagnosis.summary()
+        assert diagnosis.statistics["sensor_noise"]["max_abs_log_noise_std_ratio"] < math.log(TH.noise_std_ratio)
 
 
 # --- timing -----------------------------------------------------------------------------------------------------
@@ -441,9 +512,10 @@ def test_nan_rows_and_constant_channels_do_not_crash(clean):
     angles[100:110, 4] = np.nan
     gyro = np.full_like(clean[1].group("gyro"), 0.02)  # a stuck gyroscope: constant 0.02 rad/s
     diagnosis = diagnose(with_groups(clean[1], joint_angles=angles, gyro=gyro), clean[0])
-    assert diagnosis.kinds == ("observation_mismatch",), diagnosis.summary()
-    assert set(diagnosis.findings[0].channels) == {"gyro/x", "gyro/y", "gyro/z"}
-    assert diagnosis.findings[0].evidence["gyro/x:spread_ratio"] < 0.5
+    assert diagnosis.kinds == ("sensor_noise", "observation_mismatch"), diagnosis.summary()
+    assert "gyro/x (constant in the real log: stuck?)" in diagnosis.findings[0].message  # a real sensor has noise
+    assert set(diagnosis.findings[1].channels) == {"gyro/x", "gyro/y", "gyro/z"}
+    assert diagnosis.findings[1].evidence["gyro/x:median_shift"] == pytest.approx(0.02, abs=0.002)
 
 
 def test_diagnose_imports_without_simulation_packages():
