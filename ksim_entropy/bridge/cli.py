@@ -1,5 +1,9 @@
 """Command line of the information bridge: gap reports, log summaries and entropy profiles from kinfer NDJSON logs.
 
+Logs are kinfer's runtime NDJSON or kinfer-sim's `--save-logs` NDJSON (recognised by their keys; `--control-hz`
+dates a kinfer-sim log that has no `time` input, default 50 Hz). Every command takes the reading options
+`[--num-joints N] [--angle-unit rad|deg|auto] [--control-hz HZ]`.
+
     python -m ksim_entropy.bridge gap --sim SIM.ndjson --real REAL.ndjson --out DIR [--overwrite]
         [--num-joints N] [--angle-unit rad|deg|auto] [--sim-score X --real-score Y] [--replay REPLAY.ndjson]
     python -m ksim_entropy.bridge summary LOG.ndjson [--num-joints N] [--angle-unit rad|deg|auto]
@@ -42,13 +46,20 @@ def _read_options(parser: argparse.ArgumentParser) -> None:
         default="rad",
         help="unit of joint angles/velocities/outputs in the logs; auto converts groups that look like degrees",
     )
+    parser.add_argument(
+        "--control-hz",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="control rate of kinfer-sim logs without a time input: t_us = step_id / HZ (default 50)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Sim-to-real information bridge on kinfer NDJSON logs.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{gap,summary,profile}")
     gap = commands.add_parser("gap", help="write a sim-vs-real gap report (HTML, JSON, PNG plots)")
-    gap.add_argument("--sim", required=True, type=Path, help="simulated run, kinfer NDJSON")
+    gap.add_argument("--sim", required=True, type=Path, help="simulated run, kinfer or kinfer-sim NDJSON")
     gap.add_argument("--real", required=True, type=Path, help="real-robot run, kinfer NDJSON")
     gap.add_argument("--out", required=True, type=Path, help="output directory (new or empty, unless --overwrite)")
     gap.add_argument("--overwrite", action="store_true", help="replace this report's files in a non-empty --out")
@@ -77,7 +88,10 @@ def _parser() -> argparse.ArgumentParser:
 def _read(path: Path, args: argparse.Namespace) -> tuple[StepLog, LogReport]:
     if args.num_joints is not None and args.num_joints < 1:
         raise _InputError(f"--num-joints must be >= 1, got {args.num_joints}")
-    return read_ndjson(path, num_joints=args.num_joints, angle_unit=args.angle_unit)
+    if args.control_hz is not None and not 0 < args.control_hz < float("inf"):
+        raise _InputError(f"--control-hz must be a finite rate > 0, got {args.control_hz}")
+    period_s = None if args.control_hz is None else 1.0 / args.control_hz
+    return read_ndjson(path, num_joints=args.num_joints, angle_unit=args.angle_unit, control_period_s=period_s)
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -34,6 +34,16 @@ Reading policies (every departure from a clean log is counted in the report; not
 
 Values are the float64 nearest to the decimal text; for kinfer logs `.astype(np.float32)` recovers the exact f32
 values the runtime saw.
+
+kinfer-sim logs (K-Scale's sim-to-sim tool, `kinfer-sim ... --save-logs`, 0.0.94: `kmv.utils.logging.save_logs`
+writes `<save_path>/<run>/kinfer_log.ndjson`, one `json.dump` of a dict per control step) are recognised by their
+keys when the first record has `step_id` but no `t_us` and any of `joint_velocities`, `projected_gravity`,
+`accelerometer`, `gyroscope`, `action`, `joint_torques`, `joint_order`. Their groups are renamed to the schema's
+(`_KINFER_SIM_GROUPS`; a group the model does not take as input is absent, joint angles included), `joint_order`
+gives the joint names, `joint_torques` has no schema group and is counted among the ignored keys, NaN may be
+written as the token `NaN`. They carry no wall-clock time: `t_us` comes from the model's `time` input (the
+simulated clock) when it was logged, else from `step_id × control_period_s` (default 0.02 s, the K-Bot's 50 Hz);
+`LogReport.format` and `LogReport.notes` say so.
 """
 
 import json
@@ -82,6 +92,22 @@ _BATCH_ROWS = 256  # rows of Python number lists held for one numpy conversion (
 _WRITE_BLOCK_ROWS = 4096
 
 
+_KINFER_SIM_GROUPS = {  # kinfer-sim 0.0.94's ModelProvider.arrays key -> schema group (kinfer_sim/provider.py)
+    "joint_angles": "joint_angles",
+    "joint_velocities": "joint_vels",
+    "projected_gravity": "projected_g",
+    "accelerometer": "accel",
+    "gyroscope": "gyro",
+    "command": "command",
+    "action": "output",
+}
+_KINFER_SIM_ONLY = frozenset(
+    ("joint_velocities", "projected_gravity", "accelerometer", "gyroscope", "action", "joint_torques", "joint_order")
+)
+_KINFER_SIM_CONSUMED = frozenset(("step_id", "time", "joint_order"))
+_DEFAULT_CONTROL_PERIOD_S = 0.02  # the K-Bot's control_frequency, 50 Hz (assets/kbot/metadata.json)
+
+
 class LogReadError(ValueError):
     """A log file cannot be used at all: missing, empty, no valid record, or no record of the expected width."""
 
@@ -93,6 +119,7 @@ class _Options:
     joint_names: tuple[str, ...] | None
     angle_unit: AngleUnit
     chunk_records: int
+    control_period_s: float | None = None
 
     @classmethod
     def make(
@@ -102,6 +129,7 @@ class _Options:
         joint_names: Sequence[str] | None,
         angle_unit: AngleUnit,
         chunk_records: int,
+        control_period_s: float | None = None,
     ) -> "_Options":
         if angle_unit not in ("rad", "deg", "auto"):
             raise ValueError(f"angle_unit must be 'rad', 'deg' or 'auto', got {angle_unit!r}")
@@ -110,12 +138,18 @@ class _Options:
                 raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
         if type(chunk_records) is not int or chunk_records < 1:
             raise ValueError(f"chunk_records must be a positive int, got {chunk_records!r}")
+        if control_period_s is not None and (
+            isinstance(control_period_s, bool)
+            or not isinstance(control_period_s, int | float)
+            or not 0 < control_period_s < math.inf
+        ):
+            raise ValueError(f"control_period_s must be a finite number > 0 or None, got {control_period_s!r}")
         names = None if joint_names is None else tuple(joint_names)
         if names is not None:
             if num_joints is not None and num_joints != len(names):
                 raise ValueError(f"num_joints={num_joints} but {len(names)} joint_names were given")
             num_joints = len(names)
-        return cls(num_joints, num_commands, names, angle_unit, chunk_records)
+        return cls(num_joints, num_commands, names, angle_unit, chunk_records, control_period_s)
 
     def width(self, name: str, first_value: list) -> tuple[int, str]:
         """Expected width of a group and where it comes from."""
@@ -223,6 +257,10 @@ class _Pass:
         self._capacity = min(_FIRST_CAPACITY, options.chunk_records)
         self._prev_step = -1  # no record yet
         self._prev_t = 0
+        self._format: str | None = None  # "kinfer" or "kinfer-sim", from the first JSON object
+        self._sim_time = False  # kinfer-sim: t_us from the `time` input (else from step_id)
+        self._period_us = 0.0
+        self.joint_names = options.joint_names
         # Per present group: name, width, and the rows / number lists awaiting one batch conversion.
         self._groups: tuple[tuple[str, int, list[int], list[list]], ...] = ()
 
@@ -253,14 +291,71 @@ class _Pass:
             else:
                 self.report.truncated_last_line = True
             return
+        plain_quotes = 2 * len(obj) if isinstance(obj, dict) else -1
+        if isinstance(obj, dict) and self._format != "kinfer":
+            names = obj.get("joint_order")
+            if type(names) is list and all(type(n) is str for n in names):
+                plain_quotes += 2 * len(names)
+            obj = self._from_kinfer_sim(obj)
         reason = _record_error(obj)
+        if reason is not None and self._format == "kinfer-sim" and reason.startswith("t_us"):
+            reason = "no usable `time` ([seconds]) in a kinfer-sim log that logs it" if self._sim_time else reason
         if reason is not None:
             self.report.add_malformed(line_no, reason)
             return
         # Without strings or booleans in the values (each key brings exactly two quotes), number lists can be
         # converted in batches; anything numpy refuses there goes through `_fill` one row at a time.
-        plain = line.count(b'"') == 2 * len(obj) and b"true" not in line and b"false" not in line
+        plain = line.count(b'"') == plain_quotes and b"true" not in line and b"false" not in line
         self._record(obj, plain)
+
+    def _from_kinfer_sim(self, obj: dict) -> dict:
+        """A kinfer-sim record in the schema's keys (the format is decided by the first JSON object)."""
+        if self._format is None:
+            self._format = "kinfer"
+            if "t_us" not in obj and "step_id" in obj and obj.keys() & _KINFER_SIM_ONLY:
+                self._start_kinfer_sim(obj)
+        if self._format == "kinfer":
+            return obj
+        step_id = obj.get("step_id")
+        out: dict = {"step_id": step_id, "t_us": None}
+        if self._sim_time:
+            time_s = obj.get("time")
+            if type(time_s) is list and len(time_s) == 1 and type(time_s[0]) in (int, float):
+                if math.isfinite(time_s[0]) and 0 <= time_s[0] < _INT64_END / 1e6:
+                    out["t_us"] = round(time_s[0] * 1e6)
+        elif type(step_id) is int and 0 <= step_id < _INT64_END / max(self._period_us, 1.0):
+            out["t_us"] = round(step_id * self._period_us)
+        for key, value in obj.items():
+            if key in _KINFER_SIM_GROUPS:
+                out[_KINFER_SIM_GROUPS[key]] = value
+            elif key not in _KINFER_SIM_CONSUMED:
+                out[key] = value  # joint_torques and anything else: counted among the ignored keys
+        return out
+
+    def _start_kinfer_sim(self, first: dict) -> None:
+        report, options = self.report, self.options
+        self._format = report.format = "kinfer-sim"
+        renamed = ", ".join(f"{k} → {v}" for k, v in _KINFER_SIM_GROUPS.items() if k != v and k in first)
+        report.notes.append(f"kinfer-sim --save-logs log (no t_us); groups renamed: {renamed or 'none'}")
+        if type(first.get("time")) is list:
+            self._sim_time = True
+            report.notes.append(
+                "t_us derived from the logged `time` input: kinfer-sim's simulated clock, not wall time"
+            )
+        else:
+            period_s = options.control_period_s or _DEFAULT_CONTROL_PERIOD_S
+            self._period_us = period_s * 1e6
+            source = "given" if options.control_period_s else "assumed: the K-Bot's 50 Hz; set control_period_s"
+            report.notes.append(f"t_us derived as step_id × {period_s * 1e3:g} ms (control period {source})")
+        order = first.get("joint_order")
+        if type(order) is list and order and all(type(n) is str for n in order):
+            if options.joint_names is not None and tuple(order) != options.joint_names:
+                raise LogReadError(
+                    f"{self.path}: the log's joint_order {order} differs from the given joint_names "
+                    f"{list(options.joint_names)}"
+                )
+            self.joint_names = tuple(order)
+            report.notes.append(f"joint names from the log's joint_order ({len(order)} joints)")
 
     def _start(self, first: dict) -> dict[str, int]:
         widths = {}
@@ -496,10 +591,8 @@ def _checked_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _step_log(
-    step_id: np.ndarray, t_us: np.ndarray, groups: dict[str, np.ndarray], options: _Options, path: Path
-) -> StepLog:
-    return StepLog(step_id=step_id, t_us=t_us, groups=groups, joint_names=options.joint_names, source=str(path))
+def _step_log(step_id: np.ndarray, t_us: np.ndarray, groups: dict[str, np.ndarray], scan: _Pass, path: Path) -> StepLog:
+    return StepLog(step_id=step_id, t_us=t_us, groups=groups, joint_names=scan.joint_names, source=str(path))
 
 
 class NdjsonReader(Iterator[StepLog]):
@@ -519,8 +612,11 @@ class NdjsonReader(Iterator[StepLog]):
         num_commands: int | None = None,
         joint_names: Sequence[str] | None = None,
         angle_unit: AngleUnit = "rad",
+        control_period_s: float | None = None,
     ) -> None:
-        self._options = _Options.make(num_joints, num_commands, joint_names, angle_unit, chunk_records)
+        self._options = _Options.make(
+            num_joints, num_commands, joint_names, angle_unit, chunk_records, control_period_s
+        )
         self.path = _checked_path(path)
         self._report: LogReport | None = None
         self._chunks = self._generate()
@@ -536,7 +632,7 @@ class NdjsonReader(Iterator[StepLog]):
         for chunk in scan.chunks():
             n = chunk.n
             groups = {name: block[:n] for name, block in chunk.values.items()}
-            yield _step_log(chunk.step_id[:n], chunk.t_us[:n], groups, self._options, self.path)
+            yield _step_log(chunk.step_id[:n], chunk.t_us[:n], groups, scan, self.path)
         _note_conversions(scan.report, convert)
         self._report = scan.report
 
@@ -559,6 +655,7 @@ def iter_ndjson(
     num_commands: int | None = None,
     joint_names: Sequence[str] | None = None,
     angle_unit: AngleUnit = "rad",
+    control_period_s: float | None = None,
 ) -> NdjsonReader:
     """Stream a kinfer NDJSON log in bounded memory: iterate the result for `StepLog` chunks, then read `.report`.
 
@@ -571,6 +668,7 @@ def iter_ndjson(
         num_commands=num_commands,
         joint_names=joint_names,
         angle_unit=angle_unit,
+        control_period_s=control_period_s,
     )
 
 
@@ -581,14 +679,16 @@ def read_ndjson(
     num_commands: int | None = None,
     joint_names: Sequence[str] | None = None,
     angle_unit: AngleUnit = "rad",
+    control_period_s: float | None = None,
 ) -> tuple[StepLog, LogReport]:
     """Read a whole kinfer NDJSON log (streamed line by line into float64 blocks) and report what was found.
 
     `num_joints` / `num_commands` / `joint_names` fix the expected widths (else the first valid record does);
-    `angle_unit` says how joint angles, velocities and outputs are stored (see the module docstring).
+    `angle_unit` says how joint angles, velocities and outputs are stored (see the module docstring);
+    `control_period_s` dates a kinfer-sim log without a `time` input (default 0.02 s).
     Peak memory is about twice the returned arrays. Raises `LogReadError` when the file is unusable.
     """
-    options = _Options.make(num_joints, num_commands, joint_names, angle_unit, _DEFAULT_CHUNK_RECORDS)
+    options = _Options.make(num_joints, num_commands, joint_names, angle_unit, _DEFAULT_CHUNK_RECORDS, control_period_s)
     path = _checked_path(path)
     scan = _Pass(path, options, options.converted_groups())
     chunks = list(scan.chunks())
@@ -602,7 +702,7 @@ def read_ndjson(
     for name in _auto_conversions(scan.report):
         groups[name] *= _RAD_PER_DEG
     _note_conversions(scan.report, convert)
-    return _step_log(step_id, t_us, groups, options, path), scan.report
+    return _step_log(step_id, t_us, groups, scan, path), scan.report
 
 
 def _format_rows(block: np.ndarray) -> list[str]:

@@ -266,6 +266,8 @@ class LogReport:
 
     path: str
     angle_unit: str = "rad"
+    format: str = "kinfer"  # "kinfer" (the robot's runtime) or "kinfer-sim" (kinfer-sim --save-logs, renamed keys)
+    notes: list[str] = field(default_factory=list)  # how the file was read (derived time, joint names): not issues
     lines_total: int = 0
     records_used: int = 0
     blank_lines: int = 0  # harmless: not an issue
@@ -325,6 +327,7 @@ class LogReport:
             f"{self.path}: {self.records_used} records from {self.lines_total} lines "
             f"({self.blank_lines} blank) — {'OK' if self.ok else 'ISSUES'}"
         ]
+        lines.extend(f"  {self.format}: {note}" for note in self.notes)
         lines.extend(f"  {issue}" for issue in self._file_issues())
         for name, group in self.groups.items():
             detail = "; ".join(group.issues()) or "clean"
