@@ -23,6 +23,7 @@ __all__ = [
     "KBOT_FOOT_BODIES",
     "KBOT_FOOT_COLLISION_GEOMS",
     "KBOT_NOMINAL_POSE_RAD",
+    "KBOT_STANDING_BASE_HEIGHT_M",
     "RobotFiles",
     "RobotLoadError",
     "kbot_asset_dir",
@@ -48,6 +49,10 @@ KBOT_NOMINAL_POSE_RAD: dict[str, float] = {
     "dof_left_elbow_02": math.radians(-90.0),
 }
 
+
+# Height (m) of the floating base above a flat floor when the K-Bot stands in the nominal pose: MuJoCo settles it at
+# 0.70 m within 0.3 s of a drop, before the unbalanced pose tips over (tests/test_robot.py checks it against MuJoCo).
+KBOT_STANDING_BASE_HEIGHT_M = 0.70
 
 # The K-Bot's feet: bodies, and the two collision capsules under each (the only geoms that touch the floor).
 KBOT_FOOT_BODIES: tuple[str, str] = ("LFootBushing_GPF_1517_12", "RFootBushing_GPF_1517_12")

@@ -106,3 +106,24 @@ def test_foot_constants_name_the_collision_capsules():
     for foot, geoms in KBOT_FOOT_COLLISION_GEOMS.items():
         assert {model.body(int(model.geom(g).bodyid[0])).name for g in geoms} == {foot}
     assert set(KBOT_FOOT_COLLISION_GEOMS) == set(KBOT_FOOT_BODIES)
+
+
+def test_standing_height_is_where_mujoco_settles_the_nominal_pose():
+    # CPU MuJoCo at tasks.walk's settings, PD servos holding the nominal pose: after the drop from the model's initial
+    # height the base settles at KBOT_STANDING_BASE_HEIGHT_M (± 1 cm) before the unbalanced pose starts to tip.
+    import numpy as np
+
+    from ksim_entropy.robot import KBOT_STANDING_BASE_HEIGHT_M
+    from ksim_entropy.sim import KBotSimulator
+
+    sim = KBotSimulator(resolve_robot_files("local"))
+    names = [sim.model.joint(i).name for i in range(1, sim.model.njnt)]
+    nominal = np.array([KBOT_NOMINAL_POSE_RAD.get(n, 0.0) for n in names])
+    sim.reset()
+    heights = []
+    for _ in range(20):  # 0.4 s
+        sim.step(nominal)
+        heights.append(float(sim.data.qpos[2]))
+    settled = heights[10:]  # 0.2-0.4 s
+    assert max(settled) - min(settled) < 0.01
+    assert abs(float(np.mean(settled)) - KBOT_STANDING_BASE_HEIGHT_M) < 0.01
