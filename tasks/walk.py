@@ -57,10 +57,13 @@ from ksim_entropy.rewards import (
     ActionRatePenalty,
     ActionSmoothnessPenalty,
     BaseAccelerationPenalty,
+    BaseHeightTrackingReward,
+    BaseTiltReward,
     BaseVelocityTrackingReward,
     EnergyPenalty,
     FootSlipPenalty,
     JointLimitProximityPenalty,
+    NominalPosePenalty,
     NormalizedTorquePenalty,
     YawRateTrackingReward,
 )
@@ -68,6 +71,7 @@ from ksim_entropy.robot import (
     KBOT_FOOT_BODIES,
     KBOT_FOOT_COLLISION_GEOMS,
     KBOT_NOMINAL_POSE_RAD,
+    KBOT_STANDING_BASE_HEIGHT_M,
     RobotFiles,
     RobotLoadError,
     load_metadata,
@@ -76,7 +80,7 @@ from ksim_entropy.robot import (
 )
 from ksim_entropy.rollout_logs import ksim_rollout, trajectory_to_step_log
 from ksim_entropy.sim2sim import GateOptions
-from ksim_entropy.task import EntropyBridgedKBotTask, KBotEntropyConfig
+from ksim_entropy.task import ADVANTAGE_NORMALIZATIONS, EntropyBridgedKBotTask, KBotEntropyConfig
 from ksim_entropy.temperature import gaussian_entropy
 from ksim_entropy.terminations import UnstablePhysicsTermination
 from tasks.sim2sim import gate
@@ -95,7 +99,7 @@ class WalkConfig(KBotEntropyConfig):
     """Config for K-Bot velocity tracking. Units: m, s, rad, m/s, rad/s."""
 
     task_id: str = xax.field(value=TASK_ID, help="Identifies checkpoints of this task; do not change.")
-    preset: str = xax.field(value="auto", help="auto | cpu | gpu: the defaults this run started from.")
+    preset: str = xax.field(value="auto", help="auto | cpu | gpu | stand: the defaults this run started from.")
     robot_source: str = xax.field(value="local", help="'local' (shipped asset), a directory, or 'kscale:<name>'.")
     scene: str = xax.field(value="smooth", help="mujoco-scenes terrain around the robot.")
     export_kinfer: bool = xax.field(value=True, help="Export <exp_dir>/policy.kinfer when training ends.")
@@ -106,6 +110,8 @@ class WalkConfig(KBotEntropyConfig):
     # Policy.
     hidden_size: int = xax.field(value=128, help="LSTM width.")
     depth: int = xax.field(value=2, help="Number of stacked LSTM cells.")
+    init_std: float | None = xax.field(value=None, help="Initial action std (rad) of every joint; None: random.")
+    head_init_scale: float = xax.field(value=1.0, help="Initial output-layer weights × this (0.01: start at nominal).")
 
     # Optimiser.
     learning_rate: float = xax.field(value=3e-4, help="Adam learning rate.")
@@ -121,12 +127,23 @@ class WalkConfig(KBotEntropyConfig):
     # Rewards.
     velocity_sigma_mps: float = xax.field(value=0.25, help="Width of the planar velocity tracking kernel.")
     yawrate_sigma_radps: float = xax.field(value=0.5, help="Width of the yaw-rate tracking kernel.")
+    base_height_reward: float = xax.field(value=0.0, help="Scale of the base-height kernel (0: off).")
+    base_height_sigma_m: float = xax.field(value=0.05, help="Width of the base-height kernel (m).")
+    tilt_reward: float = xax.field(value=0.0, help="Scale of the base-tilt kernel (0: off).")
+    tilt_sigma_rad: float = xax.field(value=0.1, help="Width of the base-tilt kernel (rad).")
+    pose_penalty: float = xax.field(value=0.0, help="Scale of the weighted squared distance from the nominal pose.")
+    action_rate_penalty: float = xax.field(value=0.5, help="Scale of the action-rate penalty (rad² per step).")
+    action_smoothness_penalty: float = xax.field(value=0.1, help="Scale of the action second-difference penalty.")
+    feet_air_time_reward: float = xax.field(value=1.0, help="Scale of ksim's feet air-time reward.")
 
     # Disturbances and episodes.
     push_velocity_mps: float = xax.field(value=0.5, help="sim2real=false: max horizontal push velocity (m/s).")
     push_interval_s: tuple[float, float] = xax.field(value=(3.0, 8.0), help="Time between pushes (s).")
     push_max_force_n: float = xax.field(value=150.0, help="Max push force on the torso (N), 0.1-0.3 s long.")
     wind_max_force_n: float = xax.field(value=10.0, help="Max steady per-episode horizontal force on the torso (N).")
+    disturbance_curriculum: bool = xax.field(
+        value=False, help="Scale pushes and wind by the curriculum level (randomization widths / max widths)."
+    )
     episode_length_s: float = xax.field(value=20.0, help="Episodes end (successfully) after this time.")
     min_base_height_m: float = xax.field(value=0.45, help="Fall when the base drops below this height.")
 
@@ -181,6 +198,42 @@ PRESETS: dict[str, dict[str, object]] = {
         "render_length_seconds": 5.0,
         "valid_every_n_seconds": 600.0,
         "save_every_n_seconds": 300.0,
+    },
+}
+
+# Stand: the CPU proof that the recipe learns (zero command, pushes and randomization on, both ramped in by the
+# curriculum). Sized for a 2-core CPU; the numbers are chosen by bench/learning.py curves (docs/training.md).
+PRESETS["stand"] = {
+    **PRESETS["cpu"],
+    "num_envs": 64,
+    "batch_size": 16,
+    "num_passes": 4,
+    "max_steps": 100_000,
+    "max_train_seconds": 3600.0,
+    "learning_rate": 5e-4,
+    "gamma": 0.99,
+    "command_zero_prob": 1.0,
+    "advantage_normalization": "minibatch",
+    "init_std": 0.05,
+    "head_init_scale": 0.01,
+    "base_height_reward": 0.5,
+    "tilt_reward": 0.5,
+    "pose_penalty": 0.1,
+    "disturbance_curriculum": True,
+    "randomization_mode": "curriculum",
+    "randomization_width": 0.0,
+    "randomization_max_width": 1.0,
+    "randomization_ramp_updates": 1500,
+}
+
+# What a preset fixes: an override that changes one of these contradicts the preset (None: any override does).
+PRESET_LOCKS: dict[str, dict[str, object]] = {
+    "stand": {
+        "command_zero_prob": 1.0,
+        "xvel_range": None,
+        "yvel_range": None,
+        "yawrate_range": None,
+        "command_switch_prob": None,
     },
 }
 
@@ -339,8 +392,14 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
                 max_force_n=cfg.push_max_force_n,
                 interval_s=cfg.push_interval_s,
                 duration_s=(0.1, 0.3),
+                scale_with_curriculum=cfg.disturbance_curriculum,
             ),
-            "wind": WindEvent.create(physics_model, body_name="torso", max_force_n=cfg.wind_max_force_n),
+            "wind": WindEvent.create(
+                physics_model,
+                body_name="torso",
+                max_force_n=cfg.wind_max_force_n,
+                scale_with_curriculum=cfg.disturbance_curriculum,
+            ),
         }
 
     def get_resets(self, physics_model: ksim.PhysicsModel) -> list[ksim.Reset]:
@@ -406,7 +465,7 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
 
     def get_rewards(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Reward]:
         cfg = self.config
-        return {
+        rewards: dict[str, ksim.Reward] = {
             "velocity_tracking": BaseVelocityTrackingReward(
                 command_name="velocity", sigma_mps=cfg.velocity_sigma_mps, scale=1.0
             ),
@@ -416,11 +475,11 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
             "stay_alive": ksim.StayAliveReward(scale=1.0),
             "upright": ksim.UprightReward(scale=0.5),
             "feet_air_time": ksim.FeetAirTimeReward(
-                ctrl_dt=cfg.ctrl_dt, period=0.35, contact_obs="feet_contact", scale=1.0
+                ctrl_dt=cfg.ctrl_dt, period=0.35, contact_obs="feet_contact", scale=cfg.feet_air_time_reward
             ),
             # Sim2real regularisers (ksim_entropy.rewards; magnitudes in rad², (τ/τ_max)², W, m/s², (m/s)²).
-            "action_rate": ActionRatePenalty(scale=-0.5),
-            "action_smoothness": ActionSmoothnessPenalty(scale=-0.1),
+            "action_rate": ActionRatePenalty(scale=-cfg.action_rate_penalty),
+            "action_smoothness": ActionSmoothnessPenalty(scale=-cfg.action_smoothness_penalty),
             "torque": NormalizedTorquePenalty.create(physics_model, scale=-0.05),
             "energy": EnergyPenalty(scale=-1e-4),
             "base_acceleration": BaseAccelerationPenalty(ctrl_dt_s=cfg.ctrl_dt, scale=-1e-3),
@@ -433,6 +492,19 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
             ),
             "joint_limits": JointLimitProximityPenalty.create(physics_model, margin_fraction=0.05, scale=-0.1),
         }
+        # Posture shaping (kbot-joystick weighs base height, roll/pitch and arm pose): off unless a scale is set.
+        if cfg.base_height_reward:
+            rewards["base_height"] = BaseHeightTrackingReward(
+                height_m=KBOT_STANDING_BASE_HEIGHT_M, sigma_m=cfg.base_height_sigma_m, scale=cfg.base_height_reward
+            )
+        if cfg.tilt_reward:
+            rewards["tilt"] = BaseTiltReward(sigma_rad=cfg.tilt_sigma_rad, scale=cfg.tilt_reward)
+        if cfg.pose_penalty:
+            nominal = self.nominal_pose(physics_model)
+            rewards["pose"] = NominalPosePenalty(
+                nominal_rad=tuple(nominal), weights=(1.0,) * len(nominal), scale=-cfg.pose_penalty
+            )
+        return rewards
 
     def get_terminations(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Termination]:
         return {
@@ -472,6 +544,8 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
             min_std=self.config.min_std,
             max_std=self.config.max_std,
             var_scale=self.config.var_scale,
+            init_std=self.config.init_std,
+            head_init_scale=self.config.head_init_scale,
         )
 
     def get_initial_model_carry(self, model: RecurrentActorCritic, rng: PRNGKeyArray) -> Carry:
@@ -680,7 +754,7 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
         super().run_training()
         max_steps = self.config.max_steps
         interrupted = not getattr(self, "_is_running", True)
-        if max_steps is not None and self._final_num_steps < max_steps and not interrupted:
+        if max_steps is not None and self._final_num_steps < max_steps and not (interrupted or self.time_limit_reached):
             raise RuntimeError(
                 f"Training stopped at step {self._final_num_steps} of {max_steps}: see the exception printed above"
             )
@@ -743,6 +817,43 @@ def preset_config(preset: str, /, **values: object) -> dict[str, object]:
     return {k: v for k, v in {**COMMON_DEFAULTS, **PRESETS[preset], **values}.items() if k in known}
 
 
+def _check_preset_locks(preset: str, config: WalkConfig, args: list[str]) -> None:
+    """An override that contradicts what the preset is for exits with a one-line error."""
+    for key, fixed in PRESET_LOCKS.get(preset, {}).items():
+        given = [a for a in args if a.split("=", 1)[0] == key]
+        if not given:
+            continue
+        value = getattr(config, key)
+        if fixed is None or value != fixed:
+            why = f"it fixes {key}={fixed}" if fixed is not None else "it gives no velocity commands"
+            raise SystemExit(
+                f"error: '{given[-1]}' contradicts preset={preset} ({why}); drop it or use preset=cpu|gpu to walk"
+            )
+
+
+def _check_policy_settings(config: WalkConfig) -> None:
+    """Settings that would otherwise fail only after the first compile."""
+    if config.advantage_normalization not in ADVANTAGE_NORMALIZATIONS:
+        raise SystemExit(
+            f"error: advantage_normalization={config.advantage_normalization!r}; choose from "
+            f"{', '.join(ADVANTAGE_NORMALIZATIONS)}"
+        )
+    if config.max_train_seconds is not None and not config.max_train_seconds > 0:
+        raise SystemExit(f"error: max_train_seconds must be > 0 s, got {config.max_train_seconds}")
+    low, high = config.min_std * config.var_scale, config.max_std
+    if config.init_std is not None and not low < config.init_std < high:
+        raise SystemExit(
+            f"error: init_std={config.init_std} rad is outside what the policy's std can take, ({low:g}, {high:g}) "
+            "rad = (min_std·var_scale, max_std)"
+        )
+    if not 0.0 < config.head_init_scale <= 1.0:
+        raise SystemExit(f"error: head_init_scale must be in (0, 1], got {config.head_init_scale}")
+    try:
+        KBotWalkingTask(config).get_entropy_temperature()
+    except (ValueError, TypeError) as err:
+        raise SystemExit(f"error: entropy temperature: {err}") from err
+
+
 def build_config(args: list[str]) -> WalkConfig:
     """Merge preset defaults and `key=value` overrides into a config; exit with a clear message on bad input."""
     preset, rest = _split_preset(args)
@@ -752,6 +863,8 @@ def build_config(args: list[str]) -> WalkConfig:
         config = KBotWalkingTask.get_config(base, use_cli=rest if rest else False)
     except OmegaConfBaseException as err:
         raise SystemExit(f"error: bad config override: {err}") from err
+    _check_preset_locks(preset, config, rest)
+    _check_policy_settings(config)
     if config.exp_dir is None:
         config.exp_dir = str(_new_run_dir(Path("runs") / "walk").resolve())
     exp_dir = Path(config.exp_dir).expanduser()

@@ -27,6 +27,14 @@ def test_gpu_preset_is_the_full_recipe(tmp_path):
     assert config.num_envs == 4096 and config.batch_size == 512
 
 
+def test_stand_preset_stands_still_with_disturbances_on(tmp_path):
+    config = build_config(["preset=stand", "command_zero_prob=1.0", f"exp_dir={tmp_path / 'run'}"])
+    assert config.preset == "stand" and config.command_zero_prob == 1.0
+    assert config.sim2real and config.disturbance_curriculum and config.push_max_force_n > 0
+    assert config.randomization_mode == "curriculum" and config.randomization_max_width == 1.0
+    assert config.max_train_seconds == 3600.0
+
+
 def test_auto_preset_is_cpu_without_accelerator(tmp_path):
     import jax
 
@@ -51,6 +59,16 @@ def test_default_run_directory_is_new(tmp_path, monkeypatch):
         (["entropy_match_controller=smooth"], "entropy_match_controller=smooth needs a target"),
         (["entropy_target_path=/nonexistent/p.json"], "entropy_target_path=/nonexistent/p.json: .*p.json"),
         (["entropy_match_controller=pid", "entropy_target_path=x.json"], "'band' or 'smooth'"),
+        (["target_entropy=2.0"], "entropy temperature: target entropy 2.000 nats/dim is out of reach"),
+        (["target_entropy=-5.0"], "out of reach: the policy's action distribution spans"),
+        (["temperature_mode=sac"], "entropy temperature: temperature mode must be one of"),
+        (["temperature_pi_gains=[1.0,0.0]"], "pi_gains"),
+        (["init_std=2.0"], r"init_std=2.0 rad is outside .*\(0.005, 1\)"),
+        (["head_init_scale=0"], "head_init_scale must be in"),
+        (["advantage_normalization=batch"], "advantage_normalization='batch'; choose from trajectory, minibatch"),
+        (["max_train_seconds=-5"], "max_train_seconds must be > 0"),
+        (["preset=stand", "command_zero_prob=0.5"], r"'command_zero_prob=0.5' contradicts preset=stand \(it fixes"),
+        (["preset=stand", "xvel_range=[0.0,1.0]"], "contradicts preset=stand .it gives no velocity commands"),
     ],
 )
 def test_bad_arguments_exit_with_a_clear_message(args, message, tmp_path):
