@@ -9,16 +9,24 @@ a mock.
 
 Faults, for the deployment's safety tests, start after the N-th `CommandActuators` request:
 `freeze_imu_after` (the IMU keeps returning its last reading), `latency_spike_after` + `latency_spike_s` (every
-reply is held back that long), and from the start `faulty_actuators` (report a fault) / `offline_actuators`.
+reply is held back that long, or only the next `latency_spike_replies`), and from the start `faulty_actuators` (report
+a fault) / `offline_actuators`.
+`Quirks` make it behave like K-Scale's kos-sim 0.0.14 (`--like-kos-sim`, or one by one): physics in 20 ms bursts
+under the lock (readings repeat within a burst, a read arriving during one waits), the gyroscope in rad/s,
+`torque_enabled` ignored, no configuration (`torque_enabled`, kp, kd, `max_torque`) in the actuator states. `sway_rad`
+rocks the suspended base (roll and pitch together, 0.5 Hz) so that the IMU turns, as it does on a robot that moves.
+
 `record` appends one JSON line per event (command, configure, fault onset; wall time `t`, s) as an independent
 record of what the robot was told.
 
     python -m ksim_entropy.deploy.sim_server --port 50051 [--suspended] [--hidden-seed S] [--record events.jsonl]
+        [--like-kos-sim] [--sway-rad 0.2]
 """
 
 # ruff: noqa: N802  (the servicer methods carry gRPC's CamelCase names)
 import argparse
 import collections
+import dataclasses
 import json
 import math
 import os
@@ -41,7 +49,7 @@ from ksim_entropy.deploy.robot_map import RobotMap
 from ksim_entropy.reality import REALITY_DT_S, HiddenRobot, _perturbed_simulator
 from ksim_entropy.robot import RobotFiles, load_robot_model, resolve_robot_files
 
-__all__ = ["Faults", "SimServerProcess", "SimulatedKBot", "serve"]
+__all__ = ["Faults", "Quirks", "SimServerProcess", "SimulatedKBot", "serve"]
 
 _MAX_LAG_S = 0.05  # the physics thread drops simulated time rather than fall further behind the wall clock
 
@@ -53,8 +61,24 @@ class Faults:
     freeze_imu_after: int | None = None
     latency_spike_after: int | None = None
     latency_spike_s: float = 0.2
+    latency_spike_replies: int | None = None  # None: every reply to the end (a sensor read is three replies)
     faulty_actuators: tuple[int, ...] = ()
     offline_actuators: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """Ways a KOS server departs from the proto (kos-sim 0.0.14 has all four: `KOS_SIM`), and a rocking stand."""
+
+    burst_s: float = 0.0  # physics advances this much at once (0: one 1 ms step at a time)
+    gyro_unit: str = "deg"  # what the gyroscope is sent in, per s (the proto: deg)
+    ignores_torque_off: bool = False
+    reports_settings: bool = True  # actuator states carry torque_enabled, kp, kd, max_torque
+    sway_rad: float = 0.0  # suspended base rocks by this much (roll and pitch, 0.5 Hz)
+
+
+KOS_SIM = Quirks(burst_s=0.02, gyro_unit="rad", ignores_torque_off=True, reports_settings=False)
+_SWAY_HZ = 0.5
 
 
 class SimulatedKBot:
@@ -68,6 +92,7 @@ class SimulatedKBot:
         suspended: bool,
         seed: int = 0,
         faults: Faults = Faults(),
+        quirks: Quirks = Quirks(),
         record: Path | None = None,
     ) -> None:
         self.sim = _perturbed_simulator(files, hidden, suspended)
@@ -75,6 +100,9 @@ class SimulatedKBot:
         self.hidden = hidden
         self.suspended = suspended
         self.faults = faults
+        self.quirks = quirks
+        self.physics_steps = 0
+        self.imu_cache: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None  # (physics step, reading)
         self.offsets = hidden.offsets(self.sim.num_joints)
         self.index = {aid: i for i, aid in enumerate(self.map.ids)}
         self.kp_scale, self.kd_scale = hidden.kp_scale, hidden.kd_scale  # the servos' gain error
@@ -87,6 +115,8 @@ class SimulatedKBot:
         self.rng = np.random.default_rng(seed)
         self.stds = hidden.noise.stds()
         self.commands = 0
+        self.spiked_replies = 0
+        self.spike_lock = threading.Lock()  # replies are delayed before they take `lock`
         self.frozen_imu: tuple[np.ndarray, np.ndarray] | None = None
         self.last_imu: tuple[np.ndarray, np.ndarray] | None = None
         self.lock = threading.Lock()
@@ -113,15 +143,17 @@ class SimulatedKBot:
     def _run(self) -> None:
         start = time.monotonic()
         steps = 0
+        burst = max(1, round(self.quirks.burst_s / REALITY_DT_S))
         while self._running.is_set():
-            due = int((time.monotonic() - start) / REALITY_DT_S)
-            if due - steps > _MAX_LAG_S / REALITY_DT_S:
-                self.dropped_s += (due - steps) * REALITY_DT_S
-                steps = due - 1
-            while steps < due:  # one step per lock hold: a read waits for one step, never for a catch-up batch
+            due = int((time.monotonic() - start) / REALITY_DT_S) // burst * burst
+            if due - steps > max(_MAX_LAG_S / REALITY_DT_S, burst):
+                self.dropped_s += (due - steps - burst) * REALITY_DT_S
+                steps = due - burst
+            while steps < due:  # one step (or burst) per lock hold: a read waits for one, never for a catch-up batch
                 with self.lock:
-                    self._physics_step()
-                steps += 1
+                    for _ in range(burst):
+                        self._physics_step()
+                steps += burst
             time.sleep(REALITY_DT_S / 2)
 
     def _physics_step(self) -> None:
@@ -137,6 +169,13 @@ class SimulatedKBot:
         if self.suspended:
             sim.data.qpos[:7] = sim._base_pose
             sim.data.qvel[:6] = 0.0
+            if self.quirks.sway_rad:  # rock about the base's (1, 1, 0) axis; qvel[3:6] is in the base's frame
+                omega, axis = 2 * math.pi * _SWAY_HZ, np.array([1.0, 1.0, 0.0]) / math.sqrt(2.0)
+                angle = self.quirks.sway_rad * math.sin(omega * sim.time_s)
+                sway = np.concatenate([[math.cos(angle / 2)], math.sin(angle / 2) * axis])
+                mujoco.mju_mulQuat(sim.data.qpos[3:7], sim._base_pose[3:7], sway)
+                sim.data.qvel[3:6] = axis * self.quirks.sway_rad * omega * math.cos(omega * sim.time_s)
+        self.physics_steps += 1
         self.history.append(self._state())
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -152,8 +191,12 @@ class SimulatedKBot:
             self._record.flush()
 
     def reply_delay_s(self) -> float:
-        after = self.faults.latency_spike_after
-        return self.faults.latency_spike_s if after is not None and self.commands >= after else 0.0
+        after, replies = self.faults.latency_spike_after, self.faults.latency_spike_replies
+        if after is None or self.commands < after:
+            return 0.0
+        with self.spike_lock:
+            self.spiked_replies += 1
+            return self.faults.latency_spike_s if replies is None or self.spiked_replies <= replies else 0.0
 
     # ---- what KOS reports (caller holds the lock) --------------------------------------------------------
     def actuator_states(self, ids: list[int]) -> list[actuator_pb2.ActuatorStateResponse]:
@@ -177,26 +220,29 @@ class SimulatedKBot:
                     velocity=math.degrees(qd[i]),
                     torque=float(sim.data.ctrl[i]),
                     temperature=35.0,
-                    torque_enabled=bool(self.torque_enabled[i]),
                     min_position=math.degrees(spec.lower_rad),
                     max_position=math.degrees(spec.upper_rad),
-                    kp=float(self.kp[i]),
-                    kd=float(self.kd[i]),
-                    max_torque=float(self.torque_limit[i]),
                     faults=faults,
                 )
             )
+            if self.quirks.reports_settings:
+                states[-1].torque_enabled = bool(self.torque_enabled[i])
+                states[-1].kp, states[-1].kd = float(self.kp[i]), float(self.kd[i])
+                states[-1].max_torque = float(self.torque_limit[i])
         return states
 
     def imu(self) -> tuple[np.ndarray, np.ndarray]:
         """(accel m/s², gyro rad/s) as the IMU reports them now, or frozen."""
         if self.frozen_imu is not None:
             return self.frozen_imu
+        if self.quirks.burst_s and self.imu_cache is not None and self.imu_cache[0] == self.physics_steps:
+            return self.imu_cache[1]  # no physics since the last read (a burst): the same reading, bit for bit
         sensors = self.history[0]
         accel = -sensors["projected_g"] if self.suspended else sensors["accel"]
         accel = accel + np.asarray(self.hidden.accel_bias_mps2) + self.rng.normal(0.0, self.stds["accel"], 3)
         gyro = sensors["gyro"] + np.asarray(self.hidden.gyro_bias_rad_s) + self.rng.normal(0.0, self.stds["gyro"], 3)
         self.last_imu = (accel, gyro)
+        self.imu_cache = (self.physics_steps, self.last_imu)
         return accel, gyro
 
     def quaternion(self) -> np.ndarray:
@@ -242,7 +288,9 @@ class SimulatedKBot:
             fields["max_torque"] = request.max_torque
             self.torque_limit[i] = spec.actuator_max_torque_nm * request.max_torque / 100.0
         if request.HasField("torque_enabled"):
-            self.torque_enabled[i] = fields["torque_enabled"] = request.torque_enabled
+            fields["torque_enabled"] = request.torque_enabled
+            if not self.quirks.ignores_torque_off or request.torque_enabled:
+                self.torque_enabled[i] = request.torque_enabled
         self.log_event("configure", actuator_id=request.actuator_id, **fields)
         return common_pb2.ActionResponse(success=True)
 
@@ -290,14 +338,9 @@ class _IMUService(imu_pb2_grpc.IMUServiceServicer):
         time.sleep(self.robot.reply_delay_s())
         with self.robot.lock:
             accel, gyro = self.robot.imu()
-        gyro_deg = np.degrees(gyro)
+        gyro = np.degrees(gyro) if self.robot.quirks.gyro_unit == "deg" else gyro
         return imu_pb2.IMUValuesResponse(
-            accel_x=accel[0],
-            accel_y=accel[1],
-            accel_z=accel[2],
-            gyro_x=gyro_deg[0],
-            gyro_y=gyro_deg[1],
-            gyro_z=gyro_deg[2],
+            accel_x=accel[0], accel_y=accel[1], accel_z=accel[2], gyro_x=gyro[0], gyro_y=gyro[1], gyro_z=gyro[2]
         )
 
     def GetQuaternion(self, request: empty_pb2.Empty, context: grpc.ServicerContext) -> imu_pb2.QuaternionResponse:
@@ -393,8 +436,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--freeze-imu-after", type=int, default=None, metavar="N")
     parser.add_argument("--latency-spike-after", type=int, default=None, metavar="N")
     parser.add_argument("--latency-spike-s", type=float, default=0.2)
+    parser.add_argument("--latency-spike-replies", type=int, default=None, help="default: every one to the end")
     parser.add_argument("--faulty-actuators", type=_ids, default=(), metavar="ID,ID")
     parser.add_argument("--offline-actuators", type=_ids, default=(), metavar="ID,ID")
+    parser.add_argument("--like-kos-sim", action="store_true", help="all of kos-sim 0.0.14's quirks (below)")
+    parser.add_argument("--burst-s", type=float, default=0.0, help="physics in bursts this long (kos-sim: 0.02)")
+    parser.add_argument("--gyro-unit", choices=("deg", "rad"), default="deg", help="per s (proto: deg; kos-sim: rad)")
+    parser.add_argument("--ignores-torque-off", action="store_true", help="torque_enabled=False does nothing")
+    parser.add_argument("--no-settings-in-state", action="store_true", help="states without torque_enabled, kp, ...")
+    parser.add_argument("--sway-rad", type=float, default=0.0, help="rock the suspended base (0.5 Hz)")
     args = parser.parse_args(argv)
     files = resolve_robot_files(args.robot)
     num_joints = load_robot_model(files, scene=None).njnt - 1  # hinge joints after the free joint
@@ -403,10 +453,16 @@ def main(argv: list[str] | None = None) -> None:
         args.freeze_imu_after,
         args.latency_spike_after,
         args.latency_spike_s,
+        args.latency_spike_replies,
         args.faulty_actuators,
         args.offline_actuators,
     )
-    robot = SimulatedKBot(files, hidden, suspended=args.suspended, seed=args.seed, faults=faults, record=args.record)
+    quirks = Quirks(args.burst_s, args.gyro_unit, args.ignores_torque_off, not args.no_settings_in_state, args.sway_rad)
+    if args.like_kos_sim:
+        quirks = dataclasses.replace(KOS_SIM, sway_rad=args.sway_rad)
+    robot = SimulatedKBot(
+        files, hidden, suspended=args.suspended, seed=args.seed, faults=faults, quirks=quirks, record=args.record
+    )
     server, port = serve(robot, args.host, args.port)
     print(f"KOS sim server listening on {args.host}:{port}", flush=True)
     try:
