@@ -2,6 +2,7 @@
 
     python -m tasks.deploy policy.kinfer --host 10.33.10.1 --port 50051 --log run.ndjson \
         [--robot local] [--duration 30] [--command 0.3,0,0] [--soft-start 2] [--hold 0.5] [--final damp] [--overwrite]
+        [--gyro-unit auto|deg|rad] [--imu-freeze 0.1] [--read-timeout 0.75] [--max-slow-reads 2]
 
 Reads actuator states and the IMU over pykos at the robot's control rate (50 Hz), steps the model through kinfer's
 runtime, sends position targets clamped to the joint limits, after a soft start from the measured pose. Writes the
@@ -69,10 +70,22 @@ def _parser() -> argparse.ArgumentParser:
         "--read-timeout", type=float, default=defaults.read_timeout, help="periods a sensor read may take"
     )
     parser.add_argument(
+        "--max-slow-reads", type=int, default=defaults.max_slow_reads, help="reads in a row over it that stop"
+    )
+    parser.add_argument(
         "--command-timeout", type=float, default=defaults.command_timeout, help="periods a command may take"
     )
     parser.add_argument(
         "--stall-timeout", type=float, default=defaults.stall_timeout, help="periods without progress to stop"
+    )
+    parser.add_argument(
+        "--imu-freeze", type=float, default=defaults.imu_freeze_s, help="s an unchanged IMU reading may last"
+    )
+    parser.add_argument(
+        "--gyro-unit",
+        choices=("auto", "deg", "rad"),
+        default=defaults.gyro_unit,
+        help="unit KOS sends the gyro in, per s (proto: deg; kos-sim 0.0.14: rad); checked against the quaternion",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing log")
     return parser
@@ -96,8 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             final=args.final,
             max_overruns=args.max_overruns,
             read_timeout=args.read_timeout,
+            max_slow_reads=args.max_slow_reads,
             command_timeout=args.command_timeout,
             stall_timeout=args.stall_timeout,
+            imu_freeze_s=args.imu_freeze,
+            gyro_unit=args.gyro_unit,
         )
         files = resolve_robot_files(args.robot)
         what = "the excitation script" if args.excite else args.model
@@ -108,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     jitter = result.jitter_ms.get("p99", float("nan"))
     print(f"stopped: {result.reason} after {result.steps} steps; jitter p99 {jitter:.3f} ms; log {args.log}")
+    if result.gyro_check:
+        print(f"  gyroscope: {result.gyro_check}")
     for action in result.stop_actions:
         print(f"  {action}")
     return EXIT_OK if result.reason in ("completed", "user interrupt (Ctrl-C)") else EXIT_STOPPED

@@ -4,22 +4,24 @@ One control step (period T = 1 / the robot's control rate, 20 ms on the K-Bot), 
 
 1. read actuator states and the IMU (three concurrent pykos calls, each bounded by `read_timeout` · T; the command
    in step 4 by `command_timeout` · T);
-2. convert KOS's units to the policy's (deg → rad, deg/s → rad/s; projected gravity from the IMU quaternion);
+2. convert KOS's units to the policy's (deg → rad, deg/s → rad/s; projected gravity from the IMU quaternion); the
+   gyroscope's unit is checked against the quaternion's rate during the soft start (`gyro_check`);
 3. step the model through kinfer's runtime (`ksim_entropy.export.KinferRunner`, which feeds the carry back);
 4. blend from the starting pose during the soft start, clamp to the joint limits, send the position targets (deg);
 5. append the step to the NDJSON log (flushed at once) and sleep until the next deadline (not `sleep(T)`).
 
 The watchdog ends the run with a safe stop — hold the last measured pose for `hold_s`, then damping (kp = 0) or
-torque off — when KOS stops answering or errs (disconnect, latency spike), an actuator reports a fault, the IMU
-reading repeats bit for bit (a frozen stream: a live MEMS IMU never does), `max_overruns` steps in a row overrun
-their period, the policy outputs a non-finite value, or the user presses Ctrl-C. Except for overruns (which
-need `max_overruns` slow steps), each is noticed at the latest one step after it happens, so the hold command goes
-out within two control periods (the first read of the loop may take the setup's `connect_timeout_s`: until then the
-robot holds the pose it was found in). Those checks run inside the loop; a loop that stops running — a policy step that
-hangs, a blocked event loop — is caught by a second watchdog in a thread of its own with its own KOS connection
-(`_StallWatchdog`): when the loop has not reported progress for `stall_timeout` · T it takes the stop over, and
-the loop, should it ever resume, sends nothing more. Every stop is written, with its reason, to `<log>.deploy.json`
-along with timing statistics.
+torque off, read back — when KOS stops answering or errs (disconnect, latency spike), an actuator reports a fault,
+the IMU reading stays bit for bit the same for `imu_freeze_s` (a frozen stream: a live MEMS IMU never repeats, but a
+simulator stepping in bursts repeats within one), `max_overruns` steps in a row overrun their period, the policy
+outputs a non-finite value, or the user presses Ctrl-C. Except for overruns (which need `max_overruns` slow steps)
+and a frozen IMU (`imu_freeze_s` after its last change), each is noticed at the latest one step after it happens, so
+the hold command goes out within two control periods (the first read of the loop may take the setup's
+`connect_timeout_s`: until then the robot holds the pose it was found in). Those checks run inside the loop; a loop
+that stops running — a policy step that hangs, a blocked event loop — is caught by a second watchdog in a thread of
+its own with its own KOS connection (`_StallWatchdog`): when the loop has not reported progress for `stall_timeout`
+· T it takes the stop over, and the loop, should it ever resume, sends nothing more. Every stop is written, with its
+reason, to `<log>.deploy.json` along with timing statistics.
 
 Before any motion: the policy's joints must equal the robot's (by name), its inputs must be ones this loop can
 provide, every actuator must answer, be online and report no fault, and the IMU must answer.
@@ -44,6 +46,7 @@ from pykos import KOS
 
 from ksim_entropy.bridge._jsonfile import write_json
 from ksim_entropy.bridge.logs import NdjsonWriter
+from ksim_entropy.deploy.gyro_check import GYRO_UNITS, GyroUnitCheck
 from ksim_entropy.deploy.robot_map import DeployError, RobotMap
 from ksim_entropy.export import ExportError, KinferRunner, KinferSession
 from ksim_entropy.robot import KBOT_NOMINAL_POSE_RAD, RobotFiles, load_robot_model
@@ -72,14 +75,21 @@ class DeployOptions:
     hold_s: float = 0.5  # safe stop: hold the last measured pose this long ...
     final: Literal["damp", "torque_off"] = "damp"  # ... then damping only (kp = 0) or torque off
     max_overruns: int = 2  # this many overrunning steps in a row stop the run
-    # periods a read may take before KOS counts as not answering; above 1, a slow read is an overrun instead
+    # periods a read may take before it is given up: its tick runs nothing (the robot keeps its last target), and
+    # `max_slow_reads` in a row mean KOS is not answering; above 1, a slow read is an overrun instead
     read_timeout: float = 0.75
+    max_slow_reads: int = 2
     # periods a position command may take (same rule: above 1, a slow command is an overrun instead)
     command_timeout: float = 1.0
     connect_timeout_s: float = 3.0
     stop_timeout_s: float = 2.0  # how long the final damping / torque-off setting may take
     limit_margin_rad: float = 0.0  # targets stay this far inside each joint's range
     stall_timeout: float = 1.5  # control periods without progress before the thread watchdog stops the robot
+    # an IMU reading unchanged this long is a frozen stream (kos-sim steps in 20 ms bursts: reads inside one repeat)
+    imu_freeze_s: float = 0.1
+    # the unit KOS sends the gyroscope in: the proto says deg/s, kos-sim 0.0.14 sends rad/s; "auto" converts by what
+    # the check during the soft start finds (deg/s until then), "deg" / "rad" stop the run if it finds otherwise
+    gyro_unit: Literal["auto", "deg", "rad"] = "auto"
 
     def __post_init__(self) -> None:
         if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
@@ -94,6 +104,12 @@ class DeployOptions:
                 raise DeployError(f"{name} must be > 0 control periods, got {value!r}")
         if not (math.isfinite(self.stall_timeout) and self.stall_timeout > 1):
             raise DeployError(f"stall_timeout must be > 1 control period, got {self.stall_timeout!r}")
+        if not (math.isfinite(self.imu_freeze_s) and self.imu_freeze_s > 0):
+            raise DeployError(f"imu_freeze_s must be > 0 s, got {self.imu_freeze_s!r}")
+        if self.gyro_unit not in ("auto", *GYRO_UNITS):
+            raise DeployError(f"gyro_unit must be 'auto', 'deg' or 'rad', got {self.gyro_unit!r}")
+        if self.max_slow_reads < 1:
+            raise DeployError(f"max_slow_reads must be >= 1, got {self.max_slow_reads!r}")
         if self.max_overruns < 1:
             raise DeployError(f"max_overruns must be >= 1, got {self.max_overruns!r}")
         if self.final not in ("damp", "torque_off"):
@@ -114,15 +130,23 @@ class DeployResult:
     stop_actions: list[str] = field(default_factory=list)
     jitter_ms: dict[str, float] = field(default_factory=dict)
     step_ms: dict[str, float] = field(default_factory=dict)
+    read_ms: dict[str, float] = field(default_factory=dict)  # the sensor reads' round trips
     inference_ms: dict[str, float] = field(default_factory=dict)
     overruns: int = 0
     # control ticks passed over after falling more than a period behind (no step, no log line): `steps` counts
     # ticks up to the last step run, and `steps` − `skipped_ticks` steps ran and were logged
     skipped_ticks: int = 0
+    slow_reads: int = 0  # reads given up after `read_timeout` (their ticks are among `skipped_ticks`)
+    gyro_unit: str = ""  # the unit the gyroscope was read in at the end ("deg" or "rad", per second)
+    gyro_check: str = ""  # what the check against the quaternion found
 
 
 class _SafeStopError(Exception):
     """A watchdog condition: the run must end with a safe stop, for `reason`."""
+
+
+class _NoAnswerError(_SafeStopError):
+    """KOS did not answer within the time allowed."""
 
 
 def projected_gravity(quat_wxyz: np.ndarray) -> np.ndarray:
@@ -243,6 +267,9 @@ class _Run:
         self.interrupted = False
         self.last_q: np.ndarray | None = None
         self.last_imu: tuple[float, ...] | None = None
+        self.imu_changed_s = math.nan  # monotonic time of the read that last saw the IMU reading change
+        self.gyro_unit = "deg" if options.gyro_unit == "auto" else options.gyro_unit
+        self.gyro_check: GyroUnitCheck | None = GyroUnitCheck()  # None once it has judged
         self.result = DeployResult(reason="not started", steps=0, log_path=str(log_path))
         # Shared with the stall watchdog's thread: the loop's progress (monotonic s, while it runs), and who stops
         # the robot. The loop sends each command holding `stop_lock`, so none can follow the watchdog's stop.
@@ -255,7 +282,7 @@ class _Run:
         try:
             return await asyncio.wait_for(awaitable, timeout_s)  # type: ignore[arg-type]
         except TimeoutError:
-            raise _SafeStopError(f"KOS did not answer {what} within {timeout_s * 1e3:.0f} ms") from None
+            raise _NoAnswerError(f"KOS did not answer {what} within {timeout_s * 1e3:.0f} ms") from None
         except grpc.aio.AioRpcError as err:
             raise _SafeStopError(f"KOS connection lost during {what}: {err.code().name} {err.details()}") from None
 
@@ -280,9 +307,12 @@ class _Run:
             if message.HasField("error") and message.error.message:
                 raise _SafeStopError(f"the IMU reports an error: {message.error.message}")
         imu_values = (imu.accel_x, imu.accel_y, imu.accel_z, imu.gyro_x, imu.gyro_y, imu.gyro_z)
-        if imu_values == self.last_imu:
-            raise _SafeStopError("the IMU stream is frozen: its reading repeated bit for bit")
-        self.last_imu = imu_values
+        now = time.monotonic()
+        if imu_values != self.last_imu:
+            self.last_imu, self.imu_changed_s = imu_values, now
+        elif now - self.imu_changed_s >= self.options.imu_freeze_s:
+            unchanged_ms = (now - self.imu_changed_s) * 1e3
+            raise _SafeStopError(f"the IMU stream is frozen: its reading has not changed for {unchanged_ms:.0f} ms")
         q = np.radians([by_id[i].position for i in self.ids])
         if not np.isfinite(q).all():
             raise _SafeStopError("an actuator reported a non-finite position")
@@ -290,9 +320,45 @@ class _Run:
             "joint_angles": q,
             "joint_vels": np.radians([by_id[i].velocity for i in self.ids]),
             "accel": np.array(imu_values[:3]),
-            "gyro": np.radians(imu_values[3:]),
+            "gyro_raw": np.array(imu_values[3:]),  # unit unknown until checked: `_gyro`
+            "quat": np.array([quat.w, quat.x, quat.y, quat.z]),
             "projected_g": projected_gravity(np.array([quat.w, quat.x, quat.y, quat.z])),
+            "read_s": now,
         }
+
+    def _gyro(self, state: Mapping[str, np.ndarray], checking: bool) -> np.ndarray:
+        """The gyroscope in rad/s; while `checking` (start-up, soft start) the reading also feeds the unit check.
+
+        Once the check judges (or `checking` ends), the unit is confirmed, converted with a warning, or the run stops.
+        """
+        check = self.gyro_check
+        if check is not None:
+            check.add(float(state["read_s"]), state["quat"], state["gyro_raw"])
+            unit, how = check.verdict()
+            if unit is not None or not checking:
+                self.gyro_check = None
+                self._judge_gyro(unit, how)
+        return state["gyro_raw"] / GYRO_UNITS[self.gyro_unit]
+
+    def _judge_gyro(self, unit: str | None, how: str) -> None:
+        declared = self.options.gyro_unit
+        self.result.gyro_unit = self.gyro_unit
+        if unit is None:
+            self.result.gyro_check = f"{how}; read as {self.gyro_unit}/s" + (
+                " (the proto's unit)" if declared == "auto" else ""
+            )
+            logger.warning("%s", self.result.gyro_check)
+        elif unit == "inconsistent":
+            raise _SafeStopError(f"the gyroscope disagrees with the IMU quaternion: {how}")
+        elif declared not in ("auto", unit):
+            raise _SafeStopError(f"gyro_unit is {declared} but {how}; pass --gyro-unit {unit} (or auto)")
+        elif unit != self.gyro_unit:
+            self.gyro_unit = self.result.gyro_unit = unit
+            self.result.gyro_check = f"KOS sends the gyroscope in {unit}/s, not deg/s as its proto says ({how})"
+            logger.warning("%s", self.result.gyro_check)
+        else:
+            self.result.gyro_check = f"checked: {how}"
+            logger.info("gyroscope %s", self.result.gyro_check)
 
     async def _command(self, kos: KOS, targets_rad: np.ndarray, timeout_s: float) -> None:
         targets = np.clip(targets_rad, self.lower, self.upper)  # never outside the limits, whatever the caller
@@ -347,6 +413,7 @@ class _Run:
             state = await self._read(kos, self.options.connect_timeout_s)
         except _SafeStopError as err:
             raise DeployError(f"KOS at {where} is not ready, nothing was moved: {err}") from None
+        self._gyro(state, checking=True)
         watchdog.start()  # its connection is up before anything is set, and before the loop's timing starts
         try:
             await self._command(kos, state["joint_angles"], self.options.connect_timeout_s)  # hold where it stands
@@ -379,8 +446,8 @@ class _Run:
 
         self.last_q = first["joint_angles"]
         start_pose = None  # the soft start blends from the pose measured at the first step
-        jitter, step_time, inference = [], [], []
-        overruns_in_row = 0
+        jitter, step_time, inference, read_time = [], [], [], []
+        overruns_in_row = slow_in_row = unlogged_ticks = 0
         steps = math.inf if options.duration_s is None else round(options.duration_s / period)
         t0 = time.monotonic() + period
         k = 0
@@ -397,11 +464,25 @@ class _Run:
             # The first read may be slow (KOS's first poll after the setup); the robot holds the pose it was found
             # in meanwhile, so it gets the setup's timeout, and the stall watchdog arms once it is in.
             first = self.progress_s is None
-            state = await self._read(kos, options.connect_timeout_s if first else options.read_timeout * period)
+            read_began = time.monotonic()
+            try:
+                state = await self._read(kos, options.connect_timeout_s if first else options.read_timeout * period)
+            except _NoAnswerError as err:
+                slow_in_row += 1
+                self.result.slow_reads += 1
+                if first or slow_in_row >= options.max_slow_reads:
+                    raise _NoAnswerError(f"{err} ({slow_in_row} in a row)" if slow_in_row > 1 else str(err)) from None
+                self.progress_s = time.monotonic()  # one slow read: this tick sends nothing, the next one reads again
+                unlogged_ticks += 1
+                k = self._next_tick(k, t0, steps)
+                continue
+            slow_in_row = 0
             self.progress_s = time.monotonic()
+            read_time.append(self.progress_s - read_began)
             self.last_q = state["joint_angles"]
             start_pose = self.last_q if start_pose is None else start_pose
             elapsed = k * period
+            state["gyro"] = self._gyro(state, checking=elapsed < options.soft_start_s)
             inputs = {
                 "joint_angles": state["joint_angles"].astype(np.float32),
                 "joint_angular_velocities": state["joint_vels"].astype(np.float32),
@@ -436,6 +517,8 @@ class _Run:
                 },
             )
             self.result.steps = k + 1
+            self.result.skipped_ticks += unlogged_ticks  # given-up reads: counted once a later step is logged
+            unlogged_ticks = 0
             self.result.last_good_step_s = time.time()
             done = time.monotonic()
             step_time.append(done - began)
@@ -443,17 +526,22 @@ class _Run:
             self.result.overruns += overruns_in_row > 0
             if overruns_in_row >= options.max_overruns:
                 raise _SafeStopError(f"{overruns_in_row} steps in a row overran the {period * 1e3:.0f} ms period")
-            k += 1
-            if time.monotonic() > t0 + k * period + period:  # fell more than a period behind: skip missed ticks
-                resume = max(k, math.ceil((time.monotonic() - t0) / period))
-                if resume < steps:  # ticks past the end are not skipped, the run just ends
-                    self.result.skipped_ticks += resume - k
-                k = resume
+            k = self._next_tick(k, t0, steps)
             self.result.jitter_ms, self.result.step_ms = _stats_ms(jitter), _stats_ms(step_time)
-            self.result.inference_ms = _stats_ms(inference)
+            self.result.inference_ms, self.result.read_ms = _stats_ms(inference), _stats_ms(read_time)
         self.result.reason = "completed"
         self.result.stopped_at_s = time.time()
         await self._safe_stop(kos, "completed", completed=True)
+
+    def _next_tick(self, k: int, t0: float, steps: float) -> int:
+        """The tick after `k`, or a later one: a loop more than a period behind skips the missed ticks (counted)."""
+        k += 1
+        if time.monotonic() > t0 + k * self.period + self.period:
+            resume = max(k, math.ceil((time.monotonic() - t0) / self.period))
+            if resume < steps:  # ticks past the end are not skipped, the run just ends
+                self.result.skipped_ticks += resume - k
+            k = resume
+        return k
 
     def claim_stop(self, by: str, timeout_s: float = -1) -> bool:
         """Become the one who stops the robot (False if the other watchdog already has); no command follows."""
@@ -474,7 +562,10 @@ class _Run:
             await self.stop_sequence(kos, reason, completed)
 
     async def stop_sequence(self, kos: KOS, reason: str, completed: bool = False) -> None:
-        """Hold the last measured pose for `hold_s`, then damping only or torque off; each step bounded in time."""
+        """Hold the last measured pose for `hold_s`, then damping only or torque off; each step bounded in time.
+
+        The final setting is read back: a torque off that did not take, or that KOS does not report, adds damping.
+        """
         if not completed:
             self.result.reason = reason
             self.result.stopped_at_s = time.time()
@@ -493,8 +584,38 @@ class _Run:
         try:  # the robot holds meanwhile: give a slow KOS time to take the final setting
             await self._configure(kos, self.options.stop_timeout_s, **settings)
             actions.append("damping only (kp = 0)" if self.options.final == "damp" else "torque off")
+            actions.append(await self._read_back_final(kos))
         except _SafeStopError as err:
             actions.append(f"could not switch to {self.options.final}: {err}")
+
+    async def _read_back_final(self, kos: KOS) -> str:
+        """What the actuators report after the final setting; torque off not confirmed → damping (kp = 0) too."""
+        timeout = self.options.stop_timeout_s
+        try:
+            response = await self._call("a read-back", kos.actuator.get_actuators_state(self.ids), timeout)
+        except _SafeStopError as err:
+            return f"could not read the final setting back: {err}"
+        by_id = {s.actuator_id: s for s in response.states}
+        damp = self.options.final == "damp"
+        name = "kp" if damp else "torque_enabled"
+        unreported = [aid for aid in self.ids if aid not in by_id or not by_id[aid].HasField(name)]
+        wrong = [aid for aid in self.ids if aid not in unreported and bool(getattr(by_id[aid], name))]
+        if not unreported and not wrong:
+            return f"read back: {'kp = 0' if damp else 'torque off'} on all {len(self.ids)} actuators"
+        found = (f"actuators {wrong} report {name} = {[getattr(by_id[a], name) for a in wrong]}" if wrong else "") + (
+            f"{'; ' if wrong else ''}KOS does not report {name} for actuators {unreported}" if unreported else ""
+        )
+        if damp:
+            message = f"damping {'did not take' if wrong else 'not confirmed'}: {found}"
+        else:  # kos-sim 0.0.14 ignores torque_enabled: the robot would go on holding the pose
+            try:
+                await self._configure(kos, timeout, kp=0.0)  # torque_enabled left alone: a torque off that took stays
+                fallback = "switched to damping (kp = 0)"
+            except _SafeStopError as err:
+                fallback = f"could not switch to damping either: {err}"
+            message = f"torque off {'did not take' if wrong else 'not confirmed'}: {found}; {fallback}"
+        logger.warning("%s", message)
+        return message
 
     def _describe(self) -> dict[str, object]:
         return {

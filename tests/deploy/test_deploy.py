@@ -85,7 +85,7 @@ def test_clean_run_completes_and_logs_every_step(clean_run, joint_names):
     summary = json.loads((out / "run.deploy.json").read_text())
     assert summary["reason"] == "completed"
     assert (summary["steps"], summary["skipped_ticks"]) == (result.steps, result.skipped_ticks)
-    assert summary["stop_actions"][-1] == "damping only (kp = 0)"
+    assert summary["stop_actions"][-2:] == ["damping only (kp = 0)", "read back: kp = 0 on all 20 actuators"]
 
 
 def test_robot_does_what_the_policy_asks(clean_run, joint_names, files):
@@ -163,7 +163,7 @@ def _assert_log_intact(path: Path, result: DeployResult, joint_names) -> StepLog
 
 
 def _run_into_fault(
-    tmp_path: Path, model: Path, files, fault_args: tuple[str, ...], tolerance: dict
+    tmp_path: Path, model: Path, files, fault_args: tuple[str, ...], tolerance: dict, duration_s: float = 30.0
 ) -> tuple[DeployResult, list[dict], Path]:
     """A 30 s run against a server that injects `fault_args`: (result, the server's record, the loop's log).
 
@@ -174,7 +174,7 @@ def _run_into_fault(
         record, run_log = tmp_path / f"events{attempt}.jsonl", tmp_path / f"run{attempt}.ndjson"
         server = kos_server(record, *fault_args)
         try:
-            options = DeployOptions(port=server.port, duration_s=30.0, soft_start_s=0.5, hold_s=0.1, **tolerance)
+            options = DeployOptions(port=server.port, duration_s=duration_s, soft_start_s=0.5, hold_s=0.1, **tolerance)
             result = deploy(model, files, run_log, options)
             time.sleep(0.5)  # let the delayed replies land in the record
         finally:
@@ -207,21 +207,40 @@ def test_server_killed_mid_run_stops_within_two_periods(tmp_path, files, model, 
     assert json.loads((tmp_path / "run.deploy.json").read_text())["reason"] == result.reason
 
 
+DEFAULTS = DeployOptions()
+# What a fault takes to be noticed beyond the two periods of any other: a frozen IMU is one that has not changed for
+# imu_freeze_s; a KOS that stopped answering is max_slow_reads given-up reads in a row (the first one's tick sends
+# nothing, the next tick reads again), i.e. max_slow_reads - 1 more periods plus the last read's timeout.
+FREEZE_S = DEFAULTS.imu_freeze_s
+NO_ANSWER_S = (DEFAULTS.max_slow_reads - 2 + DEFAULTS.read_timeout) * PERIOD_S
+
+
 @pytest.mark.parametrize(
-    ("fault_args", "tolerance", "reason"),
+    ("fault_args", "tolerance", "reason", "noticed_s", "steps"),
     [
-        (("--freeze-imu-after", "100"), TOLERANT, "IMU stream is frozen"),
-        (("--latency-spike-after", "100", "--latency-spike-s", "0.3"), {}, "did not answer"),  # default timeouts
+        # the steps while the IMU is frozen but not yet for imu_freeze_s run (and are logged)
+        (("--freeze-imu-after", "100"), TOLERANT, "IMU stream is frozen", FREEZE_S, range(103, 107)),
+        # default timeouts: the ticks of given-up reads run no step
+        (
+            ("--latency-spike-after", "100", "--latency-spike-s", "0.3"),
+            {},
+            "did not answer",
+            NO_ANSWER_S,
+            range(99, 102),
+        ),
     ],
 )
 def test_sensor_faults_stop_safely_within_two_periods(
-    tmp_path, files, model, joint_names, fault_args, tolerance, reason
+    tmp_path, files, model, joint_names, fault_args, tolerance, reason, noticed_s, steps
 ):
+    """Two periods after the fault can be noticed: a frozen IMU `imu_freeze_s` after its last change (not at its
+    first repeat: a simulator stepping in bursts repeats within one), a silent KOS after `max_slow_reads` reads."""
     result, log, run_log = _run_into_fault(tmp_path, model, files, fault_args, tolerance)
     assert reason in result.reason
     onset = next(e["t"] for e in log if e["event"] == "fault")
-    assert result.stopped_at_s - onset <= 2 * PERIOD_S + SLACK_S, result.stopped_at_s - onset
-    assert result.steps in range(99, 102)  # the fault hit at the 100th command (the first holds the start pose)
+    assert result.stopped_at_s - onset <= noticed_s + 2 * PERIOD_S + SLACK_S, result.stopped_at_s - onset
+    assert result.stopped_at_s - onset >= noticed_s - PERIOD_S, result.stopped_at_s - onset
+    assert result.steps in steps, result.steps  # the fault hit at the 100th command (the first holds the start pose)
     # the server was then told to hold the last measured pose and to switch to damping
     after = [e for e in log if e["t"] > onset]
     assert after[0]["event"] == "command"
