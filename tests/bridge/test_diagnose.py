@@ -252,6 +252,31 @@ def test_noise_is_found_as_sensor_noise_not_dynamics_both_ways(quiet_standin, no
             assert "sensor noise, not physics" in diagnosis.skipped["dynamics_mismatch:noise"], diagnosis.skipped
 
 
+def with_sensor_model(log: StepLog, model: str) -> StepLog:
+    """`log` read through other sensor models, added after the run (the stand-in's excitation ignores its sensors)."""
+    rng = np.random.default_rng(7)
+    if model == "uniform":  # ksim's noise model: ±half-width, std half-width / √3
+        half = {"joint_angles": 0.01, "joint_vels": 0.3, "projected_g": 0.05, "accel": 0.1, "gyro": 0.01}
+        groups = {k: v + rng.uniform(-half[k], half[k], v.shape) if k in half else v for k, v in log.groups.items()}
+    else:  # an 8-bit joint encoder: steps of 2π/256 rad, std step/√12 = 7.1e-3 rad
+        step = 2 * np.pi / 256
+        groups = {**log.groups, "joint_angles": np.round(log.group("joint_angles") / step) * step}
+    return StepLog(log.step_id, log.t_us, groups, log.joint_names, log.source)
+
+
+@pytest.mark.parametrize(
+    ("model", "angle_std"), [("uniform", 0.01 / math.sqrt(3)), ("quantised", 2 * np.pi / 256 / 12**0.5)]
+)
+def test_uniform_and_quantisation_noise_are_sensor_noise(quiet_standin, model, angle_std):
+    noisy = with_sensor_model(reality_log(HiddenRobot(noise=QUIET), seconds=NOISE_SECONDS, seed=35), model)
+    for real, sim, side in ((noisy, quiet_standin, "real"), (quiet_standin, noisy, "sim")):
+        diagnosis = diagnose(real, sim)
+        assert diagnosis.kinds == ("sensor_noise",), diagnosis.summary()
+        evidence = diagnosis.findings[0].evidence
+        found = [v for k, v in evidence.items() if k.startswith("joint_angles/") and k.endswith(f":noise_std_{side}")]
+        assert len(found) >= 15 and np.median(found) == pytest.approx(angle_std, rel=0.2)
+
+
 def test_noise_and_weaker_actuators_give_both_findings(quiet_standin):
     real = reality_log(HiddenRobot(noise=scaled_noise(30.0), kp_scale=0.5), seconds=NOISE_SECONDS, seed=33)
     for pair in ((real, quiet_standin), (quiet_standin, real)):
