@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import xax
 from jaxtyping import Array, PRNGKeyArray
 
-__all__ = ["LSTMStack", "RecurrentActor", "RecurrentActorCritic", "RecurrentCritic"]
+__all__ = ["BODIES", "LSTMStack", "MLPStack", "RecurrentActor", "RecurrentActorCritic", "RecurrentCritic", "make_body"]
 
 
 class LSTMStack(eqx.Module):
@@ -49,10 +49,46 @@ class LSTMStack(eqx.Module):
         return x_n, jnp.stack(next_carry)
 
 
+class MLPStack(eqx.Module):
+    """`depth` ELU layers of width `hidden_size`: a feedforward body with `LSTMStack`'s interface.
+
+    Its carry is one placeholder float passed through unchanged, so a policy with this body exports, checkpoints and
+    runs in kinfer like a recurrent one.
+    """
+
+    layers: tuple[eqx.nn.Linear, ...]
+
+    def __init__(self, key: PRNGKeyArray, *, num_inputs: int, hidden_size: int, depth: int) -> None:
+        if depth < 1 or hidden_size < 1 or num_inputs < 1:
+            raise ValueError(f"MLPStack needs positive sizes, got {num_inputs=}, {hidden_size=}, {depth=}")
+        keys = jax.random.split(key, depth)
+        sizes = [num_inputs] + [hidden_size] * depth
+        self.layers = tuple(eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys, strict=True))
+
+    @property
+    def carry_shape(self) -> tuple[int, int, int]:
+        return (1, 1, 1)
+
+    def __call__(self, x_n: Array, carry: Array) -> tuple[Array, Array]:
+        for layer in self.layers:
+            x_n = jax.nn.elu(layer(x_n))
+        return x_n, carry
+
+
+BODIES = {"lstm": LSTMStack, "mlp": MLPStack}
+
+
+def make_body(kind: str, key: PRNGKeyArray, *, num_inputs: int, hidden_size: int, depth: int) -> LSTMStack | MLPStack:
+    """The network body by name: "lstm" (recurrent) or "mlp" (feedforward)."""
+    if kind not in BODIES:
+        raise ValueError(f"policy body must be one of {sorted(BODIES)}, got {kind!r}")
+    return BODIES[kind](key, num_inputs=num_inputs, hidden_size=hidden_size, depth=depth)
+
+
 class RecurrentActor(eqx.Module):
     """Gaussian policy over absolute joint targets (rad) around a fixed nominal pose."""
 
-    body: LSTMStack
+    body: LSTMStack | MLPStack
     head: eqx.nn.Linear
     nominal_pose: tuple[float, ...] = eqx.field(static=True)
     min_std: float = eqx.field(static=True)
@@ -72,6 +108,7 @@ class RecurrentActor(eqx.Module):
         var_scale: float,
         init_std: float | None = None,
         head_init_scale: float = 1.0,
+        body: str = "lstm",
     ) -> None:
         if not 0.0 < min_std <= max_std:
             raise ValueError(f"Need 0 < min_std <= max_std, got min_std={min_std}, max_std={max_std}")
@@ -84,7 +121,7 @@ class RecurrentActor(eqx.Module):
             )
         body_key, head_key = jax.random.split(key)
         num_joints = len(nominal_pose)
-        self.body = LSTMStack(body_key, num_inputs=num_inputs, hidden_size=hidden_size, depth=depth)
+        self.body = make_body(body, body_key, num_inputs=num_inputs, hidden_size=hidden_size, depth=depth)
         head = eqx.nn.Linear(hidden_size, 2 * num_joints, key=head_key)
         weight, bias = head.weight * head_init_scale, head.bias * head_init_scale
         if init_std is not None:  # softplus(raw) = init_std / var_scale − min_std at raw = bias
@@ -116,12 +153,12 @@ def _softplus_inverse(y: float) -> float:
 class RecurrentCritic(eqx.Module):
     """Scalar state-value estimate from (privileged) observations."""
 
-    body: LSTMStack
+    body: LSTMStack | MLPStack
     head: eqx.nn.Linear
 
-    def __init__(self, key: PRNGKeyArray, *, num_inputs: int, hidden_size: int, depth: int) -> None:
+    def __init__(self, key: PRNGKeyArray, *, num_inputs: int, hidden_size: int, depth: int, body: str = "lstm") -> None:
         body_key, head_key = jax.random.split(key)
-        self.body = LSTMStack(body_key, num_inputs=num_inputs, hidden_size=hidden_size, depth=depth)
+        self.body = make_body(body, body_key, num_inputs=num_inputs, hidden_size=hidden_size, depth=depth)
         self.head = eqx.nn.Linear(hidden_size, 1, key=head_key)
 
     def __call__(self, obs_n: Array, carry: Array) -> tuple[Array, Array]:
@@ -149,6 +186,7 @@ class RecurrentActorCritic(eqx.Module):
         var_scale: float = 0.5,
         init_std: float | None = None,
         head_init_scale: float = 1.0,
+        body: str = "lstm",
     ) -> None:
         actor_key, critic_key = jax.random.split(key)
         self.actor = RecurrentActor(
@@ -162,5 +200,8 @@ class RecurrentActorCritic(eqx.Module):
             var_scale=var_scale,
             init_std=init_std,
             head_init_scale=head_init_scale,
+            body=body,
         )
-        self.critic = RecurrentCritic(critic_key, num_inputs=num_critic_inputs, hidden_size=hidden_size, depth=depth)
+        self.critic = RecurrentCritic(
+            critic_key, num_inputs=num_critic_inputs, hidden_size=hidden_size, depth=depth, body=body
+        )

@@ -37,7 +37,7 @@ from ksim_entropy.events import ForcePushEvent, WindEvent
 from ksim_entropy.export import KinferPolicy, export_kinfer
 from ksim_entropy.fitted_ranges import FittedRanges, load_fitted_ranges
 from ksim_entropy.observation import DelayedObservation, SensorNoise
-from ksim_entropy.policy import RecurrentActorCritic
+from ksim_entropy.policy import BODIES, RecurrentActorCritic
 from ksim_entropy.randomization import (
     ActuatorKdScale,
     ActuatorKpScale,
@@ -88,7 +88,7 @@ from tasks.sim2sim import gate
 logger = logging.getLogger(__name__)
 
 TASK_ID = "ksim_entropy.walk.v1"
-ARCHITECTURE_KEYS = ("hidden_size", "depth", "robot_source")
+ARCHITECTURE_KEYS = ("policy_body", "hidden_size", "depth", "robot_source")
 COMMAND_NAMES = ("xvel", "yvel", "yawrate")
 GRAVITY_MPS2 = 9.81
 JOINT_VELOCITY_SCALE = 0.1  # policy input = joint velocity (rad/s) × 0.1
@@ -108,8 +108,9 @@ class WalkConfig(KBotEntropyConfig):
     sim2sim_seconds: float = xax.field(value=5.0, help="Sim-to-sim gate: seconds per episode.")
 
     # Policy.
-    hidden_size: int = xax.field(value=128, help="LSTM width.")
-    depth: int = xax.field(value=2, help="Number of stacked LSTM cells.")
+    policy_body: str = xax.field(value="lstm", help="lstm (recurrent) | mlp (feedforward ELU layers).")
+    hidden_size: int = xax.field(value=128, help="LSTM (or MLP) width.")
+    depth: int = xax.field(value=2, help="Number of stacked LSTM cells (or MLP layers).")
     init_std: float | None = xax.field(value=None, help="Initial action std (rad) of every joint; None: random.")
     head_init_scale: float = xax.field(value=1.0, help="Initial output-layer weights × this (0.01: start at nominal).")
 
@@ -546,6 +547,7 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
             var_scale=self.config.var_scale,
             init_std=self.config.init_std,
             head_init_scale=self.config.head_init_scale,
+            body=self.config.policy_body,
         )
 
     def get_initial_model_carry(self, model: RecurrentActorCritic, rng: PRNGKeyArray) -> Carry:
@@ -846,6 +848,8 @@ def _check_policy_settings(config: WalkConfig) -> None:
             f"error: init_std={config.init_std} rad is outside what the policy's std can take, ({low:g}, {high:g}) "
             "rad = (min_std·var_scale, max_std)"
         )
+    if config.policy_body not in BODIES:
+        raise SystemExit(f"error: policy_body={config.policy_body!r}; choose from {', '.join(sorted(BODIES))}")
     if not 0.0 < config.head_init_scale <= 1.0:
         raise SystemExit(f"error: head_init_scale must be in (0, 1], got {config.head_init_scale}")
     try:

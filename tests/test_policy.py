@@ -52,3 +52,16 @@ def test_default_initialisation_is_unchanged():
 def test_bad_initialisation_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _actor(**kwargs)
+
+
+def test_mlp_body_is_feedforward_and_carries_its_placeholder():
+    actor = _actor(body="mlp", init_std=0.1, head_init_scale=0.01)
+    obs = jax.random.normal(jax.random.PRNGKey(2), (6,))
+    carry = jnp.full(actor.body.carry_shape, 7.0)
+    mean_a, std_a, next_carry = actor.mean_and_std(obs, carry)
+    mean_b, _, _ = actor.mean_and_std(obs, jnp.zeros(actor.body.carry_shape))
+    np.testing.assert_array_equal(np.asarray(next_carry), np.asarray(carry))  # passed through unchanged
+    np.testing.assert_array_equal(np.asarray(mean_a), np.asarray(mean_b))  # no memory: the carry changes nothing
+    np.testing.assert_allclose(np.asarray(std_a), 0.1, rtol=0.03)
+    with pytest.raises(ValueError, match="policy body must be one of"):
+        _actor(body="gru")

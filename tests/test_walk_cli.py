@@ -65,6 +65,7 @@ def test_default_run_directory_is_new(tmp_path, monkeypatch):
         (["temperature_pi_gains=[1.0,0.0]"], "pi_gains"),
         (["init_std=2.0"], r"init_std=2.0 rad is outside .*\(0.005, 1\)"),
         (["head_init_scale=0"], "head_init_scale must be in"),
+        (["policy_body=gru"], "policy_body='gru'; choose from lstm, mlp"),
         (["advantage_normalization=batch"], "advantage_normalization='batch'; choose from trajectory, minibatch"),
         (["max_train_seconds=-5"], "max_train_seconds must be > 0"),
         (["preset=stand", "command_zero_prob=0.5"], r"'command_zero_prob=0.5' contradicts preset=stand \(it fixes"),
