@@ -9,6 +9,7 @@
     python3 bootstrap.py fit|deploy|sim2sim ...   # python -m tasks.fit / tasks.deploy / tasks.sim2sim
     python3 bootstrap.py bench           # bench/walk_throughput.py (JSON on stdout)
     python3 bootstrap.py run CMD ...     # any command inside the environment
+    python3 bootstrap.py kos-sim         # create .venv-kos-sim: K-Scale's kos-sim server (tests/deploy/test_kos_sim.py)
 
 The environment is `.venv` next to this file (override with KSIM_ENTROPY_VENV). The lock file pins every package
 exactly and is installed with --no-deps, so a machine with Python 3.11 and pip gets the same tree every time.
@@ -25,6 +26,18 @@ ROOT = Path(__file__).resolve().parent
 LOCK = ROOT / "requirements" / "lock.txt"
 VENV = Path(os.environ.get("KSIM_ENTROPY_VENV", ROOT / ".venv"))
 STAMP = VENV / ".ksim-entropy-lock-sha256"
+# kos-sim 0.0.14 cannot share .venv: it imports kmv.viewer (kmv 0.1.x; ksim needs 0.3.x) and crashes with numpy >= 2.3.
+# Its own dependencies are unpinned; these pins are the set it was tested with (the client side matches the lock).
+KOS_SIM_VENV = Path(os.environ.get("KSIM_ENTROPY_KOS_SIM_VENV", ROOT / ".venv-kos-sim"))
+KOS_SIM_PINS = (
+    "kos-sim==0.0.14",
+    "kmv==0.1.13",
+    "numpy==2.2.6",
+    "mujoco==3.3.7",
+    "mujoco-scenes==0.0.17",
+    "kscale==0.3.18",
+    "pykos==0.7.10",
+)
 
 COMMANDS = {
     "walk": ["-m", "tasks.walk"],
@@ -73,8 +86,31 @@ def ensure_environment() -> None:
     STAMP.write_text(digest + "\n")
 
 
+def ensure_kos_sim_environment() -> None:
+    """Create `.venv-kos-sim` with kos-sim and its pins unless it is already up to date (needs the registry once)."""
+    digest = hashlib.sha256("\n".join(KOS_SIM_PINS).encode()).hexdigest()
+    stamp, py = KOS_SIM_VENV / ".kos-sim-pins-sha256", KOS_SIM_VENV / "bin" / "python"
+    if stamp.exists() and stamp.read_text().strip() == digest and py.exists():
+        return
+    if not py.exists():
+        print(f"Creating virtual environment {KOS_SIM_VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(KOS_SIM_VENV)
+    run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *KOS_SIM_PINS])
+    stamp.write_text(digest + "\n")
+
+
 def main(argv: list[str]) -> int:
     """Set up the environment, then run the named command in it; returns its exit code."""
+    if argv[:1] == ["kos-sim"]:
+        try:
+            ensure_kos_sim_environment()
+        except subprocess.CalledProcessError as err:
+            print(
+                f"error: could not install kos-sim into {KOS_SIM_VENV} (exit status {err.returncode})", file=sys.stderr
+            )
+            return 1
+        print(f"kos-sim environment ready: {KOS_SIM_VENV / 'bin' / 'python'}")
+        return 0
     ensure_environment()
     if not argv:
         print(f"Environment ready: {venv_python()}")
@@ -87,7 +123,7 @@ def main(argv: list[str]) -> int:
     elif name in COMMANDS:
         cmd = [str(venv_python()), *COMMANDS[name], *rest]
     else:
-        sys.exit(f"error: unknown command '{name}'; choose from {', '.join([*COMMANDS, 'run'])}")
+        sys.exit(f"error: unknown command '{name}'; choose from {', '.join([*COMMANDS, 'run', 'kos-sim'])}")
     env = dict(os.environ, PATH=f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
     return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
 
