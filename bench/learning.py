@@ -1,0 +1,250 @@
+"""Learning curves of `python -m tasks.walk`: arms × seeds at one wall-clock budget each, as JSON + PNG.
+
+    python bench/learning.py --out bench/results/learning_stand_cpu [--minutes 60] [--seeds 0,1]
+        [--arms auto,fixed] [--arm NAME:key=value,key=value ...] [key=value ...]
+
+Each run is a fresh `python -m tasks.walk preset=<--preset> random_seed=<seed> max_train_seconds=<budget>` process
+(one at a time: the runs share the machine), with the arm's overrides and then the trailing `key=value`s. The run's
+stdout is kept in `<out>_runs/<arm>_s<seed>.log`, its experiment directory (checkpoints, `policy.kinfer`) in
+`<out>_runs/<arm>_s<seed>/`. A curve point is taken from every JSON record xax prints (about one a second), thinned to
+one per `--every-s` seconds of wall time since the process started (imports and compilation included):
+update, env-steps, episode length (s, mean over the episodes that ended in the last 32 updates; see
+`ksim_entropy.progress`), the fraction of them that reached the time limit, total reward per step, policy entropy
+(nats/dim), its target and the temperature α, and the curriculum level.
+
+Per run the summary gives the episode length over the last `--final-minutes` of the budget, the first wall time and
+env-step count at which it reached `--threshold-s`, and how many updates α spent on a bound. Per arm: the mean, min and
+max of those over seeds. Built-in arms: ``auto`` (the preset's auto-tuned temperature) and ``fixed`` (ksim's
+kbot-joystick `entropy_coef` = 0.004 as a constant α in the same loss).
+"""
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from emit import emit_json
+from walk_throughput import json_records
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ARMS: dict[str, list[str]] = {
+    "auto": [],
+    "fixed": ["temperature_mode=fixed", "initial_alpha=0.004"],
+}
+
+FIELDS = {  # curve key: (record group, metric key)
+    "episode_length_s": ("train", "episode_length_s"),
+    "episode_success": ("train", "episode_success"),
+    "reward": ("reward", "_total"),
+    "entropy": ("train", "policy_entropy_per_dim"),
+    "target_entropy": ("train", "temperature_target_entropy"),
+    "alpha": ("train", "temperature_alpha"),
+    "alpha_bound_updates": ("train", "temperature_bound_updates"),
+    "curriculum_level": ("curriculum", "level"),
+}
+
+
+def parse_arm(text: str) -> tuple[str, list[str]]:
+    """`NAME:key=value,key=value` (or a built-in NAME) → (name, overrides)."""
+    name, _, rest = text.partition(":")
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise SystemExit(f"error: arm name {name!r} must be letters, digits, '-' or '_' (in {text!r})")
+    if not rest:
+        if name not in ARMS:
+            raise SystemExit(f"error: unknown arm {name!r}; built-in arms are {', '.join(ARMS)}, or NAME:key=value,...")
+        return name, list(ARMS[name])
+    overrides = [kv for kv in rest.split(",") if kv]
+    bad = [kv for kv in overrides if "=" not in kv]
+    if bad:
+        raise SystemExit(f"error: arm {name!r}: {bad} are not key=value")
+    return name, overrides
+
+
+def curve_point(record: dict, wall_s: float) -> dict | None:
+    """One curve point from one xax JSON record, or None if the record is not a training update."""
+    state = record.get("state")
+    if not isinstance(state, dict) or state.get("phase") != "train" or "train" not in record:
+        return None
+    point = {"wall_s": round(wall_s, 2), "update": int(state["num_steps"]), "env_steps": int(state["num_samples"])}
+    for key, (group, name) in FIELDS.items():
+        value = record.get(group, {}).get(name)
+        if isinstance(value, int | float) and math.isfinite(value):
+            point[key] = float(value)
+    return point
+
+
+def train_one(name: str, overrides: list[str], seed: int, args: argparse.Namespace, runs_dir: Path) -> dict:
+    """Run one training process to its budget; its curve and summary."""
+    exp_dir = runs_dir / f"{name}_s{seed}"
+    if exp_dir.exists():
+        raise SystemExit(f"error: {exp_dir} exists; pick another --out or remove it")
+    cmd = [
+        sys.executable,
+        "-m",
+        "tasks.walk",
+        f"preset={args.preset}",
+        f"random_seed={seed}",
+        f"max_train_seconds={args.minutes * 60.0}",
+        f"exp_dir={exp_dir}",
+        "sim2sim_gate=false",
+        *overrides,
+        *args.overrides,
+    ]
+    print(f"[learning] {name} seed {seed}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    points: list[dict] = []
+    start = time.monotonic()
+    log_path = runs_dir / f"{name}_s{seed}.log"
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            wall = time.monotonic() - start
+            if line.startswith("update "):
+                print(f"[learning] {name} s{seed} | {line.rstrip()}", file=sys.stderr, flush=True)
+            for record in json_records(line):
+                point = curve_point(record, wall)
+                if point and (not points or point["wall_s"] - points[-1]["wall_s"] >= args.every_s):
+                    points.append(point)
+        rc = proc.wait()
+    if rc != 0:
+        raise SystemExit(f"error: {name} seed {seed} exited with {rc}; see {log_path}")
+    return {
+        "arm": name,
+        "seed": seed,
+        "overrides": overrides,
+        "log": str(log_path),
+        "points": points,
+        "summary": summarize(points, args),
+    }
+
+
+def summarize(points: list[dict], args: argparse.Namespace) -> dict:
+    """Final episode length, time to threshold and α-on-bound count of one curve."""
+    budget_s = args.minutes * 60.0
+    tail = [p for p in points if p["wall_s"] >= budget_s - args.final_minutes * 60.0 and "episode_length_s" in p]
+    reached = next((p for p in points if p.get("episode_length_s", 0.0) >= args.threshold_s), None)
+    last = points[-1] if points else {}
+    return {
+        "updates": last.get("update", 0),
+        "env_steps": last.get("env_steps", 0),
+        "final_episode_length_s": statistics.fmean(p["episode_length_s"] for p in tail) if tail else None,
+        "final_episode_success": statistics.fmean(p.get("episode_success", 0.0) for p in tail) if tail else None,
+        "final_entropy": last.get("entropy"),
+        "final_curriculum_level": last.get("curriculum_level"),
+        "threshold_wall_s": reached["wall_s"] if reached else None,
+        "threshold_env_steps": reached["env_steps"] if reached else None,
+        "max_alpha_bound_updates": max((p.get("alpha_bound_updates", 0.0) for p in points), default=0.0),
+    }
+
+
+def arm_summary(runs: list[dict]) -> dict:
+    """Mean, min and max over seeds of each numeric summary field."""
+    out: dict[str, dict] = {}
+    for key in runs[0]["summary"]:
+        values = [r["summary"][key] for r in runs if r["summary"][key] is not None]
+        if values:
+            out[key] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)}
+    return out
+
+
+def plot(result: dict, path: Path) -> None:
+    """Episode length against wall time and env-steps, entropy and α against updates; one colour per arm."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 8.5), dpi=100)
+    axes = fig.subplots(2, 2)
+    colors = {}
+    for run in result["runs"]:
+        color = colors.setdefault(run["arm"], f"C{len(colors)}")
+        pts = [p for p in run["points"] if "episode_length_s" in p]
+        label = f"{run['arm']} s{run['seed']}"
+        axes[0, 0].plot([p["wall_s"] / 60 for p in pts], [p["episode_length_s"] for p in pts], color=color, label=label)
+        axes[0, 1].plot([p["env_steps"] / 1e6 for p in pts], [p["episode_length_s"] for p in pts], color=color)
+        ent = [p for p in run["points"] if "entropy" in p]
+        axes[1, 0].plot([p["update"] for p in ent], [p["entropy"] for p in ent], color=color)
+        tgt = [p for p in ent if "target_entropy" in p]
+        axes[1, 0].plot([p["update"] for p in tgt], [p["target_entropy"] for p in tgt], color=color, ls=":", lw=1)
+        alpha = [p for p in run["points"] if "alpha" in p]
+        axes[1, 1].semilogy([p["update"] for p in alpha], [p["alpha"] for p in alpha], color=color)
+    threshold = result["config"]["threshold_s"]
+    for ax in axes[0]:
+        ax.axhline(threshold, color="grey", ls="--", lw=1)
+        ax.set_ylabel("episode length (s)")
+    axes[0, 0].set_xlabel("wall time (min, compilation included)")
+    axes[0, 1].set_xlabel("env-steps (M)")
+    axes[1, 0].set_xlabel("update")
+    axes[1, 0].set_ylabel("policy entropy (nats/dim; dotted: target)")
+    axes[1, 1].set_xlabel("update")
+    axes[1, 1].set_ylabel("temperature α")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"tasks.walk preset={result['config']['preset']}, {result['config']['minutes']} min per run")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    tmp.replace(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="Writes <out>.json and <out>.png; runs in <out>_runs/.")
+    parser.add_argument("--preset", default="stand")
+    parser.add_argument("--minutes", type=float, default=60.0, help="Wall-clock budget per run.")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--arms", default="auto,fixed", help="Comma-separated built-in arms.")
+    parser.add_argument("--arm", action="append", default=[], help="An extra arm, NAME:key=value,key=value.")
+    parser.add_argument("--every-s", type=float, default=5.0, help="Curve resolution (s of wall time).")
+    parser.add_argument("--threshold-s", type=float, default=10.0, help="Episode length the summary times.")
+    parser.add_argument("--final-minutes", type=float, default=5.0, help="Window of the final episode length.")
+    parser.add_argument("overrides", nargs="*", help="key=value for every run (after the arm's).")
+    args = parser.parse_args()
+    if not args.minutes > 0 or not args.every_s > 0:
+        raise SystemExit("error: --minutes and --every-s must be > 0")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError as err:
+        raise SystemExit(f"error: --seeds must be integers separated by commas, got {args.seeds!r}") from err
+    arms = [parse_arm(a) for a in args.arms.split(",") if a] + [parse_arm(a) for a in args.arm]
+    if not arms or not seeds:
+        raise SystemExit("error: no arms or no seeds to run")
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise SystemExit(f"error: {bad} are not key=value")
+    runs_dir = args.out.parent / f"{args.out.name}_runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for seed in seeds:  # seed-major: an interrupted bench still has every arm at the first seeds
+        for name, overrides in arms:
+            runs.append(train_one(name, overrides, seed, args, runs_dir))
+    result = {
+        "bench": "learning",
+        "command": "python bench/learning.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "config": {
+            "preset": args.preset,
+            "minutes": args.minutes,
+            "seeds": seeds,
+            "arms": {name: overrides for name, overrides in arms},
+            "overrides": args.overrides,
+            "threshold_s": args.threshold_s,
+            "final_minutes": args.final_minutes,
+        },
+        "arms": {name: arm_summary([r for r in runs if r["arm"] == name]) for name, _ in arms},
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    plot(result, args.out.with_suffix(".png"))
+    emit_json(result, args.out.with_suffix(".json"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""bench/learning.py: its reading of xax's records and summaries, and a few-update smoke of the bench itself."""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import learning  # noqa: E402
+
+
+def _record(update, samples, phase="train", **train):
+    return {
+        "state": {"num_steps": update, "num_samples": samples, "phase": phase},
+        "train": train,
+        "reward": {"_total": 1.5},
+        "curriculum": {"level": 0.25},
+    }
+
+
+def test_curve_point_reads_a_training_record():
+    point = learning.curve_point(_record(7, 7168, episode_length_s=3.5, temperature_alpha=0.004), wall_s=12.345)
+    assert point == {
+        "wall_s": 12.35,
+        "update": 7,
+        "env_steps": 7168,
+        "episode_length_s": 3.5,
+        "reward": 1.5,
+        "alpha": 0.004,
+        "curriculum_level": 0.25,
+    }
+    assert learning.curve_point(_record(7, 7168, phase="valid"), wall_s=1.0) is None
+    assert learning.curve_point({"status": {"message": "Step 1"}}, wall_s=1.0) is None
+    nan = learning.curve_point(_record(1, 10, episode_length_s=float("nan")), wall_s=1.0)
+    assert "episode_length_s" not in nan  # no episode ended yet: no point invented
+
+
+def test_summary_times_the_threshold_and_averages_the_final_window():
+    args = argparse.Namespace(minutes=10.0, final_minutes=2.0, threshold_s=10.0)
+    points = [
+        {"wall_s": 60.0 * m, "update": 10 * m, "env_steps": 1000 * m, "episode_length_s": float(2 * m)}
+        for m in range(11)
+    ]
+    summary = learning.summarize(points, args)
+    assert summary["threshold_wall_s"] == 300.0 and summary["threshold_env_steps"] == 5000
+    assert summary["final_episode_length_s"] == pytest.approx((16 + 18 + 20) / 3)
+    assert summary["updates"] == 100
+    arms = learning.arm_summary([{"summary": summary}, {"summary": {**summary, "final_episode_length_s": 8.0}}])
+    assert arms["final_episode_length_s"] == {"mean": pytest.approx(13.0), "min": 8.0, "max": 18.0, "n": 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("nope", "unknown arm 'nope'"), ("x:lr", r"\['lr'\] are not key=value"), ("a b:k=v", "must be letters")],
+)
+def test_bad_arms_are_refused(text, message):
+    with pytest.raises(SystemExit, match=message):
+        learning.parse_arm(text)
+
+
+@pytest.mark.slow
+def test_learning_bench_smoke(tmp_path):
+    out = tmp_path / "learning_smoke"
+    cmd = [
+        sys.executable,
+        "bench/learning.py",
+        "--out",
+        str(out),
+        "--preset",
+        "cpu",
+        "--minutes",
+        "5",
+        "--seeds",
+        "0",
+        "--arms",
+        "fixed",
+        "--every-s",
+        "0.1",
+        "num_envs=2",
+        "batch_size=2",
+        "max_steps=3",
+        "export_kinfer=false",
+        "hidden_size=16",
+        "render_length_seconds=0.1",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    (run,) = result["runs"]
+    assert run["arm"] == "fixed" and run["summary"]["updates"] == 3
+    assert [p["update"] for p in run["points"]] == sorted(p["update"] for p in run["points"])
+    assert run["points"][-1]["alpha"] == pytest.approx(0.004, rel=1e-5)  # the fixed arm's α
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    progress = [line for line in Path(run["log"]).read_text().splitlines() if line.startswith("update ")]
+    assert progress and "env-steps" in progress[0] and "α 4.00e-03" in progress[0]  # the console progress line
