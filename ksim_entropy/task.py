@@ -795,12 +795,12 @@ class EntropyBridgedConfig(ksim.PPOConfig):
     )
     target_entropy: float = xax.field(value=-1.0, help="Target policy entropy (nats per action dim); SAC's −1.")
     target_entropy_anneal_updates: int = xax.field(
-        value=0, help="> 0: the target starts at the first update's entropy and reaches target_entropy after this many."
+        value=1000, help="> 0: the target starts at the first update's entropy, reaches target_entropy after this many."
     )
     initial_alpha: float = xax.field(value=4e-3, help="Starting α (kbot-joystick's entropy_coef).")
     alpha_bounds: tuple[float, float] = xax.field(value=(1e-4, 1e-1), help="α is clamped to [min, max] (ALF).")
     temperature_mode: str = xax.field(
-        value="damped", help="pi | damped (ALF-style steps) | dual (SAC, Adam on log α) | fixed (α = initial_alpha)."
+        value="pi", help="pi | damped (ALF-style steps) | dual (SAC, Adam on log α) | fixed (α = initial_alpha)."
     )
     temperature_pi_gains: tuple[float, float] = xax.field(
         value=(2.0, 0.3), help="pi: (proportional, integral) gain on log α per nat/dim of entropy error."
