@@ -23,8 +23,6 @@ from ksim_entropy.bridge.logs import StepLog, read_ndjson
 from ksim_entropy.deploy.loop import DeployOptions, DeployResult, Excitation, deploy, projected_gravity
 from ksim_entropy.deploy.robot_map import DeployError, RobotMap
 from ksim_entropy.export import function_to_onnx
-from ksim_entropy.robot import resolve_robot_files
-from ksim_entropy.sim import KBotSimulator
 from tests.deploy.parts import SWING_RAD, kos_server, swing_targets, tiny_policy, write_tiny_policy
 
 PERIOD_S = 0.02  # the K-Bot's 50 Hz control period (assets/kbot/metadata.json)
@@ -37,21 +35,6 @@ SLACK_S = 0.01
 # stop, for a real reason). CI runs saw a read take over a whole period at step 41 of the clean run, and a command
 # take over one in the server-kill and frozen-IMU tests before their fault.
 TOLERANT = {"read_timeout": 5.0, "command_timeout": 5.0, "max_overruns": 10, "stall_timeout": 10.0}
-
-
-@pytest.fixture(scope="module")
-def files():
-    return resolve_robot_files("local")
-
-
-@pytest.fixture(scope="module")
-def joint_names(files):
-    return KBotSimulator(files).joint_names
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory, joint_names):
-    return write_tiny_policy(tmp_path_factory.mktemp("model") / "tiny.kinfer", joint_names)
 
 
 def events(record: Path) -> list[dict]:

@@ -13,30 +13,14 @@ import pytest
 
 from ksim_entropy.bridge.logs import read_ndjson
 from ksim_entropy.deploy.loop import DeployOptions, deploy
-from ksim_entropy.robot import resolve_robot_files
 from ksim_entropy.sim import KBotSimulator
-from tests.deploy.parts import kos_server, write_tiny_policy
+from tests.deploy.parts import kos_server
 from tests.deploy.test_deploy import PERIOD_S, TOLERANT, _assert_log_intact, _run_into_fault, events
 
 # Timing tolerant beyond TOLERANT: a server stepping 20 physics steps per lock hold answers later on a busy machine
 # (a CI-like run saw a command take over 100 ms), and these tests are about what is sent and read, not when.
 SLOW_OK = {"read_timeout": 10.0, "command_timeout": 10.0, "max_overruns": 25, "stall_timeout": 20.0}
 QUICK = {"soft_start_s": 1.0, "hold_s": 0.1, **SLOW_OK}
-
-
-@pytest.fixture(scope="module")
-def files():
-    return resolve_robot_files("local")
-
-
-@pytest.fixture(scope="module")
-def joint_names(files):
-    return KBotSimulator(files).joint_names
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory, joint_names):
-    return write_tiny_policy(tmp_path_factory.mktemp("model") / "tiny.kinfer", joint_names)
 
 
 @pytest.fixture(scope="module")

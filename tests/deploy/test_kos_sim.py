@@ -18,8 +18,6 @@ from ksim_entropy.bridge.logs import read_ndjson
 from ksim_entropy.deploy.kos_sim import KosSimProcess, kos_sim_installed, kos_sim_python
 from ksim_entropy.deploy.loop import Excitation
 from ksim_entropy.deploy.robot_map import RobotMap
-from ksim_entropy.robot import resolve_robot_files
-from ksim_entropy.sim import KBotSimulator
 from tests.deploy.parts import write_tiny_policy
 from tests.deploy.test_deploy import _assert_log_intact
 from tests.deploy.test_kos_quirks import _gyro_scale
@@ -33,16 +31,6 @@ pytestmark = pytest.mark.skipif(
 SECONDS = 6.0
 TIMING = ("--read-timeout", "15", "--max-slow-reads", "3", "--command-timeout", "15")
 TIMING += ("--max-overruns", "1000", "--stall-timeout", "25")
-
-
-@pytest.fixture(scope="module")
-def files():
-    return resolve_robot_files("local")
-
-
-@pytest.fixture(scope="module")
-def joint_names(files):
-    return KBotSimulator(files).joint_names
 
 
 @pytest.fixture(scope="module")
