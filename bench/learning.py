@@ -13,9 +13,10 @@ update, env-steps, episode length (s, mean over the episodes that ended in the l
 (nats/dim), its target and the temperature α, and the curriculum level.
 
 Per run the summary gives the episode length over the last `--final-minutes` of the budget, the first wall time and
-env-step count at which it reached `--threshold-s`, and how many updates α spent on a bound. Per arm: the mean, min and
-max of those over seeds. Built-in arms: ``auto`` (the preset's auto-tuned temperature) and ``fixed`` (ksim's
-kbot-joystick `entropy_coef` = 0.004 as a constant α in the same loss).
+env-step count at which it reached `--threshold-s`, how many updates in a row α spent on a bound at most, and after
+`--settle-updates` the largest and mean gap between the policy entropy and its target and the range of α. Per arm:
+the mean, min and max of those over seeds. Built-in arms: ``auto`` (the preset's auto-tuned temperature) and
+``fixed`` (ksim's kbot-joystick `entropy_coef` = 0.004 as a constant α in the same loss).
 """
 
 import argparse
@@ -144,6 +145,20 @@ def summarize(points: list[dict], args: argparse.Namespace) -> dict:
         "threshold_wall_s": reached["wall_s"] if reached else None,
         "threshold_env_steps": reached["env_steps"] if reached else None,
         "max_alpha_bound_updates": max((p.get("alpha_bound_updates", 0.0) for p in points), default=0.0),
+        **entropy_tracking(points, args.settle_updates),
+    }
+
+
+def entropy_tracking(points: list[dict], settle_updates: int) -> dict:
+    """How closely the policy entropy followed its target after `settle_updates` updates (nats/dim), and α's range."""
+    late = [p for p in points if p["update"] > settle_updates and "entropy" in p and "target_entropy" in p]
+    errors = [p["entropy"] - p["target_entropy"] for p in late]
+    alphas = [p["alpha"] for p in late if "alpha" in p]
+    return {
+        "entropy_error_max_abs": max((abs(e) for e in errors), default=None),
+        "entropy_error_mean": statistics.fmean(errors) if errors else None,
+        "alpha_min": min(alphas, default=None),
+        "alpha_max": max(alphas, default=None),
     }
 
 
@@ -205,6 +220,7 @@ def main() -> None:
     parser.add_argument("--every-s", type=float, default=5.0, help="Curve resolution (s of wall time).")
     parser.add_argument("--threshold-s", type=float, default=10.0, help="Episode length the summary times.")
     parser.add_argument("--final-minutes", type=float, default=5.0, help="Window of the final episode length.")
+    parser.add_argument("--settle-updates", type=int, default=20, help="Entropy tracking is judged after these.")
     parser.add_argument("overrides", nargs="*", help="key=value for every run (after the arm's).")
     args = parser.parse_args()
     if not args.minutes > 0 or not args.every_s > 0:

@@ -40,7 +40,7 @@ def test_curve_point_reads_a_training_record():
 
 
 def test_summary_times_the_threshold_and_averages_the_final_window():
-    args = argparse.Namespace(minutes=10.0, final_minutes=2.0, threshold_s=10.0)
+    args = argparse.Namespace(minutes=10.0, final_minutes=2.0, threshold_s=10.0, settle_updates=20)
     points = [
         {"wall_s": 60.0 * m, "update": 10 * m, "env_steps": 1000 * m, "episode_length_s": float(2 * m)}
         for m in range(11)
@@ -49,8 +49,20 @@ def test_summary_times_the_threshold_and_averages_the_final_window():
     assert summary["threshold_wall_s"] == 300.0 and summary["threshold_env_steps"] == 5000
     assert summary["final_episode_length_s"] == pytest.approx((16 + 18 + 20) / 3)
     assert summary["updates"] == 100
+    assert summary["entropy_error_max_abs"] is None  # no entropy in these points
     arms = learning.arm_summary([{"summary": summary}, {"summary": {**summary, "final_episode_length_s": 8.0}}])
     assert arms["final_episode_length_s"] == {"mean": pytest.approx(13.0), "min": 8.0, "max": 18.0, "n": 2}
+
+
+def test_entropy_tracking_after_the_settling_updates():
+    points = [
+        {"update": u, "entropy": -1.0 + e, "target_entropy": -1.0, "alpha": a}
+        for u, e, a in [(10, 0.9, 0.1), (30, 0.05, 0.004), (40, -0.08, 0.002), (50, 0.01, 0.003)]
+    ]
+    out = learning.entropy_tracking(points, settle_updates=20)
+    assert out["entropy_error_max_abs"] == pytest.approx(0.08)
+    assert out["entropy_error_mean"] == pytest.approx((0.05 - 0.08 + 0.01) / 3)
+    assert (out["alpha_min"], out["alpha_max"]) == (0.002, 0.004)
 
 
 @pytest.mark.parametrize(
