@@ -36,22 +36,29 @@ The detectors run in an order that explains effects away, so that one fault yiel
    joint. Joint velocities are not judged: at 50 Hz with a dither their physics is itself white.
 3. **temporal_mismatch** (timing). Loop timing from ``t_us`` and ``step_id``: the median period ratio, the
    jitter (robust std of the intervals over the period), the fraction of late intervals (> 1.5 periods) and of
-   dropped step ids, each in excess of the sim log's. Actuation delay from a per-joint response model fitted on
-   each log (see `fit_response_model`): the delay d that best explains the joint's velocity change by the output
-   ``u_{t-d}``; a joint is delayed when the real best delay exceeds the sim's by ≥ 1 step and using the sim's
-   delay on the real log loses at least `delay_min_r2_gain` of explained variance. The cross-correlation lag of
-   output and joint angle is reported too, but not used to decide: it mixes delay with actuator bandwidth (weaker
-   PD gains lag more without any delay).
-4. **dynamics_mismatch** (physics). Each log's response model at its own delay; the sim's slopes (output gain,
-   position and velocity feedback; each log keeps its own intercept, so sensor offsets do not count) predict the
-   real velocity changes. The statistic is the fraction of the real variance lost against the real model's own
-   fit, ``(RSS_cross - RSS_own) / TSS``. A joint counts only if its angle's response to past outputs (FIR on
-   u_{t-1..t-15}, unbiased by white sensor noise, which is only in its target) changed too: the sim coefficients
-   lose at least `dynamics_response_loss` of the real angle's explained variance; joints cleared this way are
-   listed in `skipped` (sensor noise, not physics). With `replay` (the real outputs replayed open-loop in
-   simulation from the real start, `ksim_entropy.sim_logs.replay_open_loop`), also the RMS joint-angle error between
-   real and replay over the first `replay_steps` steps (after removing the median offset and the delay found in 3),
-   over the real joint's motion std.
+   dropped step ids, each in excess of the sim log's. Loop latency at sub-step resolution: per joint, the sim's
+   velocity-change kernel (its response to outputs over `_KERNEL_LAGS` steps, at the sim's own whole-step delay
+   from `fit_response_model`) is fed the real outputs delayed by 0..`max_delay_steps` steps on a 1/20-step grid
+   (1 ms at 50 Hz; a partly held output weighted by the step's response shape, see `_delayed_input`); the real
+   joint is late when its best delay exceeds the sim's, that gains at least `delay_min_r2_gain` of explained
+   variance, and the sim's FIR response fits the real angle better with the outputs shifted by it (unbiased by
+   sensor noise). Measured on the stand-in (8 s): 40, 60 ms exact within 2 ms; 15 and 30 ms read 3-6 ms low.
+   A real log that responds *earlier* than the sim is never a cause (the sim's own latency setting; noted in
+   `skipped`). Open-loop logs show only the loop latency, action + observation: a kinfer log has one timestamp per
+   step, and the stand-in writes byte-identical logs for any split of a constant sum. Joints that settle within a
+   control step (wrists) are timed in whole steps. The cross-correlation lag of output and joint angle is reported
+   too, but not used to decide: it mixes delay with actuator bandwidth (weaker PD gains lag more without delay).
+4. **dynamics_mismatch** (physics). Each log's response model at its own delay (a late joint: the sim's kernel at the
+   real's fractional delay; a fast joint with a sub-step latency on the others is not judged); the sim's slopes
+   (output gain, position and velocity feedback; each log keeps its own intercept, so sensor offsets do not count)
+   predict the real velocity changes. The statistic is the fraction of the real variance lost against the real
+   model's own fit, ``(RSS_cross - RSS_own) / TSS``. A joint counts only if its angle's response to past outputs (FIR
+   on u_{t-1..t-15}, unbiased by white sensor noise, which is only in its target) changed too: the sim coefficients
+   lose at least `dynamics_response_loss` of the real angle's explained variance; joints cleared this way are listed
+   in `skipped` (sensor noise, not physics). With `replay` (the real outputs replayed open-loop in simulation from
+   the real start, `ksim_entropy.sim_logs.replay_open_loop`), also the RMS joint-angle error between real and replay
+   over the first `replay_steps` steps (after removing the median offset and the delay found in 3), over the real
+   joint's motion std.
 5. **observation_mismatch** (sensors). Per observation channel, ``W1 / σ_sim`` and the KS statistic, both large,
    on channels whose *commanded* motion matches (each joint's output ``W1 / σ_sim`` below `command_match`; for IMU
    channels the median over outputs): the sensor reads a different distribution for the same motion. For joint
@@ -144,6 +151,8 @@ _QUANTILES = np.linspace(0.01, 0.99, 99)
 _W1_GRID = (np.arange(200) + 0.5) / 200  # midpoint quantile grid: mean |ΔQ| over it approximates W1
 _NOISE_GROUPS = ("joint_angles", "projected_g", "accel", "gyro")  # joint_vels: see detector 3 in the docstring
 _FIR_LAGS = 15  # output lags of the input→output (FIR) model of a joint angle: the K-Bot's PD response settles in them
+_KERNEL_LAGS = 3  # output lags of a sim joint's velocity-change kernel (its response in and after the step)
+_DELAY_RESOLUTION = 20  # loop latencies searched per control step (1 ms at 50 Hz)
 _LATE_FACTOR = 1.5  # an interval longer than this many nominal periods is late (a missed tick or an overrun)
 _MAX_SPAN_FACTOR = 4  # step ids spread over more than this many times the rows: too sparse to align by step
 
@@ -769,6 +778,99 @@ def response_residuals(model: ResponseModel, log: StepLog) -> tuple[np.ndarray, 
     return data.step0 + np.arange(span), residual
 
 
+# --------------------------------------------------------------------------------------------------- sub-step delay
+
+
+@dataclass(frozen=True)
+class _Kernel:
+    """A sim joint's velocity-change response to its outputs: ``Δv_t = Σ_i k_i·u_{t-d-i} + g_q·q_t + g_v·v_t + c``."""
+
+    delay: int  # the sim's own (whole-step) delay d
+    k: np.ndarray  # (_KERNEL_LAGS,)
+    beta: float  # decay of the first step's response per step, -log(1 + g_v): shapes a partly held output
+    fast: bool  # 1 + g_v <= 0.02: the joint settles within a control step, a sub-step latency is not resolved
+
+
+def _kernel(data: _Dense, joint: int, delay: int, max_delay: int) -> _Kernel | None:
+    """The sim joint's kernel at its own delay, by least squares (None: too few rows or no variance)."""
+    t = np.arange(max_delay + _KERNEL_LAGS + 1, data.q.shape[0] - 1)
+    lags = [data.u[t - delay - i, joint] for i in range(_KERNEL_LAGS)]
+    x = np.column_stack([*lags, data.q[t, joint], data.v[t, joint], np.ones(t.size)])
+    y = data.v[t + 1, joint] - data.v[t, joint]
+    ok = np.isfinite(x).all(axis=1) & np.isfinite(y)
+    if ok.sum() < 40 or np.sum((y[ok] - y[ok].mean()) ** 2) <= 0:
+        return None
+    coef = _fit(x[ok], y[ok])[0]
+    decay = 1.0 + coef[_KERNEL_LAGS + 1]
+    return _Kernel(delay, coef[:_KERNEL_LAGS], -math.log(min(max(decay, 0.02), 0.999)), bool(decay <= 0.02))
+
+
+def _delayed_input(data: _Dense, joint: int, kernel: _Kernel, delay: float, t: np.ndarray) -> np.ndarray:
+    """The kernel's input term at rows t when outputs arrive `delay` steps late (fractional).
+
+    A delay d + f holds u_{t-d-1} for the first fraction f of step t and u_{t-d} for the rest. Within the step the
+    velocity responds like 1 - exp(-β·s) (s the time held, in steps), so u_{t-d} gets the weight
+    (1 - e^{-β(1-f)}) / (1 - e^{-β}); later lags, whose response is smooth, are interpolated linearly.
+    """
+    d = math.floor(delay)
+    f = delay - d
+    u = data.u[:, joint]
+    first = (1.0 - math.exp(-kernel.beta * (1.0 - f))) / (1.0 - math.exp(-kernel.beta))
+    out = np.zeros(t.size)
+    for i, k in enumerate(kernel.k):
+        w = first if i == 0 else 1.0 - f
+        out += k * (w * u[t - d - i] + (1.0 - w) * u[t - d - i - 1])
+    return out
+
+
+def _kernel_design(data: _Dense, joint: int, kernel: _Kernel, delay: float, max_delay: int):  # noqa: ANN202
+    """Rows of [z_t, q_t, v_t, 1] and Δv_t, z the kernel's input term at `delay`; the same rows for every delay."""
+    t = np.arange(max_delay + _KERNEL_LAGS + 1, data.q.shape[0] - 1)
+    x = np.column_stack([_delayed_input(data, joint, kernel, delay, t), data.q[t, joint], data.v[t, joint]])
+    x = np.column_stack([x, np.ones(t.size)])
+    y = data.v[t + 1, joint] - data.v[t, joint]
+    ok = np.isfinite(x).all(axis=1) & np.isfinite(y)
+    return x[ok], y[ok]
+
+
+def _loop_delays(
+    dense: tuple[_Dense, _Dense], models: tuple[ResponseModel, ResponseModel], th: DiagnosisThresholds
+) -> tuple[np.ndarray, np.ndarray, list[_Kernel | None]]:
+    """Per joint: the real log's delay under the sim's kernel (steps, fractional), its R² gain, the sim's kernels.
+
+    The delay is the one in [0, max_delay_steps] (1/_DELAY_RESOLUTION step grid) with the largest R², the gain its
+    R² over that at the sim's own delay (NaN where either response model explains < `min_r2`). A fast joint
+    (`_Kernel.fast`) is timed in whole steps.
+    """
+    model_r, model_s = models
+    joints = model_r.r2.size
+    delays = np.full(joints, np.nan)
+    gains = np.full(joints, np.nan)
+    kernels: list[_Kernel | None] = [None] * joints
+    grid = np.arange(th.max_delay_steps * _DELAY_RESOLUTION + 1) / _DELAY_RESOLUTION
+    for j in range(joints):
+        if not (model_r.r2[j] >= th.min_r2 and model_s.r2[j] >= th.min_r2):
+            continue
+        kernel = _kernel(dense[1], j, int(model_s.delay_steps[j]), th.max_delay_steps)
+        kernels[j] = kernel
+        if kernel is None:
+            continue
+        r2 = np.full(grid.size, -np.inf)
+        for g, delay in enumerate(grid):
+            if kernel.fast and g % _DELAY_RESOLUTION:  # a fast joint is timed in whole steps only
+                continue
+            x, y = _kernel_design(dense[0], j, kernel, float(delay), th.max_delay_steps)
+            if y.size >= 40:
+                _, rss, tss = _fit(x, y)
+                r2[g] = 1.0 - rss / tss if tss > 0 else -np.inf
+        if not np.isfinite(r2).any():
+            continue
+        best = int(np.argmax(r2))
+        delays[j] = grid[best]
+        gains[j] = r2[best] - r2[kernel.delay * _DELAY_RESOLUTION]
+    return delays, gains, kernels
+
+
 # --------------------------------------------------------------------------------------------------- noise
 
 
@@ -813,9 +915,19 @@ def _fir_residual(q: np.ndarray, u: np.ndarray) -> np.ndarray:
     return out
 
 
-def _response_loss(dense: tuple[_Dense, _Dense], joint: int) -> float:
-    """Fraction of the real angle's FIR-explained variance lost with the sim's coefficients (own intercept)."""
-    designs = [_fir_design(d.q[:, joint], d.u[:, joint]) for d in dense]
+def _response_loss(dense: tuple[_Dense, _Dense], joint: int, extra_delay: float = 0.0) -> float:
+    """Fraction of the real angle's FIR-explained variance lost with the sim's coefficients (own intercept).
+
+    `extra_delay` (steps, fractional): the real outputs are compared as if that much later (linear interpolation).
+    """
+    u_real = dense[0].u[:, joint]
+    if extra_delay > 0:
+        d = math.floor(extra_delay)
+        f = extra_delay - d
+        shifted = np.full(u_real.size, np.nan)
+        shifted[d + 1 :] = (1.0 - f) * u_real[1 : u_real.size - d] + f * u_real[: u_real.size - d - 1]
+        u_real = shifted
+    designs = [_fir_design(dense[0].q[:, joint], u_real), _fir_design(dense[1].q[:, joint], dense[1].u[:, joint])]
     if designs[0] is None or designs[1] is None:
         return math.nan
     (_, xr, yr), (_, xs, ys) = designs
@@ -929,7 +1041,13 @@ def _detect_temporal(
     models: tuple[ResponseModel, ResponseModel] | None,
     dense: tuple[_Dense, _Dense] | None,
     th: DiagnosisThresholds,
-) -> tuple[Finding | None, dict]:
+    skipped: dict[str, str],
+) -> tuple[Finding | None, dict, tuple[np.ndarray, list] | None]:
+    """Loop timing from t_us and step ids; the real log's loop latency over the sim's, per joint (fractional steps).
+
+    Also returns (per joint: the real's total delay in steps where it is later than the sim's, else NaN; the sim's
+    kernels) for the dynamics comparison.
+    """
     tr, ts = _timing(real.log), _timing(sim.log)
     stats: dict[str, float] = {f"real_{k}": v for k, v in tr.items()} | {f"sim_{k}": v for k, v in ts.items()}
     ratio = tr["period_s"] / ts["period_s"]
@@ -945,36 +1063,52 @@ def _detect_temporal(
     evidence = {name: value for name, (value, _) in flagged.items()}
     channels = ["step_id" if name == "drop_excess" else "t_us" for name in flagged]
     parts = [f"{name} {value:.3g} (> {threshold:g})" for name, (value, threshold) in flagged.items()]
+    loop = None
     if models is not None and dense is not None:
-        model_r, model_s = models
         names = real.names("output")
-        extra = model_r.delay_steps - model_s.delay_steps
-        # explained variance the real joint loses when modelled with the sim's delay instead of its own
-        gain = model_r.r2 - model_r.r2_by_delay[model_s.delay_steps, np.arange(extra.size)]
-        delayed = (extra != 0) & (gain >= th.delay_min_r2_gain) & (model_r.r2 >= th.min_r2)
-        stats["max_abs_extra_delay_steps"] = float(np.max(np.abs(extra)))
-        stats["max_delay_r2_gain"] = float(np.nanmax(np.where(extra != 0, gain, 0.0)))
-        if delayed.any():
+        delays, gains, kernels = _loop_delays(dense, models, th)
+        extra = delays - models[1].delay_steps
+        moved = np.isfinite(extra) & (extra != 0)
+        stats["max_abs_extra_delay_steps"] = float(np.max(np.abs(extra[moved]))) if moved.any() else 0.0
+        stats["max_delay_r2_gain"] = float(np.max(gains[moved])) if moved.any() else 0.0
+        found = moved & (gains >= th.delay_min_r2_gain)
+        # confirmed by the angle's response to past outputs (FIR, unbiased by white sensor noise, which biases the
+        # velocity-change regression): the sim's FIR must fit the real angle better with the outputs shifted
+        for j in np.flatnonzero(found & (extra > 0)):
+            found[j] = _response_loss(dense, j, float(extra[j])) < _response_loss(dense, j)
+        late, early = found & (extra > 0), found & (extra < 0)
+        period_s = ts["period_s"]
+        if early.any():  # the sim is the late one: its own latency setting, never a cause on the robot
+            stats["median_early_delay_s"] = float(np.median(extra[early])) * period_s
+            skipped["temporal_mismatch:sim_later"] = (
+                f"the real log responds {-stats['median_early_delay_s'] * 1e3:.0f} ms earlier than the sim log on "
+                f"{int(early.sum())} joints: the sim's own loop latency is longer (its settings), not a cause"
+            )
+        loop = (np.where(late, delays, np.nan), kernels)
+        if late.any():
             lags = _xcorr_lags(dense, th.max_delay_steps)
-            for j in np.flatnonzero(delayed):
+            for j in np.flatnonzero(late):
                 evidence[f"{names[j]}:extra_delay_steps"] = float(extra[j])
-                evidence[f"{names[j]}:r2_gain"] = float(gain[j])
+                evidence[f"{names[j]}:r2_gain"] = float(gains[j])
                 if lags is not None:
                     evidence[f"{names[j]}:xcorr_extra_lag_steps"] = float(lags[0][j] - lags[1][j])
                 channels.append(names[j])
-            median = float(np.median(extra[delayed]))
+            median = float(np.median(extra[late]))
             evidence["median_extra_delay_steps"] = median
-            evidence["median_extra_delay_s"] = median * ts["period_s"]
-            flagged["delay"] = (float(np.max(gain[delayed])), th.delay_min_r2_gain)
+            evidence["median_extra_delay_s"] = median * period_s
+            flagged["delay"] = (float(np.max(gains[late])), th.delay_min_r2_gain)
+            low_ms, high_ms = (float(v) * period_s * 1e3 for v in (extra[late].min(), extra[late].max()))
             parts.append(
-                f"actuation delay {extra[delayed].min():+d}..{extra[delayed].max():+d} steps on "
-                f"{int(delayed.sum())} joints"
+                f"loop latency {median * period_s * 1e3:+.0f} ms over the sim's ({low_ms:.0f}..{high_ms:.0f} ms on "
+                f"{int(late.sum())} joints): action + observation latency, whose split logs like these cannot show "
+                "(no sensor timestamps); a response-model estimate (a sub-step latency reads up to ~5 ms low), "
+                "`tasks.fit` replays it at 1 ms"
             )
     if not flagged:
-        return None, stats
+        return None, stats, loop
     severity = max(_severity(value, threshold) for value, threshold in flagged.values())
     finding = Finding("temporal_mismatch", tuple(dict.fromkeys(channels)), severity, evidence, "; ".join(parts))
-    return finding, stats
+    return finding, stats, loop
 
 
 def _xcorr_lags(dense: tuple[_Dense, _Dense], max_lag: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -999,15 +1133,24 @@ class _Comparison:
     comparable: np.ndarray
     variance_loss: np.ndarray
     angle_offset_rad: np.ndarray
+    gain_ratio: np.ndarray  # real/sim output gain (own fit over the sim's)
+    damping_ratio: np.ndarray  # real/sim velocity feedback
+    latency_steps: np.ndarray  # the real's delay the comparison used where it is later than the sim's, else NaN
+    unresolved: np.ndarray  # a loop latency was found on other joints; this one settles too fast to time it
 
 
 def _compare_models(
-    models: tuple[ResponseModel, ResponseModel], dense: tuple[_Dense, _Dense], th: DiagnosisThresholds
+    models: tuple[ResponseModel, ResponseModel],
+    dense: tuple[_Dense, _Dense],
+    th: DiagnosisThresholds,
+    loop: tuple[np.ndarray, list] | None = None,
 ) -> tuple[_Comparison, np.ndarray]:
     """The sim's slopes on the real data, the real log keeping its own intercept c*.
 
     A constant angle reading offset δ (q_read = q + δ) leaves every slope and moves the intercept by -g_q·δ, so
-    ``δ = -(c* - c_sim) / g_q,sim``. Also returns the real/sim output spread per joint (the operating regime).
+    ``δ = -(c* - c_sim) / g_q,sim``. A joint the timing detector found late (`loop`) is compared with the sim's
+    kernel (`_Kernel`) fed the real outputs at the real's fractional delay, so a sub-step latency is not read as
+    physics. Also returns the real/sim output spread per joint (the operating regime).
     """
     model_r, model_s = models
     joints = model_r.r2.size
@@ -1015,17 +1158,31 @@ def _compare_models(
     excitation = np.array([_spread(dense[0].u[:, j], floor) / _spread(dense[1].u[:, j], floor) for j in range(joints)])
     regime = np.abs(np.log(excitation)) <= math.log(th.excitation_ratio)
     comparable = (model_r.r2 >= th.min_r2) & (model_s.r2 >= th.min_r2) & regime
-    loss = np.full(joints, np.nan)
-    offset = np.full(joints, np.nan)
+    loss, offset, gain, damping, latency = (np.full(joints, np.nan) for _ in range(5))
     for j in np.flatnonzero(comparable):
-        x, y = _design(dense[0], j, int(model_r.delay_steps[j]), th.max_delay_steps)
-        _, rss_own, tss = _fit(x, y)
-        prediction = x[:, :3] @ model_s.coef[j, :3]
+        kernel = loop[1][j] if loop is not None and np.isfinite(loop[0][j]) else None
+        if kernel is not None:
+            x, y = _kernel_design(dense[0], j, kernel, float(loop[0][j]), th.max_delay_steps)
+            sim_coef = _fit(*_kernel_design(dense[1], j, kernel, float(kernel.delay), th.max_delay_steps))[0]
+            latency[j] = loop[0][j]
+        else:
+            x, y = _design(dense[0], j, int(model_r.delay_steps[j]), th.max_delay_steps)
+            sim_coef = model_s.coef[j]
+        own, rss_own, tss = _fit(x, y)
+        prediction = x[:, :3] @ sim_coef[:3]
         intercept = float(np.mean(y - prediction))
         loss[j] = (float(np.sum((y - prediction - intercept) ** 2)) - rss_own) / tss
-        if model_s.coef[j, 1] != 0:
-            offset[j] = -(intercept - model_s.coef[j, 3]) / model_s.coef[j, 1]
-    return _Comparison(comparable, loss, offset), excitation
+        gain[j], damping[j] = own[0] / sim_coef[0], own[2] / sim_coef[2]
+        if sim_coef[1] != 0:
+            offset[j] = -(intercept - sim_coef[3]) / sim_coef[1]
+    # a fast joint is timed in whole steps: with a latency found on the others, its comparison is ambiguous unless
+    # it was found late too and the loop's latency is a whole number of steps
+    fast = np.array([loop is not None and loop[1][j] is not None and loop[1][j].fast for j in range(joints)])
+    timed = np.isfinite(loop[0]) & ~fast if loop is not None else np.zeros(joints, dtype=bool)
+    shared = float(np.median(loop[0][timed] - model_s.delay_steps[timed])) if timed.any() else math.nan
+    whole = abs(shared - round(shared)) <= 0.1 if timed.any() else True
+    unresolved = fast & timed.any() & ~(np.isfinite(loop[0]) & whole if loop is not None else False)
+    return _Comparison(comparable, loss, offset, gain, damping, latency, unresolved), excitation
 
 
 def _detect_dynamics(
@@ -1038,7 +1195,7 @@ def _detect_dynamics(
     th: DiagnosisThresholds,
     skipped: dict[str, str],
 ) -> tuple[Finding | None, dict, set[int]]:
-    model_r, model_s = models
+    model_s = models[1]
     names = real.names("joint_angles")
     outside = np.abs(np.log(excitation)) > math.log(th.excitation_ratio)
     if outside.any():
@@ -1058,7 +1215,8 @@ def _detect_dynamics(
     flagged = comparable & (loss >= th.dynamics_variance_loss)
     # white sensor noise biases the response model (a noisy velocity is both regressor and target); the response
     # of the joint angle to past outputs is not biased by it: a joint whose response matches is not a physics finding
-    response = np.array([_response_loss(dense, j) if flagged[j] else np.nan for j in range(flagged.size)])
+    extra = np.nan_to_num(comparison.latency_steps - model_s.delay_steps)  # 0 where no latency was found
+    response = np.array([_response_loss(dense, j, extra[j]) if flagged[j] else np.nan for j in range(flagged.size)])
     explained = flagged & (response < th.dynamics_response_loss)
     if explained.any():
         skipped["dynamics_mismatch:noise"] = (
@@ -1067,16 +1225,24 @@ def _detect_dynamics(
             + ", ".join(names[j] for j in np.flatnonzero(explained)[:6])
         )
     flagged &= ~explained
+    ambiguous = flagged & comparison.unresolved
+    if ambiguous.any():
+        skipped["dynamics_mismatch:latency"] = (
+            f"{int(ambiguous.sum())} joints settle within a control step, so their response cannot tell the loop "
+            "latency found on the other joints from physics; not judged: "
+            + ", ".join(names[j] for j in np.flatnonzero(ambiguous)[:6])
+        )
+    flagged &= ~ambiguous
     stats["max_response_loss"] = float(np.nanmax(response)) if np.isfinite(response).any() else float("nan")
     evidence: dict[str, float] = {}
     scores = [(stats["max_variance_loss"], th.dynamics_variance_loss)] if flagged.any() else []
     for j in np.flatnonzero(flagged):
         evidence[f"{names[j]}:variance_loss"] = float(loss[j])
         evidence[f"{names[j]}:response_loss"] = float(response[j])
-        evidence[f"{names[j]}:gain_ratio"] = float(model_r.coef[j, 0] / model_s.coef[j, 0])
-        evidence[f"{names[j]}:damping_ratio"] = float(model_r.coef[j, 2] / model_s.coef[j, 2])
+        evidence[f"{names[j]}:gain_ratio"] = float(comparison.gain_ratio[j])
+        evidence[f"{names[j]}:damping_ratio"] = float(comparison.damping_ratio[j])
     if replay is not None:
-        errors = _replay_errors(real, replay, model_r.delay_steps - model_s.delay_steps, th)
+        errors = _replay_errors(real, replay, np.rint(extra).astype(int), th)
         stats["max_replay_error"] = float(np.nanmax(errors)) if np.isfinite(errors).any() else float("nan")
         replay_flagged = errors >= th.replay_error
         for j in np.flatnonzero(replay_flagged):
@@ -1356,13 +1522,13 @@ def diagnose(
     if models is None:
         skipped["temporal_mismatch:delay"] = skipped["dynamics_mismatch"]
 
-    finding, statistics["temporal_mismatch"] = _detect_temporal(real_ch, sim_ch, models, dense, th)
+    finding, statistics["temporal_mismatch"], loop = _detect_temporal(real_ch, sim_ch, models, dense, th, skipped)
     findings += [finding] if finding is not None else []
 
     excluded: set[int] = set()
     comparison = None
     if models is not None and dense is not None:
-        comparison, excitation = _compare_models(models, dense, th)
+        comparison, excitation = _compare_models(models, dense, th, loop)
         finding, statistics["dynamics_mismatch"], excluded = _detect_dynamics(
             real_ch, models, dense, comparison, excitation, replay, th, skipped
         )

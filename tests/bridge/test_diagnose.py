@@ -302,12 +302,65 @@ def test_actuation_delay_names_the_delayed_joints(clean, delayed_real, sim):
         finding = diagnosis.findings[0]
         found = {k.split(":")[0]: v for k, v in finding.evidence.items() if k.endswith(":extra_delay_steps")}
         expected = {f"output/{sim.joint_names[j]}": float(delays[j]) for j in np.flatnonzero(delays)}
-        assert found == expected
+        assert found == pytest.approx(expected, abs=0.1)  # fractional steps: 1 ms resolution at 50 Hz
         assert min(v for k, v in finding.evidence.items() if k.endswith(":r2_gain")) >= 4 * TH.delay_min_r2_gain
-        assert finding.evidence["median_extra_delay_s"] == pytest.approx(2.5 * 0.02)
+        assert finding.evidence["median_extra_delay_s"] == pytest.approx(2.5 * 0.02, abs=0.002)
     # the delay is explained away: the response models at their own delays agree
     assert diagnosis.statistics["dynamics_mismatch"]["max_variance_loss"] <= TH.dynamics_variance_loss / 2
     assert diagnosis.statistics["dynamics_mismatch"]["max_replay_error"] <= TH.replay_error / 1.5
+
+
+@pytest.fixture(scope="module")
+def nominal_standin():
+    return reality_log(HiddenRobot(), seconds=NOISE_SECONDS, seed=41)
+
+
+def loop_latency_ms(diagnosis) -> float:
+    return diagnosis.finding("temporal_mismatch").evidence["median_extra_delay_s"] * 1e3
+
+
+@pytest.mark.parametrize(
+    ("hidden", "low_ms", "high_ms"),
+    [
+        (HiddenRobot(action_latency_s=0.015), 9, 16),  # sub-step: the whole-step model saw only a dynamics mismatch
+        (HiddenRobot(action_latency_s=0.010, obs_latency_s=0.005), 9, 16),  # the same sum, split otherwise
+        (HiddenRobot(obs_latency_s=0.06), 57, 63),  # a sensor lag: beyond the old fit prior, not a dynamics finding
+        (HiddenRobot(action_latency_s=0.022, obs_latency_s=0.013), 30, 36),
+    ],
+    ids=["act15", "act10+obs5", "obs60", "act22+obs13"],
+)
+def test_loop_latency_at_sub_step_resolution_without_a_dynamics_finding(nominal_standin, hidden, low_ms, high_ms):
+    """Same physics, a loop latency: one temporal finding, the latency within the response model's accuracy (1 ms
+    grid; a sub-step latency reads up to ~5 ms low), named as action + observation latency (their split is not in
+    the logs: the stand-in writes the same log for any split of a constant sum)."""
+    diagnosis = diagnose(reality_log(hidden, seconds=NOISE_SECONDS, seed=42), nominal_standin)
+    # (the wrists' velocity spread doubles with a sub-step latency, which misscaled_channels may call a scale error)
+    assert set(diagnosis.kinds) - {"misscaled_channels"} == {"temporal_mismatch"}, diagnosis.summary()
+    assert low_ms <= loop_latency_ms(diagnosis) <= high_ms
+    finding = diagnosis.finding("temporal_mismatch")
+    assert "action + observation latency" in finding.message
+    steps = [v for k, v in finding.evidence.items() if k.endswith(":extra_delay_steps")]
+    assert len(steps) >= 15 and min(steps) > 0
+
+
+def test_latency_with_other_physics_gives_both_findings_and_never_a_negative_delay(nominal_standin):
+    """Gains, friction and armature off and 30 ms of action latency: the latency (not −9 steps) and the physics."""
+    hidden = HiddenRobot(kp_scale=1.2, kd_scale=0.8, frictionloss_scale=0.6, armature_scale=0.85, action_latency_s=0.03)
+    diagnosis = diagnose(reality_log(hidden, seconds=NOISE_SECONDS, seed=43), nominal_standin)
+    kinds = set(diagnosis.kinds) - {"misscaled_channels"}  # the wrists' velocities, as above
+    assert kinds == {"temporal_mismatch", "dynamics_mismatch"}, diagnosis.summary()
+    assert 24 <= loop_latency_ms(diagnosis) <= 33
+    evidence = diagnosis.finding("temporal_mismatch").evidence
+    assert min(v for k, v in evidence.items() if k.endswith(":extra_delay_steps")) > 0
+
+
+def test_a_sim_later_than_the_robot_is_no_cause(nominal_standin):
+    """The sim log is the late one: noted in `skipped`, never reported as a (negative) delay of the robot."""
+    late_sim = reality_log(HiddenRobot(action_latency_s=0.04), seconds=NOISE_SECONDS, seed=44)
+    diagnosis = diagnose(nominal_standin, late_sim)
+    assert "temporal_mismatch" not in diagnosis.kinds, diagnosis.summary()
+    assert "earlier than the sim log" in diagnosis.skipped["temporal_mismatch:sim_later"]
+    assert diagnosis.statistics["temporal_mismatch"]["median_early_delay_s"] == pytest.approx(-0.04, abs=0.004)
 
 
 def test_loop_jitter_and_dropped_steps(clean):
@@ -422,7 +475,9 @@ def test_policy_logs_clean_delayed_and_collapsed(policy_logs):
     delayed = diagnose(policy_logs["delayed"], reference)
     assert delayed.kinds == ("temporal_mismatch",), delayed.summary()
     steps = [v for k, v in delayed.findings[0].evidence.items() if k.endswith(":extra_delay_steps")]
-    assert len(steps) == 20 and set(steps) == {2.0}
+    # 1 ms resolution; a closed-loop policy's outputs excite less than a dither, so single joints scatter more
+    assert len(steps) == 20 and np.median(steps) == pytest.approx(2.0, abs=0.1)
+    assert steps == pytest.approx([2.0] * 20, abs=0.4)
     collapsed = diagnose(policy_logs["collapsed"], reference)
     assert collapsed.kinds == ("overconfident_policy",), collapsed.summary()
 
