@@ -36,7 +36,15 @@ to it, which reproduces the robot's motion exactly as well.
 
 Loop latency: open-loop logs only reveal the sum of observation and action latency (`ksim_entropy.replay`); the fit
 reports `loop_latency_s` and keeps the split between `action_latency_s` and `obs_latency_s` at the range
-consistent with the sum and the priors, marked unidentifiable.
+consistent with the sum and the priors, marked unidentifiable. The priors (0-80 ms action, 0-40 ms observation)
+cover KOS loops over a network or with a slow policy.
+
+Checks (`coverage["warnings"]`): an identifiable value within 1 % of its prior's edge (0 latency or damping excepted:
+physical bounds), and a replay residual whose median over joints exceeds 3× the log's own noise floor (the white part
+of the residual along each window), say that reality lies outside the model. An unidentifiable parameter reports its
+prior's centre. Known leftover: the replay starts each window from the logged, noisy joint velocity; a heavy, slowly
+settling joint (hip roll) keeps that error through the window (3.5× the encoder noise with 0.05 rad/s velocity noise
+at the true values), a fast one (wrist) forgets it within a step.
 """
 
 import math
@@ -102,8 +110,11 @@ GLOBAL_PRIORS: tuple[Prior, ...] = (
 )
 MASS_SCALE_PRIOR = (0.7, 1.3)
 ZERO_OFFSET_PRIOR_RAD = 0.05  # Playground's qpos0 range
-ACTION_LATENCY_PRIOR_S = (0.0, 0.03)
-OBS_LATENCY_PRIOR_S = (0.0, 0.02)
+# KOS loops: a few ms on board; tens of ms more over a network or with a slow policy (the loop latency spans 0-120 ms)
+ACTION_LATENCY_PRIOR_S = (0.0, 0.08)
+OBS_LATENCY_PRIOR_S = (0.0, 0.04)
+_EDGE_FRACTION = 0.01  # a fitted value this close to its prior's edge (fraction of the width) is at the edge
+_RESIDUAL_NOISE_RATIO = 3.0  # median replay residual over the log's own noise floor above this: reality is not fitted
 
 
 @dataclass(frozen=True)
@@ -413,7 +424,16 @@ def _fitted_parameters(
     def add(name: str, unit: str, value: float, s: float, prior: tuple[float, float], ok: bool, note: str = "") -> None:
         lo, hi = prior
         value = float(np.clip(value, lo, hi))
-        low, high = (max(lo, value - _Z95 * s), min(hi, value + _Z95 * s)) if ok else (lo, hi)
+        if ok:
+            low, high = max(lo, value - _Z95 * s), min(hi, value + _Z95 * s)
+            margin = min(value - lo if lo != 0 else np.inf, hi - value)  # 0 (latency, damping) is physical, no edge
+            if margin <= _EDGE_FRACTION * (hi - lo) and hi > lo:
+                note = f"{note}; " if note else ""
+                note += "AT ITS PRIOR'S EDGE: the truth may lie outside the prior (reality outside the model)"
+        else:  # no information: the prior's centre, not wherever the search stopped (often a bound)
+            prefix = f"{note}; " if note else ""
+            note = f"{prefix}unidentifiable: the prior's centre (the fit stopped at {value:+.4g})"
+            low, high, value = lo, hi, 0.5 * (lo + hi)
         params.append(FittedParameter(name, value, low, high, unit, float(s), bool(ok), (lo, hi), note))
 
     weighed = options.mass_scale_std is not None
@@ -479,6 +499,39 @@ def _fitted_parameters(
     return params
 
 
+def _residual_over_noise(windows: Windows, angles: np.ndarray) -> np.ndarray:
+    """Per joint: RMS replay residual of the joint angles over the log's own noise floor.
+
+    The floor is the residual's white part along each window, its nugget γ0 - (2γ1 - γ2) over the horizon (white
+    encoder noise adds to lag 0 only, a model error is smooth in time), floored at `_ANGLE_FLOOR_RAD`. At the truth the
+    ratio is 1 for a fast joint; a heavy, slow joint keeps its noisy start velocity's effect longer (about 3 with
+    0.05 rad/s velocity noise on the stand-in).
+    """
+    r = angles - windows.angles
+    h = r.shape[1]
+    gamma = [np.mean(r[:, lag:] * r[:, : h - lag], axis=(0, 1)) for lag in (0, 1, 2)]
+    noise = np.sqrt(np.maximum(gamma[0] - 2.0 * gamma[1] + gamma[2], _ANGLE_FLOOR_RAD**2))
+    return np.sqrt(gamma[0]) / noise
+
+
+def _warnings(params: Sequence[FittedParameter], ratio: np.ndarray, joints: tuple[str, ...]) -> list[str]:
+    """What a person must read before trusting the fit: values at their prior's edge, residuals above the noise."""
+    out = [
+        f"{p.name} = {p.mean:.4g} {p.unit} sits at its prior's edge {list(p.prior)}: the truth may lie outside it; "
+        "widen the prior or check the model"
+        for p in params
+        if "AT ITS PRIOR'S EDGE" in p.note
+    ]
+    median = float(np.median(ratio))
+    if median > _RESIDUAL_NOISE_RATIO:
+        worst = ", ".join(f"{joints[j]} ×{ratio[j]:.1f}" for j in np.argsort(ratio)[::-1][:4])
+        out.append(
+            f"the replay residual stays {median:.1f}× the log's own noise floor (median over joints; worst {worst}): "
+            "reality is outside the model (an unmodelled effect, a latency or physics beyond the priors), not fitted"
+        )
+    return out
+
+
 def fit_randomization(
     logs: Sequence[StepLog],
     files: RobotFiles,
@@ -522,8 +575,15 @@ def fit_randomization(
         for i, j in enumerate(joints)
     }
 
-    def fitted_of(state: _State) -> FittedRandomization:
+    def fitted_of(state: _State, replayed: tuple[np.ndarray, np.ndarray] | None = None) -> FittedRandomization:
         params = _fitted_parameters(state, options, joints, replay.dt_s, latency_high_s) + _imu_parameters(imu)
+        checks = {}
+        if replayed is not None:
+            ratio = _residual_over_noise(windows, replayed[0])
+            checks = {
+                "residual_over_noise": dict(zip(joints, ratio.round(3).tolist(), strict=True)),
+                "warnings": _warnings(params, ratio, joints),
+            }
         coverage = {
             "logs": [log.source or "log" for log in logs],
             "seconds": seconds,
@@ -533,6 +593,7 @@ def fit_randomization(
             "stage": state.stage,
             "joint_excursion_rad": excursion,
             "fit_seconds": time.perf_counter() - started,
+            **checks,
         }
         return FittedRandomization(robot_name, joints, tuple(params), state.loss, coverage)
 
@@ -574,7 +635,7 @@ def fit_randomization(
         if not moved:
             break
     state.stage = "complete"
-    fitted = fitted_of(state)
+    fitted = fitted_of(state, after)
     if partial_path is not None:
         fitted.save(partial_path, overwrite=True)
     before_a, before_v = before

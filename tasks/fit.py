@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     partial.unlink(missing_ok=True)
     paths = write_fit_report(result, args.out, overwrite=args.overwrite)
     print(result.fitted.summary())
+    for warning in result.fitted.coverage.get("warnings", []):
+        print(f"WARNING: {warning}", file=sys.stderr)
     print(f"wrote {args.out}, " + ", ".join(str(p) for p in paths.values()) + f" in {result.seconds:.0f} s")
     return EXIT_OK
 
