@@ -178,3 +178,27 @@ def test_a_sensor_lag_beyond_the_old_prior_is_found_and_one_beyond_the_prior_is_
     outside = fit_randomization([reality_log(hidden, seconds=6.0, seed=8)], files, options=OPTIONS).fitted
     assert "AT ITS PRIOR'S EDGE" in outside["loop_latency_s"].note
     assert any(w.startswith("loop_latency_s") and "prior's edge" in w for w in outside.coverage["warnings"])
+
+
+def test_unidentifiable_values_are_the_prior_centre_and_edges_are_flagged():
+    """No replay: the fit's state → fitted.json entries. An offset the data do not constrain, stopped at the prior's
+    bound, reports 0 (the prior's centre), not ±0.05; a constrained value at its prior's edge says so; the loop
+    latency at 0 (a physical bound) does not."""
+    g = len(fit_module.GLOBAL_PRIORS)
+    joints = ("a", "b")
+    prior_sigma = np.concatenate([np.full(g, 12**-0.5), np.full(2, 0.1 / 12**0.5)])
+    sigma = prior_sigma.copy()
+    sigma[:g] = 0.01  # globals constrained; offsets not
+    globals_ = np.full(g, 0.5)
+    globals_[0] = 1.0  # friction loss at the top of its prior
+    state = fit_module._State(globals_, np.array([0.05, -0.05]), 0, (0, 1), sigma, prior_sigma, 0.0, "complete")
+    params = {p.name: p for p in fit_module._fitted_parameters(state, FitOptions(), joints, 0.001, 0.12)}
+    for joint in joints:
+        p = params[f"zero_offset/{joint}"]
+        assert not p.identifiable and p.mean == 0.0 and (p.low, p.high) == p.prior and "prior's centre" in p.note
+    assert "AT ITS PRIOR'S EDGE" in params["frictionloss_scale"].note
+    assert "AT ITS PRIOR'S EDGE" not in params["kp_scale"].note
+    assert params["loop_latency_s"].mean == 0.0 and "AT ITS PRIOR'S EDGE" not in params["loop_latency_s"].note
+    warnings = fit_module._warnings(list(params.values()), np.array([1.0, 1.2]), joints)
+    assert len(warnings) == 1 and warnings[0].startswith("frictionloss_scale")
+    assert "outside the model" in fit_module._warnings([], np.array([5.0, 4.0]), joints)[0]
