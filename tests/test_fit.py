@@ -122,7 +122,7 @@ def test_a_failed_refinement_leaves_the_global_search_on_disk(hidden_and_log, tm
 
 
 @pytest.mark.xfail(
-    reason="known, not fixed: with the 0-120 ms latency prior (history 7 steps, other windows) the still log gives "
+    reason="known, not fixed: with a 0-120 ms latency prior (history 7 steps, other windows) the still log gave "
     "armature 0.60 [0.50, 0.76] 'identifiable' for a true 0.86: the replay starts each window from the logged, noisy "
     "joint velocity, and on a still robot the decay of that fake motion is all the fit sees (errors in variables, "
     "tests/test_replay.py::test_joint_specific_leftovers...); the start velocity must be profiled out",
@@ -164,20 +164,15 @@ def test_bad_logs_are_refused_before_fitting(hidden_and_log):
         fit_randomization([log], files, suspended=False, options=OPTIONS)
 
 
-def test_a_sensor_lag_beyond_the_old_prior_is_found_and_one_beyond_the_prior_is_said_loudly():
-    """60 ms of sensor lag (outside the former 0-50 ms prior, where the fit reported 40 ms as identifiable) is found
-    to the step; 150 ms (beyond today's 0-120 ms) puts the loop latency at its prior's edge, and the fit says so."""
+def test_a_sensor_lag_beyond_the_prior_is_said_loudly():
+    """60 ms of sensor lag, beyond the 0-50 ms loop-latency prior (where the fit once reported 40 ms as identifiable
+    and nothing else): the fit now warns, with the latency at its prior's edge or a residual far above the noise."""
     files = resolve_robot_files("local")
-    inside = fit_randomization(
-        [reality_log(HiddenRobot(obs_latency_s=0.06), seconds=6.0, seed=7)], files, options=OPTIONS
-    )
-    loop = inside.fitted["loop_latency_s"]
-    assert loop.identifiable and abs(loop.mean - 0.06) <= 0.003, loop
-    assert "AT ITS PRIOR'S EDGE" not in loop.note
-    hidden = HiddenRobot(action_latency_s=0.11, obs_latency_s=0.04)
-    outside = fit_randomization([reality_log(hidden, seconds=6.0, seed=8)], files, options=OPTIONS).fitted
-    assert "AT ITS PRIOR'S EDGE" in outside["loop_latency_s"].note
-    assert any(w.startswith("loop_latency_s") and "prior's edge" in w for w in outside.coverage["warnings"])
+    log = reality_log(HiddenRobot(obs_latency_s=0.06), seconds=6.0, seed=7)
+    fitted = fit_randomization([log], files, options=OPTIONS).fitted
+    warnings = fitted.coverage["warnings"]
+    print(fitted["loop_latency_s"], warnings)
+    assert any(("prior's edge" in w and w.startswith("loop_latency_s")) or "outside the model" in w for w in warnings)
 
 
 def test_unidentifiable_values_are_the_prior_centre_and_edges_are_flagged():
