@@ -236,3 +236,36 @@ def test_temperature_and_widths_restore_bit_for_bit_from_a_checkpoint(ppo_parts,
     for name, value in expected.items():
         np.testing.assert_allclose(restored.env_states.randomization_dict[name], value, rtol=1e-5, atol=1e-6)
     assert float(gaussian_entropy(1.0)) == pytest.approx(0.5 * np.log(2 * np.pi * np.e))
+
+
+def test_alpha_on_a_bound_is_warned_every_25_updates_in_a_row(tmp_path, monkeypatch, caplog):
+    # The host-side logging hook, fed the metrics of updates whose α sat on its floor for 24, 25 and 50 updates.
+    import ksim
+
+    from ksim_entropy.task import EPISODE_COUNT, EPISODE_SECONDS, EPISODE_SUCCESSES
+    from tests.walk_parts import walk_task
+
+    monkeypatch.setattr(ksim.RLTask, "log_train_metrics", lambda self, metrics: None)  # no xax logger here
+    task = walk_task(tmp_path / "run")
+
+    def metrics(streak):
+        train = {
+            EPISODE_COUNT: jnp.float32(2),
+            EPISODE_SECONDS: jnp.float32(3.0),
+            EPISODE_SUCCESSES: jnp.float32(0),
+            "temperature_bound_updates": jnp.int32(streak),
+            "temperature_alpha": jnp.float32(1e-4),
+            "temperature_target_entropy": jnp.float32(-2.0),
+            "policy_entropy_per_dim": jnp.float32(-1.5),
+        }
+        reward = {"_total": jnp.float32(1.0)}
+        return ksim.Metrics(train=train, reward=reward, termination={}, curriculum_level=jnp.float32(0.0))
+
+    with caplog.at_level("WARNING", logger="ksim_entropy.task"):
+        for streak in (24, 25, 26, 50):
+            task.log_train_metrics(metrics(streak))
+    warnings = [r.getMessage() for r in caplog.records if "sat on a bound" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "for 25 updates in a row" in warnings[0] and "for 50 updates in a row" in warnings[1]
+    assert "target entropy (-2.000 nats/dim)" in warnings[0] and "policy entropy -1.500" in warnings[0]
+    assert task._episode_window.mean_length_s == pytest.approx(1.5)  # 4 updates × 2 episodes of 1.5 s
