@@ -739,21 +739,18 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
         if streak is None:
             return
         n = int(metric_value(streak))
-        if n and n % BOUND_WARNING_UPDATES == 0:
+        temperature = self.get_entropy_temperature() if n and n % BOUND_WARNING_UPDATES == 0 else None
+        if temperature is not None:
             alpha = metric_value(metrics.train["temperature_alpha"])
             logger.warning(
                 "entropy temperature α=%.3g has sat on a bound of %s for %d updates in a row: the target entropy "
                 "(%.3f nats/dim) is out of the controller's reach (policy entropy %.3f nats/dim)",
                 alpha,
-                self.get_entropy_temperature_bounds(),
+                (temperature.min_alpha, temperature.max_alpha),
                 n,
                 metric_value(metrics.train["temperature_target_entropy"]),
                 metric_value(metrics.train["policy_entropy_per_dim"]),
             )
-
-    def get_entropy_temperature_bounds(self) -> tuple[float, float] | None:
-        temperature = self.get_entropy_temperature()
-        return None if temperature is None else (temperature.min_alpha, temperature.max_alpha)
 
     def progress_values(self, metrics: ksim.Metrics) -> dict[str, float]:
         values = super().progress_values(metrics)
