@@ -33,7 +33,7 @@ from ksim_entropy.bridge.fitted import FittedRandomizationError
 from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
 from ksim_entropy.curriculum import RandomizationCurriculum
-from ksim_entropy.events import ForcePushEvent, WindEvent
+from ksim_entropy.events import ForcePushEvent, UprightAssistEvent, WindEvent
 from ksim_entropy.export import KinferPolicy, export_kinfer
 from ksim_entropy.fitted_ranges import FittedRanges, load_fitted_ranges
 from ksim_entropy.observation import DelayedObservation, SensorNoise
@@ -145,6 +145,11 @@ class WalkConfig(KBotEntropyConfig):
     disturbance_curriculum: bool = xax.field(
         value=False, help="Scale pushes and wind by the curriculum level (randomization widths / max widths)."
     )
+    assist_stiffness_nm_per_rad: float = xax.field(
+        value=0.0, help="Upright assist on the torso (N·m/rad of tilt) that fades with the curriculum; 0: off."
+    )
+    assist_damping_nms_per_rad: float = xax.field(value=50.0, help="Upright assist damping on roll/pitch rates.")
+    assist_fade_out_level: float = xax.field(value=0.5, help="Curriculum level at which the assist reaches 0.")
     episode_length_s: float = xax.field(value=20.0, help="Episodes end (successfully) after this time.")
     min_base_height_m: float = xax.field(value=0.45, help="Fall when the base drops below this height.")
 
@@ -391,7 +396,7 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
         cfg = self.config
         if not cfg.sim2real:
             return {"push": ksim.LinearPushEvent(linvel=cfg.push_velocity_mps, interval_range=cfg.push_interval_s)}
-        return {
+        events: dict[str, ksim.Event] = {
             "push": ForcePushEvent.create(
                 physics_model,
                 body_name="torso",
@@ -407,6 +412,15 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
                 scale_with_curriculum=cfg.disturbance_curriculum,
             ),
         }
+        if cfg.assist_stiffness_nm_per_rad > 0.0:
+            events["assist"] = UprightAssistEvent.create(
+                physics_model,
+                body_name="torso",
+                stiffness_nm_per_rad=cfg.assist_stiffness_nm_per_rad,
+                damping_nms_per_rad=cfg.assist_damping_nms_per_rad,
+                fade_out_level=cfg.assist_fade_out_level,
+            )
+        return events
 
     def get_resets(self, physics_model: ksim.PhysicsModel) -> list[ksim.Reset]:
         zeros = dict(zip(self.joint_names(physics_model), self.nominal_pose(physics_model), strict=True))
@@ -855,6 +869,20 @@ def _check_policy_settings(config: WalkConfig) -> None:
         )
     if config.policy_body not in BODIES:
         raise SystemExit(f"error: policy_body={config.policy_body!r}; choose from {', '.join(sorted(BODIES))}")
+    if config.assist_stiffness_nm_per_rad > 0.0:
+        if not (config.sim2real and config.randomization_mode == "curriculum"):
+            raise SystemExit(
+                "error: the upright assist fades with the randomization curriculum: it needs sim2real=true and "
+                f"randomization_mode=curriculum (got sim2real={config.sim2real}, "
+                f"randomization_mode={config.randomization_mode!r})"
+            )
+        if config.assist_damping_nms_per_rad < 0.0 or not config.assist_fade_out_level > 0.0:
+            raise SystemExit(
+                "error: assist_damping_nms_per_rad must be >= 0 and assist_fade_out_level > 0, got "
+                f"{config.assist_damping_nms_per_rad} and {config.assist_fade_out_level}"
+            )
+    elif config.assist_stiffness_nm_per_rad < 0.0:
+        raise SystemExit(f"error: assist_stiffness_nm_per_rad must be >= 0, got {config.assist_stiffness_nm_per_rad}")
     if not 0.0 < config.head_init_scale <= 1.0:
         raise SystemExit(f"error: head_init_scale must be in (0, 1], got {config.head_init_scale}")
     try:

@@ -18,11 +18,19 @@ import ksim
 import mujoco
 import numpy as np
 import pytest
+import scipy.integrate
 import scipy.stats
 from mujoco import mjx
 
 import ksim_entropy  # noqa: F401  (configures headless rendering before anything imports mujoco's GL)
-from ksim_entropy.events import ForcePushEvent, PushState, WindEvent, WindState, resolve_body_id
+from ksim_entropy.events import (
+    ForcePushEvent,
+    PushState,
+    UprightAssistEvent,
+    WindEvent,
+    WindState,
+    resolve_body_id,
+)
 from ksim_entropy.robot import load_robot_model, resolve_robot_files
 
 MASS_KG = 2.0
@@ -465,3 +473,62 @@ def test_degenerate_ranges_are_allowed_and_their_entropy_is_minus_infinity():
     assert push.entropy_terms_nats()["duration"] == -math.inf and push.entropy_nats() == -math.inf
     assert WindEvent(max_force_n=0.0).entropy_nats() == -math.inf
     assert WindEvent().gust_entropy_nats_per_step() == -math.inf
+
+
+# ----------------------------------------------------------------------------------------------- upright assist
+def _tilted(mx, theta_rad, omega=(0.0, 0.0, 0.0)):
+    data = mjx.make_data(mx)
+    quat = jnp.array([math.cos(theta_rad / 2), math.sin(theta_rad / 2), 0.0, 0.0])  # about world x
+    data = data.replace(qpos=data.qpos.at[3:7].set(quat), qvel=data.qvel.at[3:6].set(jnp.asarray(omega)))
+    return mjx.forward(mx, data)
+
+
+def test_assist_torque_is_the_spring_on_the_tilt_and_the_damper_on_roll_and_pitch_rates(free_body):
+    _, mx, body = free_body
+    assist = UprightAssistEvent(body_id=body, stiffness_nm_per_rad=40.0, damping_nms_per_rad=3.0)
+    for theta in (0.05, 0.4, 1.2):
+        data, last = assist(mx, _tilted(mx, theta), assist.get_initial_event_state(jax.random.PRNGKey(0)), 0.0, None)
+        np.testing.assert_allclose(
+            np.asarray(data.xfrc_applied[body]), [0, 0, 0, -40.0 * math.sin(theta), 0, 0], atol=1e-5
+        )
+        np.testing.assert_array_equal(np.asarray(last), np.asarray(data.xfrc_applied[body]))
+    # Upright and spinning: the damper acts on roll and pitch rates only, never on the heading.
+    data, _ = assist(mx, _tilted(mx, 0.0, omega=(0.5, -0.2, 3.0)), jnp.zeros(6), 0.0, None)
+    np.testing.assert_allclose(np.asarray(data.xfrc_applied[body, 3:]), [-1.5, 0.6, 0.0], atol=1e-5)
+
+
+def test_assist_fades_out_linearly_with_the_curriculum_level(free_body):
+    _, mx, body = free_body
+    assist = UprightAssistEvent(body_id=body, stiffness_nm_per_rad=10.0, damping_nms_per_rad=0.0, fade_out_level=0.5)
+    tilted = _tilted(mx, 0.3)
+    for level, fade in ((0.0, 1.0), (0.125, 0.75), (0.25, 0.5), (0.5, 0.0), (1.0, 0.0)):
+        assert float(assist.fade(level)) == pytest.approx(fade)
+        data, _ = assist(mx, tilted, jnp.zeros(6), jnp.float32(level), None)
+        assert float(data.xfrc_applied[body, 3]) == pytest.approx(-10.0 * math.sin(0.3) * fade, abs=1e-5)
+    with pytest.raises(ValueError, match="fade_out_level"):
+        UprightAssistEvent(fade_out_level=0.0)
+
+
+def test_assisted_free_body_swings_like_scipys_damped_pendulum(free_body):
+    """I·θ'' = −k·sin θ − c·θ' for a tilt about a horizontal axis (no gravity), MJX against scipy's ODE solution."""
+    _, mx, body = free_body
+    k, c, theta0, n = 2.0, 0.1, 0.3, 500
+    assist = UprightAssistEvent(body_id=body, stiffness_nm_per_rad=k, damping_nms_per_rad=c)
+    apply = jax.jit(lambda d, s: assist(mx, d, s, jnp.float32(0.0), None))
+    data, state, theta = _tilted(mx, theta0), jnp.zeros(6), []
+    for _ in range(n):
+        data, state = apply(data, state)
+        data = _mjx_step(mx, data)
+        q = np.asarray(data.qpos[3:7])
+        theta.append(2.0 * math.atan2(q[1], q[0]))
+    t = DT_S * np.arange(1, n + 1)
+    ref = scipy.integrate.solve_ivp(
+        lambda _, y: [y[1], (-k * math.sin(y[0]) - c * y[1]) / INERTIA_KGM2],
+        (0, t[-1]),
+        [theta0, 0.0],
+        t_eval=t,
+        rtol=1e-9,
+        atol=1e-12,
+    )
+    assert np.min(theta) < -0.2  # it swung through upright (period 2π·√(I/k) ≈ 1.4 s)
+    np.testing.assert_allclose(theta, ref.y[0], atol=0.01)
