@@ -12,6 +12,11 @@ update, env-steps, episode length (s, mean over the episodes that ended in the l
 `ksim_entropy.progress`), the fraction of them that reached the time limit, total reward per step, policy entropy
 (nats/dim), its target and the temperature α, and the curriculum level.
 
+A curve's episode length is the *sampling* policy's (exploration noise on every action). So by default each run also
+keeps a checkpoint every `--standing-every-min` minutes and, after it ends, exports each one and runs its mean
+action through the sim-to-sim gate at zero command (`standing_eval.py`: 1 ms CPU MuJoCo, kinfer, nominal / 20 ms
+latency / 2× noise / pushes): the deployable policy's standing time against wall time, the bottom row of the PNG.
+
 Per run the summary gives the episode length over the last `--final-minutes` of the budget, the first wall time and
 env-step count at which it reached `--threshold-s`, how many updates in a row α spent on a bound at most, and after
 `--settle-updates` the largest and mean gap between the policy entropy and its target and the range of α. Per arm:
@@ -30,7 +35,10 @@ import time
 from pathlib import Path
 
 from emit import emit_json
+from standing_eval import checkpoints, evaluate
 from walk_throughput import json_records
+
+from ksim_entropy.robot import resolve_robot_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,6 +102,11 @@ def train_one(name: str, overrides: list[str], seed: int, args: argparse.Namespa
         f"max_train_seconds={args.minutes * 60.0}",
         f"exp_dir={exp_dir}",
         "sim2sim_gate=false",
+        *(
+            ["only_save_most_recent=false", f"save_every_n_seconds={args.standing_every_min * 60.0}"]
+            if args.standing_every_min > 0
+            else []
+        ),
         *overrides,
         *args.overrides,
     ]
@@ -119,13 +132,42 @@ def train_one(name: str, overrides: list[str], seed: int, args: argparse.Namespa
         rc = proc.wait()
     if rc != 0:
         raise SystemExit(f"error: {name} seed {seed} exited with {rc}; see {log_path}")
+    standing = standing_curve(exp_dir, points, args) if args.standing_every_min > 0 else []
     return {
         "arm": name,
         "seed": seed,
         "overrides": overrides,
         "log": str(log_path),
         "points": points,
-        "summary": summarize(points, args),
+        "standing": standing,
+        "summary": {**summarize(points, args), **standing_summary(standing, args)},
+    }
+
+
+def standing_curve(exp_dir: Path, points: list[dict], args: argparse.Namespace) -> list[dict]:
+    """The deterministic policy of every kept checkpoint through the gate at zero command (`standing_eval.py`)."""
+    files = resolve_robot_files("local")
+    rows = []
+    for update, ckpt in checkpoints(exp_dir):
+        print(f"[learning] standing of update {update}", file=sys.stderr, flush=True)
+        later = [p for p in points if p["update"] >= update]
+        where = min(later, key=lambda p: p["update"]) if later else (points[-1] if points else {})
+        levels = evaluate(ckpt, files, args.standing_episodes, args.standing_seconds, exp_dir)
+        rows.append(
+            {"update": update, "wall_s": where.get("wall_s"), "env_steps": where.get("env_steps"), "levels": levels}
+        )
+    return rows
+
+
+def standing_summary(rows: list[dict], args: argparse.Namespace) -> dict:
+    """The last checkpoint's nominal standing, and the first wall time at which every nominal episode stood."""
+    if not rows:
+        return {}
+    full = next((r for r in rows if r["levels"]["nominal"]["success_rate"] == 1.0), None)
+    return {
+        "final_standing_s": rows[-1]["levels"]["nominal"]["standing_s"],
+        "final_standing_success": rows[-1]["levels"]["nominal"]["success_rate"],
+        "first_full_standing_wall_s": full["wall_s"] if full else None,
     }
 
 
@@ -176,8 +218,8 @@ def plot(result: dict, path: Path) -> None:
     """Episode length against wall time and env-steps, entropy and α against updates; one colour per arm."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 8.5), dpi=100)
-    axes = fig.subplots(2, 2)
+    fig = Figure(figsize=(13, 12), dpi=100)
+    axes = fig.subplots(3, 2)
     colors = {}
     for run in result["runs"]:
         color = colors.setdefault(run["arm"], f"C{len(colors)}")
@@ -191,6 +233,14 @@ def plot(result: dict, path: Path) -> None:
         axes[1, 0].plot([p["update"] for p in tgt], [p["target_entropy"] for p in tgt], color=color, ls=":", lw=1)
         alpha = [p for p in run["points"] if "alpha" in p]
         axes[1, 1].semilogy([p["update"] for p in alpha], [p["alpha"] for p in alpha], color=color)
+        rows = [r for r in run.get("standing", []) if r["wall_s"] is not None]
+        for col, level in ((0, "nominal"), (1, "push 0.5 m/s")):
+            axes[2, col].plot(
+                [r["wall_s"] / 60 for r in rows],
+                [r["levels"][level]["standing_s"] for r in rows],
+                color=color,
+                marker="o",
+            )
     threshold = result["config"]["threshold_s"]
     for ax in axes[0]:
         ax.axhline(threshold, color="grey", ls="--", lw=1)
@@ -201,6 +251,9 @@ def plot(result: dict, path: Path) -> None:
     axes[1, 0].set_ylabel("policy entropy (nats/dim; dotted: target)")
     axes[1, 1].set_xlabel("update")
     axes[1, 1].set_ylabel("temperature α")
+    for col, level in ((0, "nominal"), (1, "a 0.5 m/s push every 2 s")):
+        axes[2, col].set_xlabel("wall time (min)")
+        axes[2, col].set_ylabel(f"mean action standing (s), gate: {level}")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"tasks.walk preset={result['config']['preset']}, {result['config']['minutes']} min per run")
     fig.tight_layout()
@@ -221,10 +274,20 @@ def main() -> None:
     parser.add_argument("--threshold-s", type=float, default=10.0, help="Episode length the summary times.")
     parser.add_argument("--final-minutes", type=float, default=5.0, help="Window of the final episode length.")
     parser.add_argument("--settle-updates", type=int, default=20, help="Entropy tracking is judged after these.")
+    parser.add_argument(
+        "--standing-every-min",
+        type=float,
+        default=10.0,
+        help="Keep a checkpoint this often and gate each one's mean action at zero command after the run (0: off).",
+    )
+    parser.add_argument("--standing-episodes", type=int, default=3, help="Gate episodes per level and checkpoint.")
+    parser.add_argument("--standing-seconds", type=float, default=20.0, help="Gate episode length (s).")
     parser.add_argument("overrides", nargs="*", help="key=value for every run (after the arm's).")
     args = parser.parse_args()
     if not args.minutes > 0 or not args.every_s > 0:
         raise SystemExit("error: --minutes and --every-s must be > 0")
+    if args.standing_every_min < 0 or args.standing_episodes < 1 or not args.standing_seconds > 0:
+        raise SystemExit("error: need --standing-every-min >= 0, --standing-episodes >= 1, --standing-seconds > 0")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError as err:

@@ -25,7 +25,7 @@ from pathlib import Path
 from emit import emit_json
 
 import ksim_entropy  # noqa: F401  (headless rendering defaults before anything imports mujoco)
-from ksim_entropy.robot import resolve_robot_files
+from ksim_entropy.robot import RobotFiles, resolve_robot_files
 from ksim_entropy.sim2sim import DEFAULT_LEVELS, GateOptions, run_gate
 from tasks.export import export_checkpoint
 
@@ -54,6 +54,19 @@ def curve_position(curve: dict | None, update: int) -> dict[str, float | None]:
     return (
         {"wall_s": point["wall_s"], "env_steps": point["env_steps"]} if point else {"wall_s": None, "env_steps": None}
     )
+
+
+def evaluate(ckpt: Path, files: RobotFiles, episodes: int, seconds: float, work_dir: Path) -> dict[str, dict]:
+    """Export one checkpoint into `work_dir` and gate it at zero command: per level, success rate and standing (s)."""
+    update = ckpt.stem.split(".")[-1]
+    policy = export_checkpoint(ckpt, work_dir / f"policy_{update}.kinfer", overwrite=True)
+    levels = [level for level in DEFAULT_LEVELS if level.name in LEVEL_NAMES]
+    gate = run_gate(policy, files, levels, GateOptions(episodes=episodes, seconds=seconds, command=(0.0, 0.0, 0.0)))
+    per_level = {}
+    for level in gate.levels:
+        times = [seconds if t is None else t for t in level.fell_at_s]
+        per_level[level.name] = {"success_rate": level.success_rate, "standing_s": sum(times) / len(times)}
+    return per_level
 
 
 def plot(rows: list[dict], path: Path, seconds: float) -> None:
@@ -96,19 +109,12 @@ def main() -> None:
         raise SystemExit("error: need --episodes >= 1 and --seconds > 0")
     curve = json.loads(args.curve.read_text()) if args.curve else None
     files = resolve_robot_files("local")
-    levels = [level for level in DEFAULT_LEVELS if level.name in LEVEL_NAMES]
-    options = GateOptions(episodes=args.episodes, seconds=args.seconds, command=(0.0, 0.0, 0.0))
     start = time.monotonic()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for update, ckpt in found:
             print(f"[standing] update {update}: export and gate", file=sys.stderr, flush=True)
-            policy = export_checkpoint(ckpt, Path(tmp) / f"policy_{update}.kinfer")
-            gate = run_gate(policy, files, levels, options)
-            per_level = {}
-            for level in gate.levels:
-                times = [args.seconds if t is None else t for t in level.fell_at_s]
-                per_level[level.name] = {"success_rate": level.success_rate, "standing_s": sum(times) / len(times)}
+            per_level = evaluate(ckpt, files, args.episodes, args.seconds, Path(tmp))
             rows.append({"update": update, **curve_position(curve, update), "levels": per_level})
             nominal = per_level["nominal"]
             summary = f"nominal {nominal['standing_s']:.1f} s, success {nominal['success_rate']:.2f}"

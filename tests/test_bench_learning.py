@@ -92,6 +92,10 @@ def test_learning_bench_smoke(tmp_path):
         "fixed",
         "--every-s",
         "0.1",
+        "--standing-episodes",
+        "1",
+        "--standing-seconds",
+        "2",
         "num_envs=2",
         "batch_size=2",
         "max_steps=3",
@@ -107,5 +111,15 @@ def test_learning_bench_smoke(tmp_path):
     assert [p["update"] for p in run["points"]] == sorted(p["update"] for p in run["points"])
     assert run["points"][-1]["alpha"] == pytest.approx(0.004, rel=1e-5)  # the fixed arm's α
     assert out.with_suffix(".png").stat().st_size > 10_000
+    # The kept final checkpoint's mean action went through the gate at zero command (untrained: it falls).
+    (standing,) = run["standing"]
+    assert standing["update"] == 3 and set(standing["levels"]) == {
+        "nominal",
+        "latency 20 ms",
+        "noise x2",
+        "push 0.5 m/s",
+    }
+    assert 0.0 < standing["levels"]["nominal"]["standing_s"] <= 2.0
+    assert run["summary"]["final_standing_s"] == standing["levels"]["nominal"]["standing_s"]
     progress = [line for line in Path(run["log"]).read_text().splitlines() if line.startswith("update ")]
     assert progress and "env-steps" in progress[0] and "α 4.00e-03" in progress[0]  # the console progress line
