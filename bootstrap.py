@@ -10,6 +10,8 @@
     python3 bootstrap.py bench           # bench/walk_throughput.py (JSON on stdout)
     python3 bootstrap.py run CMD ...     # any command inside the environment
     python3 bootstrap.py kos-sim         # create .venv-kos-sim: K-Scale's kos-sim server (tests/deploy/test_kos_sim.py)
+    python3 bootstrap.py current-jax [COMMAND ...]   # the same on jax 0.10.2: .venv-current-jax from
+                                         # requirements/lock-current-jax.txt, e.g. `current-jax walk preset=cpu`
 
 The environment is `.venv` next to this file (override with KSIM_ENTROPY_VENV). The lock file pins every package
 exactly and is installed with --no-deps, so a machine with Python 3.11 and pip gets the same tree every time.
@@ -25,7 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 LOCK = ROOT / "requirements" / "lock.txt"
 VENV = Path(os.environ.get("KSIM_ENTROPY_VENV", ROOT / ".venv"))
-STAMP = VENV / ".ksim-entropy-lock-sha256"
+# Current JAX (issue 31): the same packages on jax 0.10.2 (ksim and xax through ksim_entropy.jax_compat).
+CURRENT_JAX_LOCK = ROOT / "requirements" / "lock-current-jax.txt"
+CURRENT_JAX_VENV = Path(os.environ.get("KSIM_ENTROPY_CURRENT_JAX_VENV", ROOT / ".venv-current-jax"))
 # kos-sim 0.0.14 cannot share .venv: it imports kmv.viewer (kmv 0.1.x; ksim needs 0.3.x) and crashes with numpy >= 2.3.
 # Its own dependencies are unpinned; these pins are the set it was tested with (the client side matches the lock).
 KOS_SIM_VENV = Path(os.environ.get("KSIM_ENTROPY_KOS_SIM_VENV", ROOT / ".venv-kos-sim"))
@@ -51,15 +55,15 @@ COMMANDS = {
 }
 
 
-def venv_python() -> Path:
+def venv_python(venv_dir: Path = VENV) -> Path:
     """The environment's interpreter."""
-    return VENV / "bin" / "python"
+    return venv_dir / "bin" / "python"
 
 
-def lock_digest() -> str:
+def lock_digest(lock: Path = LOCK) -> str:
     """Hash of everything that decides the environment's contents."""
     digest = hashlib.sha256()
-    for path in (LOCK, ROOT / "pyproject.toml"):
+    for path in (lock, ROOT / "pyproject.toml"):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -70,20 +74,19 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def ensure_environment() -> None:
-    """Create or refresh `.venv` from the lock file unless it is already up to date."""
+def ensure_environment(venv_dir: Path = VENV, lock: Path = LOCK) -> None:
+    """Create or refresh `venv_dir` from `lock` (and the project, editable) unless it is already up to date."""
     if sys.version_info[:2] != (3, 11):
         sys.exit(f"error: Python 3.11 is required (ksim 0.2.10 + jax 0.8.0 wheels); this is {sys.version.split()[0]}")
-    digest = lock_digest()
-    if STAMP.exists() and STAMP.read_text().strip() == digest and venv_python().exists():
+    digest, stamp, py = lock_digest(lock), venv_dir / ".ksim-entropy-lock-sha256", venv_python(venv_dir)
+    if stamp.exists() and stamp.read_text().strip() == digest and py.exists():
         return
-    if not venv_python().exists():
-        print(f"Creating virtual environment {VENV}", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    py = str(venv_python())
-    run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "-r", str(LOCK)])
-    run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "-e", str(ROOT)])
-    STAMP.write_text(digest + "\n")
+    if not py.exists():
+        print(f"Creating virtual environment {venv_dir}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(venv_dir)
+    run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "-r", str(lock)])
+    run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "-e", str(ROOT)])
+    stamp.write_text(digest + "\n")
 
 
 def ensure_kos_sim_environment() -> None:
@@ -111,20 +114,25 @@ def main(argv: list[str]) -> int:
             return 1
         print(f"kos-sim environment ready: {KOS_SIM_VENV / 'bin' / 'python'}")
         return 0
-    ensure_environment()
+    venv_dir, lock = VENV, LOCK
+    if argv[:1] == ["current-jax"]:
+        venv_dir, lock, argv = CURRENT_JAX_VENV, CURRENT_JAX_LOCK, argv[1:]
+    ensure_environment(venv_dir, lock)
     if not argv:
-        print(f"Environment ready: {venv_python()}")
+        print(f"Environment ready: {venv_python(venv_dir)}")
         return 0
     name, rest = argv[0], argv[1:]
+    bin_dir = venv_dir / "bin"
     if name == "run":
         if not rest:
             sys.exit("error: `bootstrap.py run` needs a command")
-        cmd = [str(VENV / "bin" / rest[0]) if (VENV / "bin" / rest[0]).exists() else rest[0], *rest[1:]]
+        cmd = [str(bin_dir / rest[0]) if (bin_dir / rest[0]).exists() else rest[0], *rest[1:]]
     elif name in COMMANDS:
-        cmd = [str(venv_python()), *COMMANDS[name], *rest]
+        cmd = [str(venv_python(venv_dir)), *COMMANDS[name], *rest]
     else:
-        sys.exit(f"error: unknown command '{name}'; choose from {', '.join([*COMMANDS, 'run', 'kos-sim'])}")
-    env = dict(os.environ, PATH=f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+        choices = ", ".join([*COMMANDS, "run", "kos-sim", "current-jax"])
+        sys.exit(f"error: unknown command '{name}'; choose from {choices}")
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
 
 

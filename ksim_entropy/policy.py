@@ -44,9 +44,17 @@ class LSTMStack(eqx.Module):
         next_carry = []
         for cell, layer_carry in zip(self.cells, carry, strict=True):
             h, c = cell(x_n, (layer_carry[0], layer_carry[1]))
-            next_carry.append(jnp.stack([h, c]))
+            next_carry.append(_stack([h, c]))
             x_n = h
-        return x_n, jnp.stack(next_carry)
+        return x_n, _stack(next_carry)
+
+
+def _stack(arrays: Sequence[Array]) -> Array:
+    """`jnp.stack` along a new first axis, written as a concatenation that exports to ONNX on every jax.
+
+    jax 0.10 lowers `jnp.stack` to a `stack` primitive the locked jax2onnx (0.10.4) has no converter for.
+    """
+    return jnp.concatenate([a[None] for a in arrays], axis=0)
 
 
 class MLPStack(eqx.Module):

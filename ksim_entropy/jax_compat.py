@@ -1,0 +1,76 @@
+"""Let ksim 0.2.10 and xax 0.4.4 run on current JAX (0.9-0.12): two shims, applied before either is imported.
+
+Both were written against jax 0.8 and use two things later JAX removed (measured on jax 0.10.2):
+
+- ``from jax.core import get_aval`` (ksim ``task/rl.py``, xax ``utils/pytree.py``): ``jax.core`` no longer exports
+  it. The shim puts ``jax.core.get_aval`` back as JAX's own ``jax.typeof`` (the abstract value of an array, what
+  ``get_aval`` returned), or ``jax._src.core.get_aval`` on versions that still have it there.
+- ``jax.jit(..., abstracted_axes=None)`` (xax ``utils/jax.py`` passes it on every jit): the keyword is gone. The
+  shim wraps ``jax.jit`` so that ``abstracted_axes=None`` is dropped; any other value raises, as it cannot be
+  honoured.
+
+`apply()` changes nothing on a JAX that still has both (the locked jax 0.8.0): it is a no-op there, and idempotent
+everywhere. `ksim_entropy` calls it on import, so ``import ksim_entropy`` must come before ``import ksim``.
+"""
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+__all__ = ["applied_shims", "apply"]
+
+_APPLIED: list[str] = []
+
+
+def _jit_takes_abstracted_axes(jit: Callable[..., Any]) -> bool:
+    try:
+        return "abstracted_axes" in inspect.signature(jit).parameters
+    except (TypeError, ValueError):  # no signature: assume the old API
+        return True
+
+
+def _restore_get_aval() -> bool:
+    if hasattr(jax.core, "get_aval"):
+        return False
+    typeof = getattr(jax, "typeof", None)
+    if typeof is None:
+        from jax._src import core as _core
+
+        typeof = _core.get_aval
+    jax.core.get_aval = typeof
+    return True
+
+
+def _accept_abstracted_axes() -> bool:
+    original = jax.jit
+    if getattr(original, "_ksim_entropy_shim", False) or _jit_takes_abstracted_axes(original):
+        return False
+
+    @functools.wraps(original)
+    def jit(*args: Any, abstracted_axes: Any = None, **kwargs: Any) -> Any:
+        if abstracted_axes is not None:
+            raise TypeError(
+                f"jax {jax.__version__} has no jax.jit(abstracted_axes=...); got abstracted_axes={abstracted_axes!r}"
+            )
+        return original(*args, **kwargs)
+
+    jit._ksim_entropy_shim = True  # type: ignore[attr-defined]
+    jax.jit = jit
+    return True
+
+
+def apply() -> list[str]:
+    """Install the shims this JAX needs (none on jax 0.8); returns the names of all installed so far."""
+    if _restore_get_aval():
+        _APPLIED.append("jax.core.get_aval")
+    if _accept_abstracted_axes():
+        _APPLIED.append("jax.jit(abstracted_axes=None)")
+    return list(_APPLIED)
+
+
+def applied_shims() -> list[str]:
+    """The shims `apply` has installed in this process (empty on jax 0.8)."""
+    return list(_APPLIED)

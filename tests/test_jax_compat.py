@@ -1,0 +1,54 @@
+"""ksim_entropy.jax_compat: a no-op on the locked jax 0.8.0; on a JAX without what ksim and xax use, it puts that back.
+
+A newer JAX is imitated by removing `jax.core.get_aval` and replacing `jax.jit` with one that has no
+`abstracted_axes` parameter (what jax 0.10 did); the oracle for the restored `get_aval` is JAX's own, saved first.
+The real thing, training and exporting on jax 0.10.2, is tests/test_current_jax.py.
+"""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import ksim_entropy  # noqa: F401  (applies the shims on import)
+from ksim_entropy import jax_compat
+
+
+def test_nothing_is_changed_on_the_locked_jax():
+    assert jax.__version__ == "0.8.0"
+    assert jax_compat.applied_shims() == []
+    assert not getattr(jax.jit, "_ksim_entropy_shim", False)
+    assert jax_compat.apply() == []
+
+
+@pytest.fixture
+def newer_jax(monkeypatch):
+    """jax.core without get_aval and a jax.jit without abstracted_axes, as in jax 0.10; restored afterwards."""
+    original_get_aval = jax.core.get_aval
+    calls = []
+
+    def jit_without_abstracted_axes(fun, *, static_argnums=None, donate_argnums=None):
+        calls.append({"static_argnums": static_argnums, "donate_argnums": donate_argnums})
+        return fun
+
+    monkeypatch.delattr(jax.core, "get_aval")
+    monkeypatch.setattr(jax, "jit", jit_without_abstracted_axes)
+    monkeypatch.setattr(jax_compat, "_APPLIED", [])
+    return original_get_aval, calls
+
+
+def test_shims_restore_get_aval_and_accept_abstracted_axes_none(newer_jax):
+    original_get_aval, calls = newer_jax
+    assert jax_compat.apply() == ["jax.core.get_aval", "jax.jit(abstracted_axes=None)"]
+    for x in (jnp.ones((3, 2)), jnp.int32(4), jnp.zeros((), jnp.bfloat16)):
+        assert jax.core.get_aval(x) == original_get_aval(x)
+
+    def f(a, n):
+        return a * n
+
+    assert jax.jit(f, static_argnums=1, abstracted_axes=None) is f  # passed through, the keyword dropped
+    assert calls == [{"static_argnums": 1, "donate_argnums": None}]
+    with pytest.raises(TypeError, match=r"has no jax.jit\(abstracted_axes=...\); got abstracted_axes=\('n',\)"):
+        jax.jit(f, abstracted_axes=("n",))
+    wrapper = jax.jit
+    assert jax_compat.apply() == ["jax.core.get_aval", "jax.jit(abstracted_axes=None)"]  # idempotent
+    assert jax.jit is wrapper
