@@ -32,6 +32,7 @@ import grpc
 from google.protobuf import empty_pb2
 from kos_protos import imu_pb2_grpc
 
+from ksim_entropy.deploy.sim_server import stop_process
 from ksim_entropy.robot import RobotFiles, resolve_robot_files
 
 __all__ = ["KOS_SIM_PYTHON", "ROBOT_NAME", "KosSimProcess", "kos_sim_installed", "kos_sim_python", "seed_kscale_cache"]
@@ -124,13 +125,7 @@ class KosSimProcess:
         raise RuntimeError("kos-sim did not start:\n" + "".join(self.output[-30:]))
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
         self.workdir.cleanup()
 
     def __enter__(self) -> "KosSimProcess":

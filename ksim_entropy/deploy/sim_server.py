@@ -404,18 +404,25 @@ class SimServerProcess:
         return killed_at, time.time()
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
 
     def __enter__(self) -> "SimServerProcess":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Terminate a child process if it still runs, kill it if it has not exited `timeout_s` later, and reap it."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)
 
 
 def _ids(text: str) -> tuple[int, ...]:
