@@ -42,7 +42,7 @@ Mann-Whitney test (needs K >= 4 for an interval; 6 gives 95.9 %), and the compil
 trace + compile seconds. `spread` is the slowest over the fastest instance of one variant. `--aa` makes the second
 group plain ksim too, which tests the method: its interval should contain 1 (at f386381, before the build order
 swapped between processes, it gave 1.025, CI 1.003-1.043; at a499434 with K = 8, 0.995, CI 0.970-1.018, and with
-the donated step 0.996, CI 0.963-1.004: see the README).
+the donated step 0.996, CI 0.963-1.004: see docs/benchmarks.md).
 """
 
 import argparse
