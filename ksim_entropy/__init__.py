@@ -4,6 +4,6 @@ from ksim_entropy import jax_compat
 from ksim_entropy.runtime import configure_headless
 
 configure_headless()
-jax_compat.apply()  # before anything imports ksim or xax (a no-op on the locked jax 0.8.0)
+jax_compat.install()  # shims for current JAX, applied before ksim or xax loads (a no-op on the locked jax 0.8.0)
 
 __version__ = "0.1.0"

@@ -10,19 +10,43 @@ Both were written against jax 0.8 and use two things later JAX removed (measured
   honoured.
 
 `apply()` changes nothing on a JAX that still has both (the locked jax 0.8.0): it is a no-op there, and idempotent
-everywhere. `ksim_entropy` calls it on import, so ``import ksim_entropy`` must come before ``import ksim``.
+everywhere. ``import ksim_entropy`` calls `install()`, which imports nothing: it applies the shims the moment
+``ksim`` or ``xax`` is first imported (an import hook), or at once if JAX is already loaded. So ``import ksim_entropy``
+must come before ``import ksim``, and the parts that never touch JAX (the bridge) still load without it.
 """
 
 import functools
+import importlib.abc
 import inspect
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
-import jax
-
-__all__ = ["applied_shims", "apply"]
+__all__ = ["applied_shims", "apply", "install"]
 
 _APPLIED: list[str] = []
+_TRIGGERS = ("ksim", "xax")
+
+
+class _ApplyBeforeImport(importlib.abc.MetaPathFinder):
+    """Applies the shims when `ksim` or `xax` is first imported; finds nothing itself."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname in _TRIGGERS:
+            apply()
+        return None
+
+
+def install() -> None:
+    """Apply the shims now if JAX, ksim or xax is already imported, else just before ksim or xax is."""
+    if any(sys.modules.get(name) is not None for name in ("jax", *_TRIGGERS)):  # None: blocked from importing
+        apply()
+    elif not any(isinstance(finder, _ApplyBeforeImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _ApplyBeforeImport())
 
 
 def _jit_takes_abstracted_axes(jit: Callable[..., Any]) -> bool:
@@ -33,6 +57,8 @@ def _jit_takes_abstracted_axes(jit: Callable[..., Any]) -> bool:
 
 
 def _restore_get_aval() -> bool:
+    import jax
+
     if hasattr(jax.core, "get_aval"):
         return False
     typeof = getattr(jax, "typeof", None)
@@ -45,6 +71,8 @@ def _restore_get_aval() -> bool:
 
 
 def _accept_abstracted_axes() -> bool:
+    import jax
+
     original = jax.jit
     if getattr(original, "_ksim_entropy_shim", False) or _jit_takes_abstracted_axes(original):
         return False
@@ -52,8 +80,9 @@ def _accept_abstracted_axes() -> bool:
     @functools.wraps(original)
     def jit(*args: Any, abstracted_axes: Any = None, **kwargs: Any) -> Any:
         if abstracted_axes is not None:
+            version = sys.modules["jax"].__version__
             raise TypeError(
-                f"jax {jax.__version__} has no jax.jit(abstracted_axes=...); got abstracted_axes={abstracted_axes!r}"
+                f"jax {version} has no jax.jit(abstracted_axes=...); got abstracted_axes={abstracted_axes!r}"
             )
         return original(*args, **kwargs)
 
