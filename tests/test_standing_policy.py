@@ -16,6 +16,7 @@ from ksim_entropy.deploy.sim_server import SimServerProcess
 from ksim_entropy.export import KinferRunner
 from ksim_entropy.robot import kbot_asset_dir, resolve_robot_files
 from ksim_entropy.sim2sim import DEFAULT_LEVELS, GateOptions, run_gate
+from tests.deploy.parts import TOLERANT
 
 POLICY_DIR = kbot_asset_dir().parent / "policies" / "kbot-stand"
 POLICY = POLICY_DIR / "policy.kinfer"
@@ -55,10 +56,7 @@ def test_stands_30_s_through_deploy_on_the_floor(tmp_path, files, hidden):
             # within 1.5 s (measured); 0.2 s is short enough.
             soft_start_s=0.2,
             hold_s=0.2,
-            read_timeout=5.0,
-            command_timeout=5.0,
-            max_overruns=10,
-            stall_timeout=10.0,
+            **TOLERANT,
         )
         result = deploy(POLICY, files, log, options)
     assert result.reason == "completed", result.reason
