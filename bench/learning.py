@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from emit import emit_json
-from standing_eval import checkpoints, evaluate
+from standing_eval import checkpoints, curve_position, evaluate
 from walk_throughput import json_records
 
 from ksim_entropy.robot import resolve_robot_files
@@ -150,12 +150,8 @@ def standing_curve(exp_dir: Path, points: list[dict], args: argparse.Namespace) 
     rows = []
     for update, ckpt in checkpoints(exp_dir):
         print(f"[learning] standing of update {update}", file=sys.stderr, flush=True)
-        later = [p for p in points if p["update"] >= update]
-        where = min(later, key=lambda p: p["update"]) if later else (points[-1] if points else {})
         levels = evaluate(ckpt, files, args.standing_episodes, args.standing_seconds, exp_dir)
-        rows.append(
-            {"update": update, "wall_s": where.get("wall_s"), "env_steps": where.get("env_steps"), "levels": levels}
-        )
+        rows.append({"update": update, **curve_position({"runs": [{"points": points}]}, update), "levels": levels})
     return rows
 
 
