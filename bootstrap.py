@@ -12,6 +12,9 @@
     python3 bootstrap.py kos-sim         # create .venv-kos-sim: K-Scale's kos-sim server (tests/deploy/test_kos_sim.py)
     python3 bootstrap.py current-jax [COMMAND ...]   # the same on jax 0.10.2: .venv-current-jax from
                                          # requirements/lock-current-jax.txt, e.g. `current-jax walk preset=cpu`
+    python3 bootstrap.py wheelhouse [--python 3.12] [--out wheelhouse]  # wheels a JAX GPU machine lacks (< 64 MiB)
+    python3 bootstrap.py offline [--wheelhouse DIR] [COMMAND ...]  # on that machine, no index: its own Python and
+                                         # JAX plus the folder's wheels (.offline-site), e.g. `offline walk preset=gpu`
 
 The environment is `.venv` next to this file (override with KSIM_ENTROPY_VENV). The lock file pins every package
 exactly and is installed with --no-deps, so a machine with Python 3.11 and pip gets the same tree every time.
@@ -27,11 +30,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 LOCK = ROOT / "requirements" / "lock.txt"
 VENV = Path(os.environ.get("KSIM_ENTROPY_VENV", ROOT / ".venv"))
-# Current JAX (issue 31): the same packages on jax 0.10.2 (ksim and xax through ksim_entropy.jax_compat).
+# Current JAX (issue 31): the same packages on jax 0.10.2 (ksim and xax through ksim_entropy.compat).
 CURRENT_JAX_LOCK = ROOT / "requirements" / "lock-current-jax.txt"
 CURRENT_JAX_VENV = Path(os.environ.get("KSIM_ENTROPY_CURRENT_JAX_VENV", ROOT / ".venv-current-jax"))
 # kos-sim 0.0.14 cannot share .venv: it imports kmv.viewer (kmv 0.1.x; ksim needs 0.3.x) and crashes with numpy >= 2.3.
 # Its own dependencies are unpinned; these pins are the set it was tested with (the client side matches the lock).
+# A GPU machine with its own JAX and no index: the wheel folder's packages go here, first on PYTHONPATH (issue 31).
+OFFLINE_SITE = Path(os.environ.get("KSIM_ENTROPY_OFFLINE_SITE", ROOT / ".offline-site"))
 KOS_SIM_VENV = Path(os.environ.get("KSIM_ENTROPY_KOS_SIM_VENV", ROOT / ".venv-kos-sim"))
 KOS_SIM_PINS = (
     "kos-sim==0.0.14",
@@ -102,8 +107,40 @@ def ensure_kos_sim_environment() -> None:
     stamp.write_text(digest + "\n")
 
 
+def run_offline(argv: list[str]) -> int:
+    """`offline [--wheelhouse DIR] [COMMAND ...]`: install the wheel folder with no index, then run COMMAND."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import wheelhouse
+
+    folder = ROOT / "wheelhouse"
+    if argv[:1] == ["--wheelhouse"]:
+        if len(argv) < 2:
+            sys.exit("error: --wheelhouse needs a folder")
+        folder, argv = Path(argv[1]), argv[2:]
+    try:
+        site = wheelhouse.install(folder, OFFLINE_SITE)
+    except wheelhouse.WheelhouseError as err:
+        sys.exit(f"error: {err}")
+    if not argv:
+        print(f"Offline packages ready in {site}; Python {sys.version.split()[0]} at {sys.executable}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        sys.exit(f"error: unknown command '{name}'; choose from {', '.join(COMMANDS)}")
+    paths = [str(site), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    return subprocess.run([sys.executable, *COMMANDS[name], *rest], cwd=ROOT, env=env, check=False).returncode
+
+
 def main(argv: list[str]) -> int:
     """Set up the environment, then run the named command in it; returns its exit code."""
+    if argv[:1] == ["wheelhouse"]:
+        sys.path.insert(0, str(ROOT / "tools"))
+        import wheelhouse
+
+        return wheelhouse.main(argv[1:])
+    if argv[:1] == ["offline"]:
+        return run_offline(argv[1:])
     if argv[:1] == ["kos-sim"]:
         try:
             ensure_kos_sim_environment()
@@ -130,7 +167,7 @@ def main(argv: list[str]) -> int:
     elif name in COMMANDS:
         cmd = [str(venv_python(venv_dir)), *COMMANDS[name], *rest]
     else:
-        choices = ", ".join([*COMMANDS, "run", "kos-sim", "current-jax"])
+        choices = ", ".join([*COMMANDS, "run", "kos-sim", "current-jax", "wheelhouse", "offline"])
         sys.exit(f"error: unknown command '{name}'; choose from {choices}")
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode

@@ -1,9 +1,9 @@
 """ksim-entropy: entropy-driven sim-to-real transfer for K-Scale's ksim and the K-Bot."""
 
-from ksim_entropy import jax_compat
+from ksim_entropy import compat
 from ksim_entropy.runtime import configure_headless
 
 configure_headless()
-jax_compat.install()  # shims for current JAX, applied before ksim or xax loads (a no-op on the locked jax 0.8.0)
+compat.install()  # shims for current JAX, applied before ksim or xax loads (a no-op on the locked jax 0.8.0)
 
 __version__ = "0.1.0"

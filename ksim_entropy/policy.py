@@ -42,8 +42,8 @@ class LSTMStack(eqx.Module):
     def __call__(self, x_n: Array, carry: Array) -> tuple[Array, Array]:
         x_n = self.input_proj(x_n)
         next_carry = []
-        for cell, layer_carry in zip(self.cells, carry, strict=True):
-            h, c = cell(x_n, (layer_carry[0], layer_carry[1]))
+        for layer, cell in enumerate(self.cells):  # indexed, not iterated: jax 0.11 iterates an array by `unstack`
+            h, c = cell(x_n, (carry[layer, 0], carry[layer, 1]))
             next_carry.append(_stack([h, c]))
             x_n = h
         return x_n, _stack(next_carry)
@@ -52,7 +52,8 @@ class LSTMStack(eqx.Module):
 def _stack(arrays: Sequence[Array]) -> Array:
     """`jnp.stack` along a new first axis, written as a concatenation that exports to ONNX on every jax.
 
-    jax 0.10 lowers `jnp.stack` to a `stack` primitive the locked jax2onnx (0.10.4) has no converter for.
+    jax 0.10 lowers `jnp.stack` to a `stack` primitive the locked jax2onnx (0.10.4) has no converter for (nor for
+    jax 0.11's `unstack`, which iterating over an array produces).
     """
     return jnp.concatenate([a[None] for a in arrays], axis=0)
 

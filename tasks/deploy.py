@@ -33,16 +33,9 @@ from pathlib import Path
 from ksim_entropy.deploy.loop import DeployOptions, Excitation, deploy
 from ksim_entropy.deploy.robot_map import DeployError
 from ksim_entropy.robot import RobotLoadError, resolve_robot_files
+from tasks import comma_floats
 
 EXIT_OK, EXIT_STOPPED, EXIT_BAD_INPUT = 0, 1, 2
-
-
-def comma_floats(text: str) -> tuple[float, ...]:
-    """Argparse type: '0.3,0,0' -> (0.3, 0.0, 0.0)."""
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from pathlib import Path
 from ksim_entropy.export import ExportError
 from ksim_entropy.robot import RobotFiles, RobotLoadError, resolve_robot_files
 from ksim_entropy.sim2sim import DEFAULT_LEVELS, GateOptions, GateResult, run_gate, write_gate_report
-from tasks.deploy import comma_floats
+from tasks import comma_floats
 
 EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -83,7 +83,6 @@ from ksim_entropy.sim2sim import GateOptions
 from ksim_entropy.task import ADVANTAGE_NORMALIZATIONS, EntropyBridgedKBotTask, KBotEntropyConfig
 from ksim_entropy.temperature import gaussian_entropy
 from ksim_entropy.terminations import UnstablePhysicsTermination
-from tasks.sim2sim import gate
 
 logger = logging.getLogger(__name__)
 
@@ -789,6 +788,8 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
             logger.info("Exported %s", out)
             print(f"Exported policy: {out}", flush=True)
             if self.config.sim2sim_gate:  # reported, not enforced: a failed gate still leaves the policy to study
+                from tasks.sim2sim import gate  # tooling, loaded only when asked for: training never needs it
+
                 options = GateOptions(episodes=self.config.sim2sim_episodes, seconds=self.config.sim2sim_seconds)
                 gate(out, self.robot_files, self.exp_dir, options, overwrite=True)
 

@@ -1,7 +1,7 @@
 """The package on current JAX (issue 31): train a few updates and export, in `.venv-current-jax` (jax 0.10.2).
 
 That environment is `requirements/lock.txt` with jax and jaxlib 0.10.2 (`python3 bootstrap.py current-jax`), where
-ksim 0.2.10 and xax 0.4.4 import and run only through `ksim_entropy.jax_compat`. The test skips, saying so, when the
+ksim 0.2.10 and xax 0.4.4 import and run only through `ksim_entropy.compat`. The test skips, saying so, when the
 environment is missing. Oracle for the export: kinfer's own runtime steps the written policy.
 """
 
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.skipif(
 
 PROBE = """
 import json, ksim_entropy, jax, ksim, xax
-from ksim_entropy import jax_compat
-print(json.dumps({"jax": jax.__version__, "shims": jax_compat.applied_shims(), "backend": jax.default_backend()}))
+from ksim_entropy import compat
+print(json.dumps({"jax": jax.__version__, "shims": compat.applied_shims(), "backend": jax.default_backend()}))
 """
 
 STEP = """

@@ -1,6 +1,7 @@
-"""Let ksim 0.2.10 and xax 0.4.4 run on current JAX (0.9-0.12): two shims, applied before either is imported.
+"""Let ksim 0.2.10 and xax 0.4.4 run where users train: current JAX (0.9-0.12) and machines without Qt.
 
-Both were written against jax 0.8 and use two things later JAX removed (measured on jax 0.10.2):
+Three shims, applied before ksim or xax is imported. ksim and xax were written against jax 0.8 and use two things
+later JAX removed (measured on jax 0.10.2 and 0.11.2), and ksim needs Qt just to import:
 
 - ``from jax.core import get_aval`` (ksim ``task/rl.py``, xax ``utils/pytree.py``): ``jax.core`` no longer exports
   it. The shim puts ``jax.core.get_aval`` back as JAX's own ``jax.typeof`` (the abstract value of an array, what
@@ -8,8 +9,11 @@ Both were written against jax 0.8 and use two things later JAX removed (measured
 - ``jax.jit(..., abstracted_axes=None)`` (xax ``utils/jax.py`` passes it on every jit): the keyword is gone. The
   shim wraps ``jax.jit`` so that ``abstracted_axes=None`` is dropped; any other value raises, as it cannot be
   honoured.
+- ``import ksim`` imports kmv's viewer, whose worker module imports PySide6 (Qt, ~90 MB of wheels) at load. On a
+  machine without PySide6 (a headless GPU box, the offline wheel folder) that module is replaced by one whose
+  ``run_worker`` says the interactive viewer needs PySide6; training, which never opens the viewer, runs.
 
-`apply()` changes nothing on a JAX that still has both (the locked jax 0.8.0): it is a no-op there, and idempotent
+`apply()` changes nothing on a JAX that still has both JAX pieces (the locked jax 0.8.0): it is a no-op there, and idempotent
 everywhere. ``import ksim_entropy`` calls `install()`, which imports nothing: it applies the shims the moment
 ``ksim`` or ``xax`` is first imported (an import hook), or at once if JAX is already loaded. So ``import ksim_entropy``
 must come before ``import ksim``, and the parts that never touch JAX (the bridge) still load without it.
@@ -17,6 +21,7 @@ must come before ``import ksim``, and the parts that never touch JAX (the bridge
 
 import functools
 import importlib.abc
+import importlib.util
 import inspect
 import sys
 from collections.abc import Callable, Sequence
@@ -28,24 +33,55 @@ __all__ = ["applied_shims", "apply", "install"]
 
 _APPLIED: list[str] = []
 _TRIGGERS = ("ksim", "xax")
+_QT_VIEWER_WORKER = "kmv.worker.entrypoint"  # the one module on ksim's import path that needs PySide6
+
+
+class _HeadlessViewerWorker(importlib.abc.Loader):
+    """Loads a stand-in for kmv's viewer worker whose `run_worker` explains that the viewer needs PySide6."""
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        def run_worker(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError(
+                "kmv's interactive viewer needs PySide6, which is not installed here (a headless machine); "
+                "training and export do not need it: `pip install PySide6` to view"
+            )
+
+        module.__doc__ = "ksim_entropy.compat's headless stand-in for kmv.worker.entrypoint (PySide6 missing)."
+        module.run_worker = run_worker  # type: ignore[attr-defined]
+        _APPLIED.append("kmv viewer without PySide6")
+
+
+def _qt_missing() -> bool:
+    try:
+        return importlib.util.find_spec("PySide6") is None
+    except (ImportError, ValueError):  # blocked from importing, or a module without a spec
+        return True
 
 
 class _ApplyBeforeImport(importlib.abc.MetaPathFinder):
-    """Applies the shims when `ksim` or `xax` is first imported; finds nothing itself."""
+    """Applies the shims when `ksim` or `xax` is first imported; swaps in a headless kmv worker when Qt is missing."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
         if fullname in _TRIGGERS:
             apply()
+        elif fullname == _QT_VIEWER_WORKER and _qt_missing():
+            return ModuleSpec(fullname, _HeadlessViewerWorker())
         return None
 
 
 def install() -> None:
-    """Apply the shims now if JAX, ksim or xax is already imported, else just before ksim or xax is."""
+    """Apply the JAX shims now if JAX, ksim or xax is already imported, else just before ksim or xax is.
+
+    The import hook stays either way: it also serves kmv's viewer worker on a machine without PySide6.
+    """
     if any(sys.modules.get(name) is not None for name in ("jax", *_TRIGGERS)):  # None: blocked from importing
         apply()
-    elif not any(isinstance(finder, _ApplyBeforeImport) for finder in sys.meta_path):
+    if not any(isinstance(finder, _ApplyBeforeImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _ApplyBeforeImport())
 
 
@@ -101,5 +137,5 @@ def apply() -> list[str]:
 
 
 def applied_shims() -> list[str]:
-    """The shims `apply` has installed in this process (empty on jax 0.8)."""
+    """The shims installed in this process (empty on jax 0.8 with PySide6 present)."""
     return list(_APPLIED)
