@@ -2,12 +2,15 @@
 """Set up the pinned environment (once) and run a project command in it. Standard library only.
 
     python3 bootstrap.py                 # create .venv from requirements/lock.txt (idempotent)
+    python3 bootstrap.py --cuda [COMMAND ...]  # plus CUDA 12 (requirements/lock-cuda.txt); the default when
+                                         # nvidia-smi shows a GPU (--cpu leaves it out)
     python3 bootstrap.py walk [k=v ...]  # train the K-Bot:      python -m tasks.walk [k=v ...]
     python3 bootstrap.py test [args]     # run the test suite:   python -m pytest [args]
     python3 bootstrap.py export CKPT [OUT] [--overwrite]   # checkpoint -> .kinfer
     python3 bootstrap.py view CKPT       # watch a checkpoint in the MuJoCo viewer (needs a display)
     python3 bootstrap.py fit|deploy|sim2sim ...   # python -m tasks.fit / tasks.deploy / tasks.sim2sim
     python3 bootstrap.py bench           # bench/walk_throughput.py (JSON on stdout)
+    python3 bootstrap.py gpu-walk --out F  # bench/gpu_walk.py: GPU throughput, then walking trained and gated
     python3 bootstrap.py run CMD ...     # any command inside the environment
     python3 bootstrap.py kos-sim         # create .venv-kos-sim: K-Scale's kos-sim server (tests/deploy/test_kos_sim.py)
     python3 bootstrap.py current-jax [COMMAND ...]   # the same on jax 0.10.2: .venv-current-jax from
@@ -33,10 +36,12 @@ VENV = Path(os.environ.get("KSIM_ENTROPY_VENV", ROOT / ".venv"))
 # Current JAX (issue 31): the same packages on jax 0.10.2 (ksim and xax through ksim_entropy.compat).
 CURRENT_JAX_LOCK = ROOT / "requirements" / "lock-current-jax.txt"
 CURRENT_JAX_VENV = Path(os.environ.get("KSIM_ENTROPY_CURRENT_JAX_VENV", ROOT / ".venv-current-jax"))
-# kos-sim 0.0.14 cannot share .venv: it imports kmv.viewer (kmv 0.1.x; ksim needs 0.3.x) and crashes with numpy >= 2.3.
-# Its own dependencies are unpinned; these pins are the set it was tested with (the client side matches the lock).
+# CUDA 12 for the locked jax 0.8.0, on top of lock.txt when asked (--cuda) or when an NVIDIA GPU is visible.
+CUDA_LOCK = ROOT / "requirements" / "lock-cuda.txt"
 # A GPU machine with its own JAX and no index: the wheel folder's packages go here, first on PYTHONPATH (issue 31).
 OFFLINE_SITE = Path(os.environ.get("KSIM_ENTROPY_OFFLINE_SITE", ROOT / ".offline-site"))
+# kos-sim 0.0.14 cannot share .venv: it imports kmv.viewer (kmv 0.1.x; ksim needs 0.3.x) and crashes with numpy >= 2.3.
+# Its own dependencies are unpinned; these pins are the set it was tested with (the client side matches the lock).
 KOS_SIM_VENV = Path(os.environ.get("KSIM_ENTROPY_KOS_SIM_VENV", ROOT / ".venv-kos-sim"))
 KOS_SIM_PINS = (
     "kos-sim==0.0.14",
@@ -57,6 +62,7 @@ COMMANDS = {
     "deploy": ["-m", "tasks.deploy"],
     "sim2sim": ["-m", "tasks.sim2sim"],
     "bench": ["bench/walk_throughput.py"],
+    "gpu-walk": ["bench/gpu_walk.py"],
 }
 
 
@@ -65,10 +71,10 @@ def venv_python(venv_dir: Path = VENV) -> Path:
     return venv_dir / "bin" / "python"
 
 
-def lock_digest(lock: Path = LOCK) -> str:
+def lock_digest(*locks: Path) -> str:
     """Hash of everything that decides the environment's contents."""
     digest = hashlib.sha256()
-    for path in (lock, ROOT / "pyproject.toml"):
+    for path in (*(locks or (LOCK,)), ROOT / "pyproject.toml"):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -79,18 +85,20 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def ensure_environment(venv_dir: Path = VENV, lock: Path = LOCK) -> None:
-    """Create or refresh `venv_dir` from `lock` (and the project, editable) unless it is already up to date."""
+def ensure_environment(venv_dir: Path = VENV, lock: Path = LOCK, extra: tuple[Path, ...] = ()) -> None:
+    """Create or refresh `venv_dir` from `lock`, then `extra` locks, and the project (editable) unless up to date."""
     if sys.version_info[:2] != (3, 11):
         sys.exit(f"error: Python 3.11 is required (ksim 0.2.10 + jax 0.8.0 wheels); this is {sys.version.split()[0]}")
-    digest, stamp, py = lock_digest(lock), venv_dir / ".ksim-entropy-lock-sha256", venv_python(venv_dir)
+    digest, stamp, py = lock_digest(lock, *extra), venv_dir / ".ksim-entropy-lock-sha256", venv_python(venv_dir)
     if stamp.exists() and stamp.read_text().strip() == digest and py.exists():
         return
     if not py.exists():
         print(f"Creating virtual environment {venv_dir}", flush=True)
         venv.EnvBuilder(with_pip=True).create(venv_dir)
-    run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "-r", str(lock)])
-    run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "-e", str(ROOT)])
+    pip = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
+    for requirements in (lock, *extra):
+        run([*pip, "-r", str(requirements)])
+    run([*pip, "-e", str(ROOT)])
     stamp.write_text(digest + "\n")
 
 
@@ -105,6 +113,31 @@ def ensure_kos_sim_environment() -> None:
         venv.EnvBuilder(with_pip=True).create(KOS_SIM_VENV)
     run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *KOS_SIM_PINS])
     stamp.write_text(digest + "\n")
+
+
+def cuda_wanted(argv: list[str]) -> tuple[str | None, list[str]]:
+    """('asked' | 'visible' | None, argv without --cuda/--cpu): whether to add requirements/lock-cuda.txt.
+
+    `--cuda` asks for it (an error without an NVIDIA driver), `--cpu` refuses it, and otherwise it is added when
+    `nvidia-smi` shows a GPU.
+    """
+    flags = [arg for arg in argv[:2] if arg in ("--cuda", "--cpu")]
+    rest = argv[len(flags) :]
+    if len(set(flags)) > 1:
+        sys.exit("error: --cuda and --cpu contradict each other; give one")
+    sys.path.insert(0, str(ROOT))
+    from ksim_entropy.runtime import nvidia_gpus
+
+    gpus = [] if flags == ["--cpu"] else nvidia_gpus()
+    if flags == ["--cuda"]:
+        if not gpus:
+            sys.exit("error: --cuda needs an NVIDIA driver, and `nvidia-smi -L` shows no GPU here")
+        print(f"CUDA: {gpus[0]}; adding {CUDA_LOCK.relative_to(ROOT)}", flush=True)
+        return "asked", rest
+    if gpus:
+        print(f"CUDA: {gpus[0]} is visible; adding {CUDA_LOCK.relative_to(ROOT)} (--cpu to leave it out)", flush=True)
+        return "visible", rest
+    return None, rest
 
 
 def run_offline(argv: list[str]) -> int:
@@ -151,10 +184,13 @@ def main(argv: list[str]) -> int:
             return 1
         print(f"kos-sim environment ready: {KOS_SIM_VENV / 'bin' / 'python'}")
         return 0
+    cuda, argv = cuda_wanted(argv)
     venv_dir, lock = VENV, LOCK
     if argv[:1] == ["current-jax"]:
-        venv_dir, lock, argv = CURRENT_JAX_VENV, CURRENT_JAX_LOCK, argv[1:]
-    ensure_environment(venv_dir, lock)
+        if cuda == "asked":
+            sys.exit("error: --cuda pins CUDA 12 for the locked jax 0.8.0 (.venv); current-jax is a CPU environment")
+        venv_dir, lock, argv, cuda = CURRENT_JAX_VENV, CURRENT_JAX_LOCK, argv[1:], None
+    ensure_environment(venv_dir, lock, (CUDA_LOCK,) if cuda else ())
     if not argv:
         print(f"Environment ready: {venv_python(venv_dir)}")
         return 0

@@ -76,9 +76,10 @@ def json_records(text: str) -> list[dict]:
     return records
 
 
-def run(steps: int, cold: bool, overrides: list[str]) -> dict:
+def run(steps: int, cold: bool, overrides: list[str], base: list[str] = BENCH_CONFIG) -> dict:
+    """One `tasks.walk` run of `steps` updates with `base`, then `overrides`; its throughput, compile time, memory."""
     with tempfile.TemporaryDirectory(prefix="walk-bench-") as tmp:
-        args = [*BENCH_CONFIG, f"max_steps={steps}", f"exp_dir={tmp}/run", *overrides]
+        args = [*base, f"max_steps={steps}", f"exp_dir={tmp}/run", *overrides]
         if cold:
             args.append("compile.cache_dir=null")
         cmd = [sys.executable, "-m", "tasks.walk", *args]

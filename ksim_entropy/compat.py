@@ -13,8 +13,8 @@ later JAX removed (measured on jax 0.10.2 and 0.11.2), and ksim needs Qt just to
   machine without PySide6 (a headless GPU box, the offline wheel folder) that module is replaced by one whose
   ``run_worker`` says the interactive viewer needs PySide6; training, which never opens the viewer, runs.
 
-`apply()` changes nothing on a JAX that still has both JAX pieces (the locked jax 0.8.0): it is a no-op there, and idempotent
-everywhere. ``import ksim_entropy`` calls `install()`, which imports nothing: it applies the shims the moment
+`apply()` changes nothing on a JAX that still has both JAX pieces (the locked jax 0.8.0): it is a no-op there, and
+idempotent everywhere. ``import ksim_entropy`` calls `install()`, which imports nothing: it applies the shims the moment
 ``ksim`` or ``xax`` is first imported (an import hook), or at once if JAX is already loaded. So ``import ksim_entropy``
 must come before ``import ksim``, and the parts that never touch JAX (the bridge) still load without it.
 """

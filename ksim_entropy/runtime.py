@@ -1,13 +1,15 @@
-"""Process-wide defaults for training: headless rendering and no TensorBoard server on 0.0.0.0.
+"""Process-wide defaults for training: headless rendering, no TensorBoard server on 0.0.0.0, the right device.
 
 These must run before `mujoco` is imported, because MuJoCo picks its OpenGL backend at import time.
 `ksim_entropy/__init__.py` calls :func:`configure_headless` first thing.
 """
 
 import os
+import shutil
+import subprocess
 import sys
 
-__all__ = ["configure_headless"]
+__all__ = ["check_training_device", "configure_headless", "nvidia_gpus"]
 
 
 def configure_headless() -> None:
@@ -19,3 +21,39 @@ def configure_headless() -> None:
     if sys.platform.startswith("linux"):
         os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ["DISABLE_TENSORBOARD"] = "1"
+
+
+def nvidia_gpus() -> list[str]:
+    """Names of the NVIDIA GPUs the driver shows (`nvidia-smi -L`); empty without a driver. Standard library only."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if listing.returncode != 0:
+        return []
+    return [line.split(":", 1)[1].split("(UUID", 1)[0].strip() for line in listing.stdout.splitlines() if ":" in line]
+
+
+def check_training_device(preset: str) -> str:
+    """The device JAX trains on, as one line; exits with a clear error before anything compiles when it is wrong.
+
+    `preset` is the one asked for (`gpu` needs a GPU). A visible NVIDIA GPU with JAX on the CPU (CUDA failed to
+    initialise, or no CUDA plugin) is an error too, never a silent CPU run, unless `JAX_PLATFORMS=cpu` asks for it.
+    """
+    import jax
+
+    backend = jax.default_backend()
+    device = jax.devices()[0]
+    where = f"{backend} ({getattr(device, 'device_kind', device.platform)}, jax {jax.__version__})"
+    if preset == "gpu" and backend != "gpu":
+        raise SystemExit(f"error: preset=gpu needs a GPU, but JAX runs on {where}; use preset=cpu or preset=stand")
+    gpus = nvidia_gpus()
+    if gpus and backend != "gpu" and os.environ.get("JAX_PLATFORMS", "").strip().lower() != "cpu":
+        raise SystemExit(
+            f"error: an NVIDIA GPU is visible ({gpus[0]}) but JAX runs on {where}: CUDA did not initialise or the "
+            "CUDA plugin is missing (`python3 bootstrap.py --cuda` installs it); JAX_PLATFORMS=cpu trains on the CPU"
+        )
+    return f"Training on {where}"

@@ -79,6 +79,7 @@ from ksim_entropy.robot import (
     resolve_robot_files,
 )
 from ksim_entropy.rollout_logs import ksim_rollout, trajectory_to_step_log
+from ksim_entropy.runtime import check_training_device
 from ksim_entropy.sim2sim import GateOptions
 from ksim_entropy.task import ADVANTAGE_NORMALIZATIONS, EntropyBridgedKBotTask, KBotEntropyConfig
 from ksim_entropy.temperature import gaussian_entropy
@@ -898,6 +899,7 @@ def _check_policy_settings(config: WalkConfig) -> None:
 def build_config(args: list[str]) -> WalkConfig:
     """Merge preset defaults and `key=value` overrides into a config; exit with a clear message on bad input."""
     preset, rest = _split_preset(args)
+    print(check_training_device(preset), flush=True)
     _check_override_keys(rest)
     base = preset_config(preset, preset=preset)
     try:
