@@ -13,17 +13,25 @@ later JAX removed (measured on jax 0.10.2 and 0.11.2), and ksim needs Qt just to
   machine without PySide6 (a headless GPU box, the offline wheel folder) that module is replaced by one whose
   ``run_worker`` says the interactive viewer needs PySide6; training, which never opens the viewer, runs.
 
+The same hook silences import-time noise at its source, nothing else: the two lines MuJoCo-MJX prints when the
+optional NVIDIA Warp backend (unused here) is missing, and xax's omegaconf ``register_new_resolver()`` deprecation
+warnings (a `warnings` filter for that message from xax only).
+
 `apply()` changes nothing on a JAX that still has both JAX pieces (the locked jax 0.8.0): it is a no-op there, and
 idempotent everywhere. ``import ksim_entropy`` calls `install()`, which imports nothing: it applies the shims the moment
 ``ksim`` or ``xax`` is first imported (an import hook), or at once if JAX is already loaded. So ``import ksim_entropy``
 must come before ``import ksim``, and the parts that never touch JAX (the bridge) still load without it.
 """
 
+import contextlib
 import functools
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import inspect
+import io
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
@@ -54,6 +62,37 @@ class _HeadlessViewerWorker(importlib.abc.Loader):
         _APPLIED.append("kmv viewer without PySide6")
 
 
+# Modules that print at import what no user of this package needs to read: module -> the lines' beginnings.
+_IMPORT_PRINTS = {"mujoco.mjx.warp": ("Failed to import warp:", "Failed to import mujoco_warp:")}
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs another loader with stdout caught, then prints every caught line but the known noise."""
+
+    def __init__(self, loader: importlib.abc.Loader, noise: tuple[str, ...]) -> None:
+        self._loader, self._noise = loader, noise
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        caught = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(caught):
+                self._loader.exec_module(module)
+        finally:
+            for line in caught.getvalue().splitlines(keepends=True):
+                if not line.startswith(self._noise):
+                    sys.stdout.write(line)
+
+
+def _quiet_spec(fullname: str, path: Sequence[str] | None) -> ModuleSpec | None:
+    spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+    if spec is not None and spec.loader is not None:
+        spec.loader = _QuietLoader(spec.loader, _IMPORT_PRINTS[fullname])
+    return spec
+
+
 def _qt_missing() -> bool:
     try:
         return importlib.util.find_spec("PySide6") is None
@@ -71,6 +110,8 @@ class _ApplyBeforeImport(importlib.abc.MetaPathFinder):
             apply()
         elif fullname == _QT_VIEWER_WORKER and _qt_missing():
             return ModuleSpec(fullname, _HeadlessViewerWorker())
+        elif fullname in _IMPORT_PRINTS:
+            return _quiet_spec(fullname, path)
         return None
 
 
@@ -129,6 +170,9 @@ def _accept_abstracted_axes() -> bool:
 
 def apply() -> list[str]:
     """Install the shims this JAX needs (none on jax 0.8); returns the names of all installed so far."""
+    warnings.filterwarnings(
+        "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning, module=r"xax\."
+    )
     if _restore_get_aval():
         _APPLIED.append("jax.core.get_aval")
     if _accept_abstracted_axes():

@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import tarfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,9 @@ def function_to_onnx(
     plugin_logger.setLevel(logging.ERROR)  # its example plugins import flax, which this stack leaves out
     try:
         specs = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in input_shapes]
-        model = to_onnx(fn, specs, opset=_ONNX_OPSET)
+        with warnings.catch_warnings():  # its plugins' float64 examples, loaded with every conversion, warn on import
+            warnings.filterwarnings("ignore", message="Explicitly requested dtype float64")
+            model = to_onnx(fn, specs, opset=_ONNX_OPSET)
     finally:
         plugin_logger.setLevel(previous)
     _rename_graph_values(model, input_names, output_names)

@@ -97,3 +97,31 @@ def test_the_real_viewer_worker_loads_where_pyside6_is_installed():
 
     assert entrypoint.QApplication.__module__.startswith("PySide6")
     assert "kmv viewer without PySide6" not in compat.applied_shims()
+
+
+def test_import_is_quiet_at_the_source():
+    """`import ksim` prints nothing and warns nothing from MJX's optional Warp backend or xax's omegaconf use."""
+    import subprocess
+    import sys
+
+    code = "import ksim_entropy, ksim; print('imported')"
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "imported\n"
+    assert "register_new_resolver" not in done.stderr and "Failed to import" not in done.stderr
+
+
+def test_quiet_loader_drops_only_the_known_lines(tmp_path, capsys):
+    import importlib.machinery
+    import importlib.util
+
+    source = tmp_path / "noisy.py"
+    source.write_text("print('Failed to import warp: no warp')\nprint('kept line')\nVALUE = 3\n")
+    loader = compat._QuietLoader(
+        importlib.machinery.SourceFileLoader("noisy", str(source)), ("Failed to import warp:",)
+    )
+    spec = importlib.util.spec_from_loader("noisy", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    assert module.VALUE == 3
+    assert capsys.readouterr().out == "kept line\n"
