@@ -1,7 +1,8 @@
 """Process-wide defaults for training: headless rendering, no TensorBoard server on 0.0.0.0, the right device.
 
-These must run before `mujoco` is imported, because MuJoCo picks its OpenGL backend at import time.
-`ksim_entropy/__init__.py` calls :func:`configure_headless` first thing.
+These must run before `mujoco` is imported, because MuJoCo picks its OpenGL backend at import time. Importing the
+library changes no environment variable: the entry points do (`tasks/__init__.py` calls :func:`configure_headless`
+first thing); a ksim task of your own calls it too, or sets MUJOCO_GL itself, on a machine without a display.
 """
 
 import os

@@ -1,6 +1,14 @@
-"""Runnable tasks (`python -m tasks.walk`, `tasks.export`, ...) and the small helpers their command lines share."""
+"""Runnable tasks (`python -m tasks.walk`, `tasks.export`, ...) and the small helpers their command lines share.
+
+Importing any of them first sets the process defaults for training (`runtime.configure_headless`: MuJoCo's
+headless EGL backend unless MUJOCO_GL is set, and no TensorBoard server on all interfaces), before MuJoCo loads.
+"""
 
 import argparse
+
+from ksim_entropy.runtime import configure_headless
+
+configure_headless()
 
 
 def comma_floats(text: str) -> tuple[float, ...]:

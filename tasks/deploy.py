@@ -22,7 +22,7 @@ robot that is not ready (nothing moved; one `error: ...` line).
 """
 
 # isort: off
-import ksim_entropy  # noqa: F401  (must come first: headless defaults before anything imports mujoco)
+import ksim_entropy  # noqa: F401  (must come first: its JAX shims apply before ksim loads)
 # isort: on
 
 import argparse

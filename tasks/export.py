@@ -7,7 +7,7 @@ beside it; the exit status is 1 when the gate fails (the policy is still written
 """
 
 # isort: off
-import ksim_entropy  # noqa: F401  (must come first: headless defaults before anything imports mujoco)
+import ksim_entropy  # noqa: F401  (must come first: its JAX shims apply before ksim loads)
 # isort: on
 
 import argparse

@@ -12,7 +12,7 @@ Exit status: 0 when the gate passes, 1 when it fails (the reasons are printed), 
 """
 
 # isort: off
-import ksim_entropy  # noqa: F401  (must come first: headless defaults before anything imports mujoco)
+import ksim_entropy  # noqa: F401  (must come first: its JAX shims apply before ksim loads)
 # isort: on
 
 import argparse

@@ -7,7 +7,7 @@ Any config field can be overridden as `key=value` (ksim/xax CLI). At the end the
 """
 
 # isort: off
-import ksim_entropy  # noqa: F401  (must come first: headless defaults before anything imports mujoco)
+import ksim_entropy  # noqa: F401  (must come first: its JAX shims apply before ksim loads)
 # isort: on
 
 import difflib

@@ -125,3 +125,22 @@ def test_quiet_loader_drops_only_the_known_lines(tmp_path, capsys):
     loader.exec_module(module)
     assert module.VALUE == 3
     assert capsys.readouterr().out == "kept line\n"
+
+
+def test_importing_the_library_changes_no_environment_variable_and_the_entry_points_set_theirs():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, os; before = dict(os.environ); import ksim_entropy, ksim; library = dict(os.environ); "
+        "import tasks; print(json.dumps([library == before, {k: os.environ.get(k) for k in "
+        "('MUJOCO_GL', 'DISABLE_TENSORBOARD')}]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISABLE_TENSORBOARD")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    unchanged, entry_point = json.loads(done.stdout.strip().splitlines()[-1])
+    assert unchanged is True
+    assert entry_point == {"MUJOCO_GL": "egl", "DISABLE_TENSORBOARD": "1"}

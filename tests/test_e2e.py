@@ -53,7 +53,7 @@ ADAPTIVE = [
 
 
 def walk(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    # A user's shell: no MUJOCO_GL (this test process set it when it imported ksim_entropy).
+    # A user's shell: no MUJOCO_GL (tests/conftest.py set it in this test process).
     env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISABLE_TENSORBOARD")}
     env["PYTHONUNBUFFERED"] = "1"
     return subprocess.run(
