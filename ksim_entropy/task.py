@@ -8,6 +8,11 @@ in the curriculum state — traced arrays, so a width change never recompiles �
 
 Use it before ksim's task in the bases: ``class MyTask(DomainRandomizationMixin[Config], ksim.PPOTask[Config])``
 and implement `get_domain_randomization` (optionally `get_randomization_curriculum`).
+
+ksim 0.2.10 has no public hook for what these mixins change (the per-step physics, the PPO loss's entropy term,
+the per-update metrics and the checkpoint's extra data), so they override five private methods, all in this module
+and listed in `KSIM_PRIVATE_OVERRIDES` with the parameters they were checked against; tests/test_ksim_overrides.py
+fails, naming the method, when an installed ksim's differ.
 """
 
 import functools
@@ -72,6 +77,15 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# ksim's private methods the mixins below override -> their parameters in ksim 0.2.10 (checked on every test run).
+KSIM_PRIVATE_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "RLTask._single_unroll": ("self", "constants", "env_state", "shared_state", "num_steps"),  # per-step physics
+    "RLTask._get_shared_state": ("self", "rng", "mj_model", "physics_model", "model_arrs"),  # α in the shared state
+    "RLTask._single_update": ("self", "carry", "constants", "env_state", "state", "trajectories", "rewards"),
+    "RLTask._save": ("self", "constants", "carry", "state"),  # randomization + temperature state in the checkpoint
+    "PPOTask._single_step": ("self", "trajectories", "rewards", "constants", "carry", "on_policy_variables", "rng"),
+}
 
 Config = TypeVar("Config", bound=ksim.RLConfig)
 
