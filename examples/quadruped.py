@@ -1,0 +1,275 @@
+"""A second ksim task, not the K-Bot: a small quadruped written here, adopting ksim-entropy's pieces in a few lines.
+
+    python examples/quadruped.py max_steps=3 exp_dir=runs/quadruped   # any ksim / xax config key=value
+
+What it adopts (each a few lines below, marked `# ksim-entropy`):
+- `EntropyBridgedTask`: per-episode physics randomization with traced widths (`get_domain_randomization`), PPO
+  with an auto-tuned temperature α (`get_action_entropy_range` refuses an unreachable target before compiling),
+  their metrics on the console and in TensorBoard, and both states in checkpoints (resume with
+  `load_from_ckpt_path=.../ckpt.bin`);
+- `DelayedObservation` + `SensorNoise`: the policy's joint sensors are late, noisy and biased, in seconds and
+  physical units;
+- `DelayedActuators` around MuJoCo's own position servos (`NativePDActuators`);
+- `RecurrentActorCritic` (here with its MLP body) and `gaussian_entropy` for the entropy in nats per action dim.
+
+The robot: a 0.2 × 0.12 m box torso (2 kg) on four two-joint legs (hip pitch, knee; 16 cm links), MuJoCo position
+servos (kp 20 N·m/rad, 4 N·m limit), an IMU site. Everything else is ksim's own: rewards, resets, terminations.
+"""
+
+# isort: off
+import ksim_entropy  # noqa: F401  (first: its JAX shims apply before ksim loads)
+from ksim_entropy.runtime import configure_headless
+
+configure_headless()  # an entry point sets the process defaults; importing the library changes none
+# isort: on
+
+import sys  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ksim  # noqa: E402
+import mujoco  # noqa: E402
+import optax  # noqa: E402
+import xax  # noqa: E402
+from jaxtyping import Array, PRNGKeyArray, PyTree  # noqa: E402
+
+from ksim_entropy.actuation import DelayedActuators, NativePDActuators  # noqa: E402
+from ksim_entropy.observation import DelayedObservation, SensorNoise  # noqa: E402
+from ksim_entropy.policy import RecurrentActorCritic  # noqa: E402
+from ksim_entropy.randomization import BodyMassScale, DomainRandomization, JointFrictionLoss  # noqa: E402
+from ksim_entropy.task import EntropyBridgedConfig, EntropyBridgedTask  # noqa: E402
+from ksim_entropy.temperature import gaussian_entropy, gaussian_entropy_range  # noqa: E402
+
+LEGS = {"fl": (0.1, 0.07), "fr": (0.1, -0.07), "hl": (-0.1, 0.07), "hr": (-0.1, -0.07)}  # hip positions (m)
+NOMINAL_POSE_RAD = {"hip": 0.6, "knee": -1.2}
+
+
+def _leg(name: str, x: float, y: float) -> str:
+    return f"""
+      <body name="{name}_thigh" pos="{x} {y} 0">
+        <joint name="{name}_hip" axis="0 1 0" range="-1.5 1.5" damping="0.1" frictionloss="0.02"/>
+        <geom type="capsule" fromto="0 0 0 0 0 -0.16" size="0.015" mass="0.15"/>
+        <body name="{name}_shin" pos="0 0 -0.16">
+          <joint name="{name}_knee" axis="0 1 0" range="-2.5 0" damping="0.1" frictionloss="0.02"/>
+          <geom type="capsule" fromto="0 0 0 0 0 -0.16" size="0.012" mass="0.1"/>
+          <geom name="{name}_foot" type="sphere" pos="0 0 -0.16" size="0.02" mass="0.02" friction="1.0"/>
+        </body>
+      </body>"""
+
+
+def robot_xml() -> str:
+    """The quadruped's MJCF (meters, kilograms, radians)."""
+    legs = "".join(_leg(name, x, y) for name, (x, y) in LEGS.items())
+    servos = "".join(
+        f'<position name="{name}_{joint}" joint="{name}_{joint}" kp="20" kv="0.5" forcerange="-4 4" '
+        f'ctrlrange="-2.5 2.5"/>'
+        for name in LEGS
+        for joint in ("hip", "knee")
+    )
+    return f"""
+<mujoco model="quadruped">
+  <compiler angle="radian"/>
+  <option timestep="0.005"/>
+  <worldbody>
+    <geom name="floor" type="plane" size="5 5 0.1" friction="1.0"/>
+    <body name="torso" pos="0 0 0.3">
+      <freejoint name="root"/>
+      <geom type="box" size="0.1 0.06 0.025" mass="2.0"/>
+      <site name="imu" pos="0 0 0"/>{legs}
+    </body>
+  </worldbody>
+  <actuator>{servos}</actuator>
+  <sensor>
+    <framequat name="imu_quat" objtype="site" objname="imu"/>
+    <gyro name="imu_gyro" site="imu"/>
+  </sensor>
+</mujoco>"""
+
+
+@dataclass
+class QuadrupedConfig(EntropyBridgedConfig):
+    """ksim's PPO config, ksim-entropy's switches (`EntropyBridgedConfig`) and this task's few fields."""
+
+    hidden_size: int = xax.field(value=64, help="MLP width")
+    depth: int = xax.field(value=2, help="MLP layers")
+    learning_rate: float = xax.field(value=3e-4, help="Adam step")
+    obs_latency_s: tuple[float, float] = xax.field(value=(0.0, 0.02), help="sensor latency range (s)")
+    action_latency_s: tuple[float, float] = xax.field(value=(0.0, 0.01), help="command latency range (s)")
+    min_std: float = xax.field(value=0.01, help="action std floor (rad)")
+    max_std: float = xax.field(value=1.0, help="action std ceiling (rad)")
+    var_scale: float = xax.field(value=0.5, help="action std scale")
+
+
+class QuadrupedTask(EntropyBridgedTask[QuadrupedConfig], ksim.PPOTask[QuadrupedConfig]):
+    """Stand on four legs under randomized physics, late and noisy sensors and late commands."""
+
+    def get_mujoco_model(self) -> mujoco.MjModel:
+        return mujoco.MjModel.from_xml_string(robot_xml())
+
+    def joint_names(self, physics_model: ksim.PhysicsModel) -> list[str]:
+        return ksim.get_joint_names_in_order(physics_model)[1:]  # without the free joint
+
+    def nominal_pose(self, physics_model: ksim.PhysicsModel) -> list[float]:
+        return [NOMINAL_POSE_RAD[name.split("_")[1]] for name in self.joint_names(physics_model)]
+
+    def get_actuators(self, physics_model: ksim.PhysicsModel, metadata: ksim.Metadata | None = None) -> ksim.Actuators:
+        # ksim-entropy: commands reach MuJoCo's position servos 0-10 ms late, redrawn every episode
+        return DelayedActuators.create(
+            NativePDActuators(), latency_range_s=self.config.action_latency_s, dt_s=self.config.dt
+        )
+
+    def get_domain_randomization(self, physics_model: ksim.PhysicsModel) -> DomainRandomization:
+        # ksim-entropy: redrawn at every episode reset; widths live in the curriculum state
+        return DomainRandomization(
+            parameters=[
+                BodyMassScale.create(physics_model, low=0.85, high=1.15),
+                JointFrictionLoss.create(physics_model, low=0.5, high=2.0),
+            ]
+        )
+
+    def get_action_entropy_range(self) -> tuple[float, float]:
+        # ksim-entropy: the entropy per action dim the std bounds allow, so an unreachable target is refused at once
+        cfg = self.config
+        return gaussian_entropy_range(cfg.min_std * cfg.var_scale, cfg.max_std)
+
+    def get_physics_randomizers(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.PhysicsRandomizer]:
+        return {}
+
+    def get_events(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Event]:
+        return {}
+
+    def get_resets(self, physics_model: ksim.PhysicsModel) -> list[ksim.Reset]:
+        zeros = dict(zip(self.joint_names(physics_model), self.nominal_pose(physics_model), strict=True))
+        return [ksim.RandomJointPositionReset.create(physics_model, zeros=zeros, scale=0.1)]
+
+    def get_observations(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Observation]:
+        cfg = self.config
+        joints = {"joint_position": ksim.JointPositionObservation(), "joint_velocity": ksim.JointVelocityObservation()}
+        noise = {
+            "joint_position": SensorNoise(gaussian_std=0.005, bias_mag=0.01),
+            "joint_velocity": SensorNoise(gaussian_std=0.1),
+        }
+        return {
+            **joints,
+            # ksim-entropy: what the policy reads is late (0-20 ms), noisy and biased, in rad and rad/s
+            **{
+                f"noisy_{name}": DelayedObservation.create(
+                    obs, ctrl_dt_s=cfg.ctrl_dt, latency_range_s=cfg.obs_latency_s, sensor_noise=noise[name]
+                )
+                for name, obs in joints.items()
+            },
+            "projected_gravity": ksim.ProjectedGravityObservation.create(
+                physics_model=physics_model, framequat_name="imu_quat"
+            ),
+            "imu_gyro": ksim.SensorObservation.create(physics_model=physics_model, sensor_name="imu_gyro"),
+            "base_linear_velocity": ksim.BaseLinearVelocityObservation(in_robot_frame=True),
+        }
+
+    def get_commands(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Command]:
+        return {}
+
+    def get_rewards(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Reward]:
+        return {
+            "stay_alive": ksim.StayAliveReward(scale=1.0),
+            "upright": ksim.UprightReward(scale=0.5),
+        }
+
+    def get_terminations(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Termination]:
+        return {
+            "fell": ksim.BadZTermination(min_z=0.08, max_z=1.0),
+            "tilted": ksim.NotUprightTermination(max_radians=1.0),
+            "episode_length": ksim.EpisodeLengthTermination(max_length_sec=10.0),
+        }
+
+    def get_optimizer(self) -> optax.GradientTransformation:
+        return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(self.config.learning_rate))
+
+    num_actor_inputs = 8 + 8 + 3 + 3
+    num_critic_inputs = num_actor_inputs + 3
+
+    def get_model(self, params: ksim.InitParams) -> RecurrentActorCritic:
+        cfg = self.config
+        return RecurrentActorCritic(
+            params.key,
+            num_actor_inputs=self.num_actor_inputs,
+            num_critic_inputs=self.num_critic_inputs,
+            nominal_pose=self.nominal_pose(params.physics_model),
+            hidden_size=cfg.hidden_size,
+            depth=cfg.depth,
+            min_std=cfg.min_std,
+            max_std=cfg.max_std,
+            var_scale=cfg.var_scale,
+            body="mlp",
+        )
+
+    def get_initial_model_carry(self, model: RecurrentActorCritic, rng: PRNGKeyArray) -> dict[str, Array]:
+        return {
+            "actor": jnp.zeros(model.actor.body.carry_shape, dtype=jnp.float32),
+            "critic": jnp.zeros(model.critic.body.carry_shape, dtype=jnp.float32),
+        }
+
+    def _actor_obs(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree]) -> Array:
+        nominal = jnp.asarray(model.actor.nominal_pose)
+        pose = obs["noisy_joint_position"] - nominal
+        return jnp.concatenate(
+            [pose, obs["noisy_joint_velocity"] * 0.1, obs["projected_gravity"] / 9.81, obs["imu_gyro"]], -1
+        )
+
+    def _critic_obs(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree]) -> Array:
+        return jnp.concatenate([self._actor_obs(model, obs), obs["base_linear_velocity"]], axis=-1)
+
+    def sample_action(
+        self,
+        model: RecurrentActorCritic,
+        model_carry: dict[str, Array],
+        physics_model: ksim.PhysicsModel,
+        physics_state: ksim.PhysicsState,
+        observations: xax.FrozenDict[str, PyTree],
+        commands: xax.FrozenDict[str, PyTree],
+        rng: PRNGKeyArray,
+        argmax: bool,
+    ) -> ksim.Action:
+        dist, actor_carry = model.actor(self._actor_obs(model, observations), model_carry["actor"])
+        action = dist.mode() if argmax else dist.sample(rng)
+        return ksim.Action(action=action, carry={"actor": actor_carry, "critic": model_carry["critic"]})
+
+    def get_ppo_variables(
+        self,
+        model: RecurrentActorCritic,
+        trajectory: ksim.Trajectory,
+        model_carry: dict[str, Array],
+        rng: PRNGKeyArray,
+    ) -> tuple[ksim.PPOVariables, dict[str, Array]]:
+        def step(carry: dict[str, Array], transition: ksim.Trajectory) -> tuple[dict[str, Array], ksim.PPOVariables]:
+            dist, actor_carry = model.actor(self._actor_obs(model, transition.obs), carry["actor"])
+            value, critic_carry = model.critic(self._critic_obs(model, transition.obs), carry["critic"])
+            variables = ksim.PPOVariables(
+                log_probs=dist.log_prob(transition.action),
+                values=value,
+                entropy=gaussian_entropy(dist.scale_n),  # ksim-entropy: nats per action dim, as the temperature needs
+            )
+            return {"actor": actor_carry, "critic": critic_carry}, variables
+
+        next_carry, variables = jax.lax.scan(step, model_carry, trajectory)
+        return variables, next_carry
+
+
+DEFAULTS = {
+    "num_envs": 16,
+    "batch_size": 8,
+    "num_passes": 2,
+    "rollout_length_frames": 32,
+    "dt": 0.005,
+    "ctrl_dt": 0.02,
+    "iterations": 4,
+    "ls_iterations": 8,
+    "target_entropy": -1.0,
+    "target_entropy_anneal_updates": 200,
+    "valid_every_n_seconds": None,
+    "save_every_n_seconds": 60.0,
+}
+
+
+if __name__ == "__main__":
+    QuadrupedTask.launch(QuadrupedTask.get_config(DEFAULTS, use_cli=sys.argv[1:]), use_cli=[])
