@@ -119,12 +119,16 @@ def cuda_wanted(argv: list[str]) -> tuple[str | None, list[str]]:
     """('asked' | 'visible' | None, argv without --cuda/--cpu): whether to add requirements/lock-cuda.txt.
 
     `--cuda` asks for it (an error without an NVIDIA driver), `--cpu` refuses it, and otherwise it is added when
-    `nvidia-smi` shows a GPU.
+    `nvidia-smi` shows a GPU. Never for `current-jax` (a CPU environment).
     """
     flags = [arg for arg in argv[:2] if arg in ("--cuda", "--cpu")]
     rest = argv[len(flags) :]
     if len(set(flags)) > 1:
         sys.exit("error: --cuda and --cpu contradict each other; give one")
+    if rest[:1] == ["current-jax"]:
+        if flags == ["--cuda"]:
+            sys.exit("error: --cuda pins CUDA 12 for the locked jax 0.8.0 (.venv); current-jax is a CPU environment")
+        return None, rest
     sys.path.insert(0, str(ROOT))
     from ksim_entropy.runtime import nvidia_gpus
 
@@ -187,9 +191,7 @@ def main(argv: list[str]) -> int:
     cuda, argv = cuda_wanted(argv)
     venv_dir, lock = VENV, LOCK
     if argv[:1] == ["current-jax"]:
-        if cuda == "asked":
-            sys.exit("error: --cuda pins CUDA 12 for the locked jax 0.8.0 (.venv); current-jax is a CPU environment")
-        venv_dir, lock, argv, cuda = CURRENT_JAX_VENV, CURRENT_JAX_LOCK, argv[1:], None
+        venv_dir, lock, argv = CURRENT_JAX_VENV, CURRENT_JAX_LOCK, argv[1:]
     ensure_environment(venv_dir, lock, (CUDA_LOCK,) if cuda else ())
     if not argv:
         print(f"Environment ready: {venv_python(venv_dir)}")

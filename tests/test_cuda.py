@@ -112,3 +112,9 @@ def test_the_cuda_lock_is_the_closure_of_jax_cuda12_under_the_main_lock(tmp_path
     main, cuda = _pins(ROOT / "requirements" / "lock.txt"), _pins(ROOT / "requirements" / "lock-cuda.txt")
     assert {name: version for name, version in resolved.items() if name not in main} == cuda
     assert all(main[name] == version for name, version in resolved.items() if name in main)
+
+
+def test_current_jax_never_gets_the_cuda_lock(visible_gpu):
+    assert bootstrap.cuda_wanted(["current-jax", "walk"]) == (None, ["current-jax", "walk"])
+    with pytest.raises(SystemExit, match=r"current-jax is a CPU environment"):
+        bootstrap.cuda_wanted(["--cuda", "current-jax"])
