@@ -38,6 +38,7 @@ from ksim_entropy.actuation import DelayedActuators, NativePDActuators  # noqa: 
 from ksim_entropy.observation import DelayedObservation, SensorNoise  # noqa: E402
 from ksim_entropy.policy import RecurrentActorCritic  # noqa: E402
 from ksim_entropy.randomization import BodyMassScale, DomainRandomization, JointFrictionLoss  # noqa: E402
+from ksim_entropy.rewards import BaseVelocityTrackingReward  # noqa: E402
 from ksim_entropy.task import EntropyBridgedConfig, EntropyBridgedTask  # noqa: E402
 from ksim_entropy.temperature import gaussian_entropy, gaussian_entropy_range  # noqa: E402
 
@@ -62,7 +63,7 @@ def robot_xml() -> str:
     """The quadruped's MJCF (meters, kilograms, radians)."""
     legs = "".join(_leg(name, x, y) for name, (x, y) in LEGS.items())
     servos = "".join(
-        f'<position name="{name}_{joint}" joint="{name}_{joint}" kp="20" kv="0.5" forcerange="-4 4" '
+        f'<position name="{name}_{joint}_ctrl" joint="{name}_{joint}" kp="20" kv="0.5" forcerange="-4 4" '
         f'ctrlrange="-2.5 2.5"/>'
         for name in LEGS
         for joint in ("hip", "knee")
@@ -102,7 +103,7 @@ class QuadrupedConfig(EntropyBridgedConfig):
 
 
 class QuadrupedTask(EntropyBridgedTask[QuadrupedConfig], ksim.PPOTask[QuadrupedConfig]):
-    """Stand on four legs under randomized physics, late and noisy sensors and late commands."""
+    """Walk forward at a commanded 0-0.3 m/s under randomized physics, late and noisy sensors and late commands."""
 
     def get_mujoco_model(self) -> mujoco.MjModel:
         return mujoco.MjModel.from_xml_string(robot_xml())
@@ -132,9 +133,6 @@ class QuadrupedTask(EntropyBridgedTask[QuadrupedConfig], ksim.PPOTask[QuadrupedC
         # ksim-entropy: the entropy per action dim the std bounds allow, so an unreachable target is refused at once
         cfg = self.config
         return gaussian_entropy_range(cfg.min_std * cfg.var_scale, cfg.max_std)
-
-    def get_physics_randomizers(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.PhysicsRandomizer]:
-        return {}
 
     def get_events(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Event]:
         return {}
@@ -167,12 +165,14 @@ class QuadrupedTask(EntropyBridgedTask[QuadrupedConfig], ksim.PPOTask[QuadrupedC
         }
 
     def get_commands(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Command]:
-        return {}
+        # forward velocity 0-0.3 m/s (x, y in m/s; yaw rate in rad/s), redrawn now and then
+        return {"velocity": ksim.FloatVectorCommand(ranges=((0.0, 0.3), (0.0, 0.0), (0.0, 0.0)), switch_prob=0.005)}
 
     def get_rewards(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Reward]:
         return {
             "stay_alive": ksim.StayAliveReward(scale=1.0),
             "upright": ksim.UprightReward(scale=0.5),
+            "velocity": BaseVelocityTrackingReward(command_name="velocity", sigma_mps=0.1, scale=1.0),
         }
 
     def get_terminations(self, physics_model: ksim.PhysicsModel) -> dict[str, ksim.Termination]:
@@ -185,7 +185,7 @@ class QuadrupedTask(EntropyBridgedTask[QuadrupedConfig], ksim.PPOTask[QuadrupedC
     def get_optimizer(self) -> optax.GradientTransformation:
         return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(self.config.learning_rate))
 
-    num_actor_inputs = 8 + 8 + 3 + 3
+    num_actor_inputs = 8 + 8 + 3 + 3 + 3
     num_critic_inputs = num_actor_inputs + 3
 
     def get_model(self, params: ksim.InitParams) -> RecurrentActorCritic:
@@ -209,15 +209,13 @@ class QuadrupedTask(EntropyBridgedTask[QuadrupedConfig], ksim.PPOTask[QuadrupedC
             "critic": jnp.zeros(model.critic.body.carry_shape, dtype=jnp.float32),
         }
 
-    def _actor_obs(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree]) -> Array:
-        nominal = jnp.asarray(model.actor.nominal_pose)
-        pose = obs["noisy_joint_position"] - nominal
-        return jnp.concatenate(
-            [pose, obs["noisy_joint_velocity"] * 0.1, obs["projected_gravity"] / 9.81, obs["imu_gyro"]], -1
-        )
+    def _actor_obs(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree], cmd: PyTree) -> Array:
+        pose = obs["noisy_joint_position"] - jnp.asarray(model.actor.nominal_pose)
+        gravity = obs["projected_gravity"] / 9.81
+        return jnp.concatenate([pose, obs["noisy_joint_velocity"] * 0.1, gravity, obs["imu_gyro"], cmd["velocity"]], -1)
 
-    def _critic_obs(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree]) -> Array:
-        return jnp.concatenate([self._actor_obs(model, obs), obs["base_linear_velocity"]], axis=-1)
+    def _critic_obs(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree], cmd: PyTree) -> Array:
+        return jnp.concatenate([self._actor_obs(model, obs, cmd), obs["base_linear_velocity"]], axis=-1)
 
     def sample_action(
         self,
@@ -230,7 +228,7 @@ class QuadrupedTask(EntropyBridgedTask[QuadrupedConfig], ksim.PPOTask[QuadrupedC
         rng: PRNGKeyArray,
         argmax: bool,
     ) -> ksim.Action:
-        dist, actor_carry = model.actor(self._actor_obs(model, observations), model_carry["actor"])
+        dist, actor_carry = model.actor(self._actor_obs(model, observations, commands), model_carry["actor"])
         action = dist.mode() if argmax else dist.sample(rng)
         return ksim.Action(action=action, carry={"actor": actor_carry, "critic": model_carry["critic"]})
 
@@ -242,8 +240,10 @@ class QuadrupedTask(EntropyBridgedTask[QuadrupedConfig], ksim.PPOTask[QuadrupedC
         rng: PRNGKeyArray,
     ) -> tuple[ksim.PPOVariables, dict[str, Array]]:
         def step(carry: dict[str, Array], transition: ksim.Trajectory) -> tuple[dict[str, Array], ksim.PPOVariables]:
-            dist, actor_carry = model.actor(self._actor_obs(model, transition.obs), carry["actor"])
-            value, critic_carry = model.critic(self._critic_obs(model, transition.obs), carry["critic"])
+            dist, actor_carry = model.actor(self._actor_obs(model, transition.obs, transition.command), carry["actor"])
+            value, critic_carry = model.critic(
+                self._critic_obs(model, transition.obs, transition.command), carry["critic"]
+            )
             variables = ksim.PPOVariables(
                 log_probs=dist.log_prob(transition.action),
                 values=value,

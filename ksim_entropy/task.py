@@ -327,9 +327,24 @@ class TrainingStateMixin(ksim.RLTask[Config], Generic[Config]):
         """Whether training stopped on `train_time_limit_s` (rather than `max_steps`)."""
         return getattr(self, "_time_limit_reached", False)
 
+    def on_training_end(self, state: xax.State) -> xax.State:
+        self._final_num_steps = int(state.num_steps)
+        return super().on_training_end(state)
+
     def run_training(self) -> None:
+        """Run ksim's loop, which catches any exception, saves and returns; here a run cut short raises instead.
+
+        Stopping on `max_steps`, on `train_time_limit_s` or by the user (Ctrl-C) is not a failure.
+        """
         self._progress.start_s = time.monotonic()
+        self._final_num_steps = -1
         super().run_training()
+        max_steps = self.config.max_steps
+        interrupted = not getattr(self, "_is_running", True)
+        if max_steps is not None and self._final_num_steps < max_steps and not (interrupted or self.time_limit_reached):
+            raise RuntimeError(
+                f"Training stopped at step {self._final_num_steps} of {max_steps}: see the exception printed above"
+            )
 
     def checkpoint_aux(self, constants: RLLoopConstants, carry: RLLoopCarry) -> dict[str, PyTree]:
         return {}
@@ -383,6 +398,36 @@ class DomainRandomizationMixin(TrainingStateMixin[Config], Generic[Config]):
 
     def get_curriculum(self, physics_model: ksim.PhysicsModel) -> ksim.Curriculum:
         return self.get_randomization_curriculum(physics_model, self.get_domain_randomization(physics_model))
+
+    def check_randomization_hooks(self, physics_model: ksim.PhysicsModel) -> None:
+        """Refuse a task whose own `get_physics_randomizers` or `get_curriculum` silently turns half the mixin off.
+
+        The mixin needs both of its hooks: the randomizer (the initial draw, ksim's) and the curriculum (redraws,
+        widths, metrics, checkpoints). A task may replace both (opting out, as `tasks.walk`'s `sim2real=false`
+        does), not one; called before anything compiles.
+        """
+        randomizers = self.get_physics_randomizers(physics_model)
+        curriculum = self.get_curriculum(physics_model)
+        has_randomizer = isinstance(randomizers.get(RANDOMIZER_KEY), DomainRandomization)
+        has_curriculum = isinstance(curriculum, RandomizationCurriculum)
+        name = type(self).__name__
+        if has_curriculum and not has_randomizer:
+            raise TypeError(
+                f"{name}.get_physics_randomizers drops DomainRandomizationMixin's randomizer, so no physics is "
+                "randomized: return {**super().get_physics_randomizers(physics_model), ...your own...}"
+            )
+        if has_randomizer and not has_curriculum:
+            raise TypeError(
+                f"{name}.get_curriculum returns a {type(curriculum).__name__}, not the RandomizationCurriculum "
+                "DomainRandomizationMixin needs (per-episode redraws, widths, metrics, checkpoints): override "
+                "get_randomization_curriculum instead"
+            )
+
+    def initialize_rl_training(
+        self, mj_model: ksim.PhysicsModel, metadata: ksim.Metadata
+    ) -> tuple[RLLoopConstants, RLLoopCarry, xax.State]:
+        self.check_randomization_hooks(mj_model)
+        return super().initialize_rl_training(mj_model, metadata)
 
     # Jitted like ksim's: ksim calls it directly for the validation rollout, where an unjitted draw ran op by op and
     # XLA compiled each op on its own (131 more small compiles before the first update's validation unroll).

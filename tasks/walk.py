@@ -769,19 +769,8 @@ class KBotWalkingTask(EntropyBridgedKBotTask[WalkConfig], ksim.PPOTask[WalkConfi
             self.check_checkpoint(self.config.load_from_ckpt_path)
         super().run()
 
-    def on_training_end(self, state: xax.State) -> xax.State:
-        self._final_num_steps = int(state.num_steps)
-        return super().on_training_end(state)
-
     def run_training(self) -> None:
-        self._final_num_steps = -1
-        super().run_training()
-        max_steps = self.config.max_steps
-        interrupted = not getattr(self, "_is_running", True)
-        if max_steps is not None and self._final_num_steps < max_steps and not (interrupted or self.time_limit_reached):
-            raise RuntimeError(
-                f"Training stopped at step {self._final_num_steps} of {max_steps}: see the exception printed above"
-            )
+        super().run_training()  # raises if the loop stopped early (TrainingStateMixin)
         ckpt = self.get_ckpt_path()
         if self.config.export_kinfer and ckpt.exists():
             out = self.exp_dir / "policy.kinfer"

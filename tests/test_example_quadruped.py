@@ -5,6 +5,7 @@ Oracles: MuJoCo itself for the robot (it compiles, stands on its feet at the nom
 aux data for what was saved, and the resumed run's update count.
 """
 
+import re
 import subprocess
 import sys
 import tarfile
@@ -44,14 +45,6 @@ def _train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
-def _last_state(stdout: str) -> dict:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from walk_throughput import json_records
-
-    states = [r for r in json_records(stdout) if "state" in r and "num_steps" in r["state"]]
-    return states[-1]
-
-
 @pytest.mark.slow
 def test_trains_checkpoints_and_resumes(tmp_path):
     first = _train(tmp_path / "first")
@@ -59,13 +52,37 @@ def test_trains_checkpoints_and_resumes(tmp_path):
     ckpt = tmp_path / "first" / "checkpoints" / "ckpt.bin"
     with tarfile.open(ckpt, "r:gz") as tar:
         assert "aux_data" in tar.getnames()  # the randomization widths and the temperature ride with the weights
-    first_state = _last_state(first.stdout)
-    assert first_state["state"]["num_steps"] == 3
-    assert "temperature_alpha" in first_state["train"] and "policy_entropy_per_dim" in first_state["train"]
+    assert (tmp_path / "first" / "checkpoints" / "ckpt.3.bin").exists()  # ksim names checkpoints by update
+    assert re.search(r"\| α \d\.\d\de-0\d \| H nat/dim -?\d", first.stdout)  # the progress line: α and entropy
 
     resumed = _train(tmp_path / "second", f"load_from_ckpt_path={ckpt}", "max_steps=5")
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-3000:]
-    assert _last_state(resumed.stdout)["state"]["num_steps"] == 5
+    assert (tmp_path / "second" / "checkpoints" / "ckpt.5.bin").exists()
     assert "restored entropy temperature α=" in log
     assert "has no randomization state" not in log
+
+
+def test_a_hook_that_turns_half_the_randomization_off_is_refused_before_compiling():
+    import ksim
+
+    model = mujoco.MjModel.from_xml_string(quadruped.robot_xml())
+    config = quadruped.QuadrupedTask.get_config(quadruped.DEFAULTS, use_cli=False)
+    quadruped.QuadrupedTask(config).check_randomization_hooks(model)  # the example itself passes
+
+    class NoRandomizer(quadruped.QuadrupedTask):
+        def get_physics_randomizers(self, physics_model):
+            return {}
+
+    class OwnCurriculum(quadruped.QuadrupedTask):
+        def get_curriculum(self, physics_model):
+            return ksim.ConstantCurriculum(level=1.0)
+
+    class OptedOut(OwnCurriculum, NoRandomizer):  # both replaced: the mixin is off, knowingly
+        pass
+
+    with pytest.raises(TypeError, match=r"NoRandomizer.get_physics_randomizers drops DomainRandomizationMixin's"):
+        NoRandomizer(config).check_randomization_hooks(model)
+    with pytest.raises(TypeError, match=r"OwnCurriculum.get_curriculum returns a ConstantCurriculum, not the Ran"):
+        OwnCurriculum(config).check_randomization_hooks(model)
+    OptedOut(config).check_randomization_hooks(model)
