@@ -38,6 +38,10 @@ from tasks import comma_floats
 EXIT_OK, EXIT_STOPPED, EXIT_BAD_INPUT = 0, 1, 2
 
 
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
 def _parser() -> argparse.ArgumentParser:
     defaults = DeployOptions()
     parser = argparse.ArgumentParser(
@@ -111,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = resolve_robot_files(args.robot)
         what = "the excitation script" if args.excite else args.model
         print(f"deploying {what} to KOS at {args.host}:{args.port}; Ctrl-C stops safely", flush=True)
-        result = deploy(source, files, args.log, options, overwrite=args.overwrite)
+        result = deploy(source, files, args.log, options, overwrite=args.overwrite, progress=_print_line)
     except (DeployError, RobotLoadError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -239,13 +239,26 @@ def _stats_ms(values: list[float]) -> dict[str, float]:
     }
 
 
+def tilt_deg(projected_g: np.ndarray) -> float:
+    """The torso's tilt from upright (deg, 0-180) from the IMU's projected gravity (upright: (0, 0, −g))."""
+    g = np.asarray(projected_g, dtype=float)
+    return float(np.degrees(np.arccos(np.clip(-g[2] / max(float(np.linalg.norm(g)), 1e-9), -1.0, 1.0))))
+
+
 class _Run:
     """One deployment: connection, model, state of the loop, log."""
 
     def __init__(
-        self, source: Path | Excitation, files: RobotFiles, log_path: Path, options: DeployOptions, overwrite: bool
+        self,
+        source: Path | Excitation,
+        files: RobotFiles,
+        log_path: Path,
+        options: DeployOptions,
+        overwrite: bool,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.options = options
+        self.progress = progress
         if isinstance(source, Excitation):
             self.robot, self.command = _check_excitation(files), np.zeros(len(COMMAND_NAMES))
         else:
@@ -517,6 +530,14 @@ class _Run:
                 },
             )
             self.result.steps = k + 1
+            if self.progress is not None and (k + 1) % round(1.0 / period) == 0:  # once a second of robot time
+                recent = round(1.0 / period)
+                read_ms, step_ms = max(read_time[-recent:]) * 1e3, max(step_time[-recent:], default=0.0) * 1e3
+                self.progress(
+                    f"t {(k + 1) * period:.1f} s | tilt {tilt_deg(state['projected_g']):.1f} deg | read max "
+                    f"{read_ms:.1f} ms | step max {step_ms:.1f} ms | slow reads {self.result.slow_reads} | overruns "
+                    f"{self.result.overruns}"
+                )
             self.result.skipped_ticks += unlogged_ticks  # given-up reads: counted once a later step is logged
             unlogged_ticks = 0
             self.result.last_good_step_s = time.time()
@@ -702,11 +723,14 @@ def deploy(
     options: DeployOptions = DeployOptions(),
     *,
     overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> DeployResult:
     """Run a `.kinfer` policy (or an `Excitation`) on the robot at `options.host:port`.
 
     Writes `log_path` (NDJSON) and `<log>.deploy.json`. Raises `DeployError` (before any motion) when the policy
-    does not fit the robot or KOS is not ready.
+    does not fit the robot or KOS is not ready. `progress` gets one line per second of the run (time, tilt, the
+    slowest read and step of that second, slow reads and overruns so far).
     """
-    run = _Run(source if isinstance(source, Excitation) else Path(source), files, Path(log_path), options, overwrite)
+    path = source if isinstance(source, Excitation) else Path(source)
+    run = _Run(path, files, Path(log_path), options, overwrite, progress)
     return asyncio.run(run.run())

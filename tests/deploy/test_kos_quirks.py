@@ -7,6 +7,7 @@ and the logged projected gravity, whose rate fixes the gyroscope's scale (d g / 
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -77,7 +78,9 @@ def test_physics_in_bursts_repeats_the_imu_without_tripping_the_freeze_check(tmp
 
 def test_a_gyro_in_rad_s_is_found_and_converted(tmp_path, files, model, joint_names, kos_like):
     server, _ = kos_like
-    result = deploy(model, files, tmp_path / "run.ndjson", DeployOptions(port=server.port, duration_s=3.0, **QUICK))
+    lines = []
+    options = DeployOptions(port=server.port, duration_s=3.0, **QUICK)
+    result = deploy(model, files, tmp_path / "run.ndjson", options, progress=lines.append)
     assert result.reason == "completed", result.reason
     assert result.gyro_unit == "rad"
     assert "KOS sends the gyroscope in rad/s, not deg/s" in result.gyro_check, result.gyro_check
@@ -86,6 +89,17 @@ def test_a_gyro_in_rad_s_is_found_and_converted(tmp_path, files, model, joint_na
     assert _gyro_scale(log, after_soft_start) == pytest.approx(1.0, abs=0.2)  # the logged gyro is in rad/s
     summary = json.loads((tmp_path / "run.deploy.json").read_text())
     assert summary["gyro_unit"] == "rad" and summary["gyro_check"] == result.gyro_check
+    # the progress line, once a second of robot time: its tilt is the logged projected gravity's at that step
+    assert len(lines) == 3
+    for second, line in enumerate(lines, start=1):
+        match = re.fullmatch(
+            rf"t {second}\.0 s \| tilt (\d+\.\d) deg \| read max \d+\.\d ms \| step max \d+\.\d ms \| slow reads \d+ "
+            r"\| overruns \d+",
+            line,
+        )
+        assert match, line
+        g = log.group("projected_g")[int(np.searchsorted(log.step_id, second * 50 - 1))]
+        assert float(match[1]) == pytest.approx(np.degrees(np.arccos(-g[2] / np.linalg.norm(g))), abs=0.051)
 
 
 def test_a_gyro_unit_that_contradicts_the_given_one_stops_with_one_line(tmp_path, model, kos_like, capsys):
