@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ksim_entropy.bridge._jsonfile import atomic_write, write_json
+from ksim_entropy.bridge.jsonfile import atomic_write, write_json
 from ksim_entropy.bridge.metrics import mmd2_unbiased, w2_gaussian
 from ksim_entropy.fit import FitResult
 

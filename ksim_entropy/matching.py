@@ -359,8 +359,8 @@ def load_target(
     actuator_joints: Sequence[str],
 ) -> EntropyTarget | RandomizationTarget:
     """The target in `path`: an entropy profile (matched on `observations`) or a fitted randomization."""
-    from ksim_entropy.bridge._jsonfile import JsonFileError, read_json
     from ksim_entropy.bridge.fitted import FORMAT as FITTED_FORMAT
+    from ksim_entropy.bridge.jsonfile import JsonFileError, read_json
 
     try:
         data = read_json(Path(path))

@@ -15,7 +15,7 @@ writes to `fitted.json`:
 - `zero_offset/<joint>` (rad): the encoder reads q − δ and the servo closes its loop on that reading, so it drives
   the joint to target + δ (`JointZeroOffset`'s law);
 - `gyro_bias/<x|y|z>` (rad/s), `accel_bias/<x|y|z>` (m/s²): constant IMU biases;
-- sensor noise: `ksim_entropy.sim_logs.SensorNoise`.
+- sensor noise: `ksim_entropy.sim_logs.SensorNoiseStds`.
 """
 
 import math
@@ -27,9 +27,9 @@ import numpy as np
 from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.robot import RobotFiles, resolve_robot_files
 from ksim_entropy.sim import KBotSimulator, SimOptions
-from ksim_entropy.sim_logs import SensorNoise, _joint_limits, motion_script, random_commands
+from ksim_entropy.sim_logs import SensorNoiseStds, joint_limits, motion_script, random_commands
 
-__all__ = ["REALITY_DT_S", "HiddenRobot", "reality_log"]
+__all__ = ["REALITY_DT_S", "HiddenRobot", "perturbed_simulator", "reality_log"]
 
 REALITY_DT_S = 0.001  # physics and servo period of the stand-in robot (s): PD at 1 kHz
 _AXES = ("x", "y", "z")
@@ -50,7 +50,7 @@ class HiddenRobot:
     zero_offset_rad: tuple[float, ...] = ()  # one per joint; empty = none
     gyro_bias_rad_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
     accel_bias_mps2: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    noise: SensorNoise = field(default_factory=SensorNoise)
+    noise: SensorNoiseStds = field(default_factory=SensorNoiseStds)
 
     def __post_init__(self) -> None:
         for name in ("mass_scale", "frictionloss_scale", "armature_scale", "kp_scale", "kd_scale"):
@@ -70,7 +70,7 @@ class HiddenRobot:
             raise ValueError("HiddenRobot: gyro_bias_rad_s and accel_bias_mps2 need 3 values (x, y, z)")
 
     @classmethod
-    def random(cls, seed: int, num_joints: int, noise: SensorNoise | None = None) -> "HiddenRobot":
+    def random(cls, seed: int, num_joints: int, noise: SensorNoiseStds | None = None) -> "HiddenRobot":
         """A plausible robot off nominal: every value drawn (seeded) from a range wider than a good robot's."""
         rng = np.random.default_rng(seed)
         return cls(
@@ -85,7 +85,7 @@ class HiddenRobot:
             zero_offset_rad=tuple(rng.uniform(-0.03, 0.03, num_joints)),
             gyro_bias_rad_s=tuple(rng.uniform(-0.02, 0.02, 3)),
             accel_bias_mps2=tuple(rng.uniform(-0.3, 0.3, 3)),
-            noise=noise if noise is not None else SensorNoise(),
+            noise=noise if noise is not None else SensorNoiseStds(),
         )
 
     def values(self, joint_names: tuple[str, ...]) -> dict[str, float]:
@@ -117,7 +117,8 @@ class HiddenRobot:
         return np.asarray(self.zero_offset_rad)
 
 
-def _perturbed_simulator(files: RobotFiles, hidden: HiddenRobot, suspended: bool) -> KBotSimulator:
+def perturbed_simulator(files: RobotFiles, hidden: HiddenRobot, suspended: bool) -> KBotSimulator:
+    """A 1 kHz CPU simulator of the K-Bot with `hidden`'s masses, joint friction, armature, damping and PD gains."""
     sim = KBotSimulator(files, SimOptions(dt_s=REALITY_DT_S, suspended=suspended))
     model = sim.model
     model.body_mass[1:] *= hidden.mass_scale
@@ -160,7 +161,7 @@ def reality_log(
     is held (robot on a stand), its accelerometer reads −g in the IMU frame plus bias.
     """
     files = files if files is not None else resolve_robot_files("local")
-    sim = _perturbed_simulator(files, hidden, suspended)
+    sim = perturbed_simulator(files, hidden, suspended)
     per_step = round(ctrl_dt_s / REALITY_DT_S)
     if abs(per_step * REALITY_DT_S - ctrl_dt_s) > 1e-9 or per_step < 1:
         raise ValueError(f"ctrl_dt_s must be a multiple of {REALITY_DT_S} s, got {ctrl_dt_s}")
@@ -174,7 +175,7 @@ def reality_log(
     commands = random_commands(seed)
     noise_rng = np.random.default_rng(int(rng.integers(2**63)))
     stds = hidden.noise.stds()
-    low, high = _joint_limits(sim)
+    low, high = joint_limits(sim)
 
     def reading() -> dict[str, np.ndarray]:
         sensors = sim.sensors()

@@ -15,11 +15,12 @@ import mujoco
 import numpy as np
 from kinfer.rust_bindings import ModelProviderABC, PyModelMetadata
 
+from ksim_entropy.constants import GRAVITY_MPS2
 from ksim_entropy.robot import KBOT_NOMINAL_POSE_RAD, RobotFiles, load_metadata, load_robot_model
 
 __all__ = ["KBotSimProvider", "KBotSimulator", "SimOptions"]
 
-GRAVITY_MPS2 = np.array([0.0, 0.0, -9.81])
+GRAVITY_VECTOR_MPS2 = np.array([0.0, 0.0, -GRAVITY_MPS2])
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class KBotSimulator:
         world_to_imu = np.empty(4)
         mujoco.mju_negQuat(world_to_imu, quat)
         projected_g = np.empty(3)
-        mujoco.mju_rotVecQuat(projected_g, GRAVITY_MPS2, world_to_imu)
+        mujoco.mju_rotVecQuat(projected_g, GRAVITY_VECTOR_MPS2, world_to_imu)
         return {
             "joint_angles": self.data.qpos[7:].copy(),
             "joint_vels": self.data.qvel[6:].copy(),

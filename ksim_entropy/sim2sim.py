@@ -33,11 +33,11 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from ksim_entropy.bridge._jsonfile import atomic_write, write_json
+from ksim_entropy.bridge.jsonfile import atomic_write, write_json
 from ksim_entropy.export import KinferRunner, KinferSession
 from ksim_entropy.robot import RobotFiles
 from ksim_entropy.sim import KBotSimulator, SimOptions
-from ksim_entropy.sim_logs import SensorNoise
+from ksim_entropy.sim_logs import SensorNoiseStds
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -61,7 +61,7 @@ class Perturbation:
     friction_scale: float = 1.0  # every geom's sliding friction ×
     mass_scale: float = 1.0  # every body's mass and inertia ×
     latency_s: float = 0.0  # an action reaches the servos this long after it is computed (1 ms resolution)
-    noise_scale: float = 0.0  # × `SensorNoise()` standard deviations on every sensor group (0: noise-free)
+    noise_scale: float = 0.0  # × `SensorNoiseStds()` standard deviations on every sensor group (0: noise-free)
     push_mps: float = 0.0  # horizontal velocity impulse on the base (m/s), random direction ...
     push_interval_s: float = 2.0  # ... every this long (the first after one interval)
 
@@ -196,7 +196,7 @@ def _episode(
     noise = options.initial_pose_noise_rad
     sim.reset(sim.nominal_pose_rad + rng.uniform(-noise, noise, sim.num_joints))
     runner = KinferRunner(model_path)
-    stds = {k: v * level.noise_scale for k, v in SensorNoise().stds().items()}
+    stds = {k: v * level.noise_scale for k, v in SensorNoiseStds().stds().items()}
     delay = round(level.latency_s / sim.options.dt_s)
     pending: deque[tuple[int, np.ndarray]] = deque()
     applied = sim.nominal_pose_rad.copy()

@@ -9,7 +9,7 @@ compute the output (joint position targets), log, then apply the output for one 
 - `replay_open_loop`: a log's outputs replayed open-loop from its first state: "what the simulation predicts the
   robot did", to compare with what it did.
 
-Sensor model (`SensorNoise`): seeded Gaussian noise per channel group, the order of magnitude of a MEMS IMU and
+Sensor model (`SensorNoiseStds`): seeded Gaussian noise per channel group, the order of magnitude of a MEMS IMU and
 14-bit joint encoders sampled at 50 Hz. Without noise a suspended robot's IMU channels would be exactly constant.
 
 Suspended robot: `KBotSimulator(..., SimOptions(suspended=True))` pins the base by overwriting its pose after every
@@ -42,7 +42,8 @@ from ksim_entropy.sim import KBotSimProvider, KBotSimulator
 
 __all__ = [
     "COMMAND_NAMES",
-    "SensorNoise",
+    "SensorNoiseStds",
+    "joint_limits",
     "motion_script",
     "policy_log",
     "random_commands",
@@ -63,7 +64,7 @@ _KINFER_SENSOR = {  # kinfer input name -> sensor group (as in ksim_entropy.sim)
 
 
 @dataclass(frozen=True)
-class SensorNoise:
+class SensorNoiseStds:
     """Standard deviations of the zero-mean Gaussian noise added to each sensor group, in the group's units."""
 
     joint_angles_rad: float = 2e-4  # a 14-bit absolute encoder's step is 3.8e-4 rad
@@ -75,7 +76,7 @@ class SensorNoise:
     def __post_init__(self) -> None:
         for name, value in self.stds().items():
             if not (np.isfinite(value) and value >= 0):
-                raise ValueError(f"SensorNoise.{name} must be a finite std >= 0, got {value!r}")
+                raise ValueError(f"SensorNoiseStds.{name} must be a finite std >= 0, got {value!r}")
 
     def stds(self) -> dict[str, float]:
         """Sensor group name -> noise std."""
@@ -86,7 +87,7 @@ class SensorNoise:
 class _Sensing:
     """Turns simulator state into what the robot reports: suspended-base accelerometer fix, then seeded noise."""
 
-    def __init__(self, sim: KBotSimulator, noise: SensorNoise | None, seed: int) -> None:
+    def __init__(self, sim: KBotSimulator, noise: SensorNoiseStds | None, seed: int) -> None:
         self.sim = sim
         self.stds = noise.stds() if noise is not None else {}
         self.rng = np.random.default_rng(seed)
@@ -144,7 +145,7 @@ def random_commands(
     return command
 
 
-def _joint_limits(sim: KBotSimulator) -> tuple[np.ndarray, np.ndarray]:
+def joint_limits(sim: KBotSimulator) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper target bounds (rad): each limited joint's range shrunk by `_JOINT_LIMIT_MARGIN_RAD`."""
     ranges = sim.model.jnt_range[1:]
     limited = sim.model.jnt_limited[1:].astype(bool)
@@ -193,7 +194,7 @@ def scripted_log(
     num_sines: int = 3,
     dither_rad: float = 0.02,
     command_fn: Callable[[float], np.ndarray] | None = None,
-    noise: SensorNoise | None = SensorNoise(),
+    noise: SensorNoiseStds | None = SensorNoiseStds(),
     action_delay_steps: int | Sequence[int] = 0,
     noise_seed: int | None = None,
     start_t_us: int = 0,
@@ -218,7 +219,7 @@ def scripted_log(
     derived_noise_seed = int(rng.integers(2**63))  # drawn always, so noise_seed leaves the script unchanged
     sensing = _Sensing(sim, noise, seed=derived_noise_seed if noise_seed is None else noise_seed)
     actuation = _DelayedActuation(sim, action_delay_steps)
-    low, high = _joint_limits(sim)
+    low, high = joint_limits(sim)
     sim.reset()
     columns: dict[str, list[np.ndarray]] = {name: [] for name in (*_SENSOR_GROUPS, "command", "output")}
     t_us = np.empty(steps, dtype=np.int64)
@@ -329,7 +330,7 @@ def policy_log(
     seed: int = 0,
     speedup: float = 4.0,
     initial_pose_noise_rad: float = 0.02,
-    noise: SensorNoise | None = SensorNoise(),
+    noise: SensorNoiseStds | None = SensorNoiseStds(),
     action_delay_steps: int | Sequence[int] = 0,
     timestamps: Literal["runtime", "simulated"] = "runtime",
 ) -> StepLog:

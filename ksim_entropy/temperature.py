@@ -37,6 +37,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, PyTree
 
+from ksim_entropy.constants import HALF_LOG_2PI_E
+
 __all__ = [
     "HALF_LOG_2PI_E",
     "EntropyTemperature",
@@ -46,7 +48,6 @@ __all__ = [
     "gaussian_entropy_range",
 ]
 
-HALF_LOG_2PI_E = 0.5 * float(np.log(2.0 * np.pi * np.e))  # 1.4189 nats: entropy of a unit Gaussian
 
 TemperatureMode = Literal["pi", "damped", "dual", "fixed"]
 MODES: tuple[TemperatureMode, ...] = ("pi", "damped", "dual", "fixed")

@@ -32,6 +32,7 @@ from ksim_entropy.actuation import DelayedActuators, NativePDActuators, use_nati
 from ksim_entropy.bridge.fitted import FittedRandomizationError
 from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
+from ksim_entropy.constants import GRAVITY_MPS2
 from ksim_entropy.curriculum import RandomizationCurriculum
 from ksim_entropy.events import ForcePushEvent, UprightAssistEvent, WindEvent
 from ksim_entropy.export import KinferPolicy, export_kinfer
@@ -90,7 +91,6 @@ logger = logging.getLogger(__name__)
 TASK_ID = "ksim_entropy.walk.v1"
 ARCHITECTURE_KEYS = ("policy_body", "hidden_size", "depth", "robot_source")
 COMMAND_NAMES = ("xvel", "yvel", "yawrate")
-GRAVITY_MPS2 = 9.81
 JOINT_VELOCITY_SCALE = 0.1  # policy input = joint velocity (rad/s) × 0.1
 
 

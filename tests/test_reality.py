@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from ksim_entropy.reality import HiddenRobot, reality_log
-from ksim_entropy.sim_logs import SensorNoise
+from ksim_entropy.sim_logs import SensorNoiseStds
 
-QUIET = SensorNoise(0.0, 0.0, 0.0, 0.0, 0.0)
+QUIET = SensorNoiseStds(0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def test_obs_latency_of_one_control_step_shifts_the_readings_by_one_row():

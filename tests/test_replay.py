@@ -81,13 +81,13 @@ def test_explicit_servo_replay_reproduces_the_stand_in_robot_at_its_true_values(
     at its true values with the explicit servo at 1 ms: what the encoders read, to float32 precision. The native
     servo (damping implicit) misses by far more: its implicit kd acts like extra inertia dt·kd."""
     from ksim_entropy.sim import SimOptions
-    from ksim_entropy.sim_logs import SensorNoise
+    from ksim_entropy.sim_logs import SensorNoiseStds
 
     files = resolve_robot_files("local")
     offsets = tuple(np.linspace(-0.03, 0.03, 20))
     hidden = HiddenRobot(
         frictionloss_scale=1.6, armature_scale=0.8, joint_damping=0.3, kp_scale=1.1, kd_scale=0.85,
-        action_latency_s=0.007, obs_latency_s=0.005, zero_offset_rad=offsets, noise=SensorNoise(0, 0, 0, 0, 0),
+        action_latency_s=0.007, obs_latency_s=0.005, zero_offset_rad=offsets, noise=SensorNoiseStds(0, 0, 0, 0, 0),
     )  # fmt: skip
     log = reality_log(hidden, seconds=3.0, seed=5)
     groups = [np.asarray(log.group(g), dtype=np.float64) for g in ("joint_angles", "joint_vels", "output")]
@@ -116,14 +116,14 @@ def test_joint_specific_leftovers_come_from_the_noisy_start_velocity_not_the_ser
     from ksim_entropy.fit import _residual_over_noise
     from ksim_entropy.replay import Windows
     from ksim_entropy.sim import SimOptions
-    from ksim_entropy.sim_logs import SensorNoise
+    from ksim_entropy.sim_logs import SensorNoiseStds
 
     files = resolve_robot_files("local")
     hidden = HiddenRobot(
         mass_scale=1.1, frictionloss_scale=1.4, armature_scale=1.1, joint_damping=0.3, kp_scale=0.95, kd_scale=1.15,
-        action_latency_s=0.008, noise=SensorNoise(joint_angles_rad=2e-4, joint_vels_rad_s=0.05),
+        action_latency_s=0.008, noise=SensorNoiseStds(joint_angles_rad=2e-4, joint_vels_rad_s=0.05),
     )  # fmt: skip
-    quiet = HiddenRobot(**{**vars(hidden), "noise": SensorNoise(0, 0, 0, 0, 0)})
+    quiet = HiddenRobot(**{**vars(hidden), "noise": SensorNoiseStds(0, 0, 0, 0, 0)})
     logs = [reality_log(h, seconds=6.0, seed=9) for h in (hidden, quiet)]  # same motion, the same physics
     noisy, clean = (
         make_windows(

@@ -89,6 +89,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ksim_entropy.bridge.metrics import cross_correlation_lag, ks_statistic, wasserstein_1d
 from ksim_entropy.bridge.schema import CHANNEL_GROUPS, JOINT_GROUPS, StepLog
+from ksim_entropy.constants import STANDARD_GRAVITY_MPS2
 
 __all__ = [
     "FINDING_KINDS",
@@ -135,13 +136,12 @@ NOISE_FLOORS: Mapping[str, float] = MappingProxyType(
 )
 _FAMILIES = (("projected_g", "accel", "gyro"), ("joint_angles", "joint_vels"), ("output",))
 _OBSERVATION_GROUPS = ("joint_angles", "joint_vels", "projected_g", "accel", "gyro")
-_STANDARD_GRAVITY = 9.80665
 # real/sim factors of common unit errors, and what each means
 _UNIT_FACTORS = (
     (180.0 / math.pi, "real in degrees, sim in radians"),
     (math.pi / 180.0, "real in radians, sim in degrees"),
-    (1.0 / _STANDARD_GRAVITY, "real in g, sim in m/s^2"),
-    (_STANDARD_GRAVITY, "real in m/s^2, sim in g"),
+    (1.0 / STANDARD_GRAVITY_MPS2, "real in g, sim in m/s^2"),
+    (STANDARD_GRAVITY_MPS2, "real in m/s^2, sim in g"),
     (1000.0, "real in milli-units"),
     (1e-3, "real in kilo-units"),
     (2.0 * math.pi, "real in radians, sim in revolutions"),

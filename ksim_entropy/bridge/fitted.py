@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ksim_entropy.bridge._jsonfile import JsonFileError, read_json, write_json
+from ksim_entropy.bridge.jsonfile import JsonFileError, read_json, write_json
 from ksim_entropy.bridge.schema import StepLog
 
 __all__ = ["FORMAT", "VERSION", "FittedParameter", "FittedRandomization", "FittedRandomizationError", "imu_moments"]

@@ -57,8 +57,9 @@ from typing import BinaryIO, Literal, TextIO
 
 import numpy as np
 
-from ksim_entropy.bridge._jsonfile import atomic_write
+from ksim_entropy.bridge.jsonfile import atomic_write
 from ksim_entropy.bridge.schema import CHANNEL_GROUPS, JOINT_GROUPS, VECTOR_GROUPS, GroupReport, LogReport, StepLog
+from ksim_entropy.constants import STANDARD_GRAVITY_MPS2
 
 __all__ = ["AngleUnit", "LogReadError", "NdjsonReader", "NdjsonWriter", "iter_ndjson", "read_ndjson", "write_ndjson"]
 
@@ -84,8 +85,7 @@ _RAD_LIMITS = {  # largest |value| plausible in radian units
     "gyro": _GYRO_LIMIT_RAD_S,
 }
 _DEGREE_FRACTION = 0.1  # degrees put most K-Bot records over the limit; a few over it are glitches, not a unit
-_STANDARD_GRAVITY = 9.80665
-_NORM_BAND = (0.5 * _STANDARD_GRAVITY, 2.0 * _STANDARD_GRAVITY)
+_NORM_BAND = (0.5 * STANDARD_GRAVITY_MPS2, 2.0 * STANDARD_GRAVITY_MPS2)
 _DEFAULT_CHUNK_RECORDS = 65536
 _FIRST_CAPACITY = 1024
 _BATCH_ROWS = 256  # rows of Python number lists held for one numpy conversion (< 1 MB for the K-Bot)
@@ -548,7 +548,7 @@ def _assess_units(report: LogReport) -> None:
         if not low <= stats.mean_norm <= high:
             report.unit_warnings[name] = (
                 f"mean |{name}| {stats.mean_norm:.4g} is outside [{low:.3g}, {high:.3g}] m/s^2 "
-                f"(expected ≈ {_STANDARD_GRAVITY:.2f}); wrong unit (g?) or not a gravity-bearing signal"
+                f"(expected ≈ {STANDARD_GRAVITY_MPS2:.2f}); wrong unit (g?) or not a gravity-bearing signal"
             )
 
 

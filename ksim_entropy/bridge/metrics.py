@@ -40,6 +40,7 @@ from ksim_entropy.bridge._metric_core import (
     subsample,
     wp_pow_sorted,
 )
+from ksim_entropy.constants import HALF_LOG_2PI_E
 
 __all__ = [
     "C2STResult",
@@ -70,7 +71,7 @@ __all__ = [
     "wasserstein_1d",
 ]
 
-_LOG_2PIE = float(np.log(2.0 * np.pi * np.e))
+_LOG_2PIE = 2.0 * HALF_LOG_2PI_E
 
 
 class KSResult(NamedTuple):

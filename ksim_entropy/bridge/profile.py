@@ -27,8 +27,9 @@ from typing import Any, NoReturn
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ksim_entropy.bridge._jsonfile import JsonFileError, read_json, write_json
+from ksim_entropy.bridge.jsonfile import JsonFileError, read_json, write_json
 from ksim_entropy.bridge.schema import CHANNEL_GROUPS, StepLog
+from ksim_entropy.constants import HALF_LOG_2PI_E
 
 __all__ = ["DEFAULT_GROUPS", "FORMAT", "VERSION", "EntropyProfile", "EntropyProfileError", "GroupProfile"]
 
@@ -37,7 +38,6 @@ VERSION = 1
 DEFAULT_GROUPS: tuple[str, ...] = ("joint_angles", "joint_vels", "projected_g", "gyro")
 ENTROPY_REL_TOL = 1e-6  # stored vs recomputed entropy_nats
 ENTROPY_ABS_TOL = 1e-9  # nats; only matters for a group entropy within ~1e-3 of 0
-_HALF_LOG_2PIE = 0.5 * math.log(2.0 * math.pi * math.e)
 _TOP_KEYS = ("format", "version", "source", "groups")
 _GROUP_KEYS = ("channels", "unit", "mean", "std", "num_samples", "entropy_nats")
 
@@ -129,7 +129,7 @@ class GroupProfile:
     @property
     def entropy_nats(self) -> float:
         """Differential entropy of the diagonal Gaussian, nats: ``Σ_c ½ log(2πe σ_c²)`` (channels independent)."""
-        return float(np.sum(_HALF_LOG_2PIE + np.log(self.std)))
+        return float(np.sum(HALF_LOG_2PI_E + np.log(self.std)))
 
     @property
     def entropy_per_channel(self) -> float:

@@ -48,7 +48,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ksim_entropy.bridge._jsonfile import atomic_write
+from ksim_entropy.bridge.jsonfile import atomic_write
 from ksim_entropy.bridge.metrics import (
     MetricInputError,
     classifier_two_sample_test,

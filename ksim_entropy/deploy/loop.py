@@ -44,8 +44,9 @@ import grpc
 import numpy as np
 from pykos import KOS
 
-from ksim_entropy.bridge._jsonfile import write_json
+from ksim_entropy.bridge.jsonfile import write_json
 from ksim_entropy.bridge.logs import NdjsonWriter
+from ksim_entropy.constants import GRAVITY_MPS2
 from ksim_entropy.deploy.gyro_check import GYRO_UNITS, GyroUnitCheck
 from ksim_entropy.deploy.robot_map import DeployError, RobotMap
 from ksim_entropy.export import ExportError, KinferRunner, KinferSession
@@ -56,7 +57,6 @@ __all__ = ["DeployOptions", "DeployResult", "Excitation", "deploy", "projected_g
 
 logger = logging.getLogger(__name__)
 
-GRAVITY_MPS2 = 9.81
 # kinfer step inputs this loop can provide (kinfer 0.6.1's names, `kinfer/rust/src/types.rs`)
 _PROVIDED_INPUTS = frozenset(
     {"joint_angles", "joint_angular_velocities", "projected_gravity", "accelerometer", "gyroscope", "command", "time"}

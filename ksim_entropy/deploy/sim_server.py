@@ -46,7 +46,7 @@ from google.protobuf import empty_pb2
 from kos_protos import actuator_pb2, actuator_pb2_grpc, common_pb2, imu_pb2, imu_pb2_grpc
 
 from ksim_entropy.deploy.robot_map import RobotMap
-from ksim_entropy.reality import REALITY_DT_S, HiddenRobot, _perturbed_simulator
+from ksim_entropy.reality import REALITY_DT_S, HiddenRobot, perturbed_simulator
 from ksim_entropy.robot import RobotFiles, load_robot_model, resolve_robot_files
 
 __all__ = ["Faults", "Quirks", "SimServerProcess", "SimulatedKBot", "serve"]
@@ -95,7 +95,7 @@ class SimulatedKBot:
         quirks: Quirks = Quirks(),
         record: Path | None = None,
     ) -> None:
-        self.sim = _perturbed_simulator(files, hidden, suspended)
+        self.sim = perturbed_simulator(files, hidden, suspended)
         self.map = RobotMap.from_files(files, self.sim.joint_names)
         self.hidden = hidden
         self.suspended = suspended

@@ -28,7 +28,7 @@ from ksim_entropy.robot import resolve_robot_files
 from ksim_entropy.sim import KBotSimulator, SimOptions
 from ksim_entropy.sim_logs import (
     COMMAND_NAMES,
-    SensorNoise,
+    SensorNoiseStds,
     policy_log,
     random_commands,
     replay_open_loop,
@@ -209,12 +209,12 @@ def test_weaker_actuators_are_a_dynamics_mismatch(clean, weak_real):
 # --- sensor noise (the stand-in robot of ksim_entropy.reality: same physics, different sensors) -------------------
 
 NOISE_SECONDS = 8.0  # 400 control steps
-QUIET = SensorNoise(0.0, 0.0, 0.0, 0.0, 0.0)
+QUIET = SensorNoiseStds(0.0, 0.0, 0.0, 0.0, 0.0)
 
 
-def scaled_noise(factor: float, **stds: float) -> SensorNoise:
+def scaled_noise(factor: float, **stds: float) -> SensorNoiseStds:
     """The stand-in's default sensor noise × factor (joint encoders 2e-4 rad, IMU 0.02-0.05 m/s², ...), or `stds`."""
-    return SensorNoise(**{**{k: factor * v for k, v in vars(SensorNoise()).items()}, **stds})
+    return SensorNoiseStds(**{**{k: factor * v for k, v in vars(SensorNoiseStds()).items()}, **stds})
 
 
 @pytest.fixture(scope="module")

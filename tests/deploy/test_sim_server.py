@@ -8,9 +8,9 @@ import pytest
 from ksim_entropy.deploy.sim_server import SimulatedKBot
 from ksim_entropy.reality import HiddenRobot
 from ksim_entropy.robot import resolve_robot_files
-from ksim_entropy.sim_logs import SensorNoise
+from ksim_entropy.sim_logs import SensorNoiseStds
 
-QUIET = SensorNoise(0.0, 0.0, 0.0, 0.0, 0.0)
+QUIET = SensorNoiseStds(0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("suspended", [True, False])
