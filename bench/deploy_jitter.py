@@ -3,7 +3,7 @@
     python bench/deploy_jitter.py [--seconds 30] [--out FILE]
 
 Exports the walking policy's architecture (`tasks.walk` defaults: 2 × 128 LSTM, random weights: timing does not
-depend on them) to `.kinfer`, starts `python -m ksim_entropy.deploy.sim_server` in its own process (real gRPC over
+depend on them) to `.kinfer`, starts `python -m ksim_entropy.testing.kos_server` in its own process (real gRPC over
 localhost, 1 kHz CPU MuJoCo), and runs the deployment loop for `--seconds`. Reports, in ms:
 
 - jitter: how late each step started after its deadline (target: p99 <= 2 ms at 50 Hz);
@@ -27,9 +27,9 @@ import ksim
 from emit import emit_json
 
 from ksim_entropy.deploy.loop import DeployOptions, deploy
-from ksim_entropy.deploy.sim_server import SimServerProcess
 from ksim_entropy.export import export_kinfer
 from ksim_entropy.robot import resolve_robot_files
+from ksim_entropy.testing.kos_server import SimServerProcess
 from tasks.walk import KBotWalkingTask, build_config
 
 JITTER_P99_TARGET_MS = 2.0
@@ -63,7 +63,7 @@ def main() -> None:
     report = {
         "benchmark": "deploy_jitter",
         "policy": "tasks.walk architecture (LSTM 2 x 128), random weights",
-        "server": "ksim_entropy.deploy.sim_server (localhost gRPC, suspended K-Bot, 1 kHz CPU MuJoCo)",
+        "server": "ksim_entropy.testing.kos_server (localhost gRPC, suspended K-Bot, 1 kHz CPU MuJoCo)",
         "seconds": args.seconds,
         "wall_s": round(wall_s, 2),
         "reason": result.reason,

@@ -2,7 +2,7 @@
 
     python bench/fit_recovery.py [--seeds 0 1 2] [--seconds 300] [--out FILE] [--quiet]
 
-For each seed: a stand-in K-Bot (`ksim_entropy.reality.HiddenRobot.random(seed)`: 1 ms physics, PD at 1 kHz,
+For each seed: a stand-in K-Bot (`ksim_entropy.testing.reality.HiddenRobot.random(seed)`: 1 ms physics, PD at 1 kHz,
 hidden physics, action/observation latency, encoder zero offsets, IMU biases and noise) runs the excitation
 script on a stand for `--seconds` and writes a kinfer-format log; `fit_randomization` with its default options
 fits it (the weighed mass given, ±1 %), timed alone (log generation is not counted).
@@ -27,8 +27,8 @@ import numpy as np
 from emit import emit_json
 
 from ksim_entropy.fit import FitOptions, fit_randomization
-from ksim_entropy.reality import HiddenRobot, reality_log
 from ksim_entropy.robot import resolve_robot_files
+from ksim_entropy.testing.reality import HiddenRobot, reality_log
 
 MULTIPLICATIVE = ("frictionloss_scale", "armature_scale", "kp_scale", "kd_scale")
 BIASES = tuple(f"{kind}/{axis}" for kind in ("gyro_bias", "accel_bias") for axis in "xyz")

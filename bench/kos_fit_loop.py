@@ -2,7 +2,7 @@
 
     python bench/kos_fit_loop.py [--hidden-seed 0] [--seconds 300] [--out FILE]
 
-1. `python -m ksim_entropy.deploy.sim_server --suspended --hidden-seed S` (own process): the stand-in K-Bot with
+1. `python -m ksim_entropy.testing.kos_server --suspended --hidden-seed S` (own process): the stand-in K-Bot with
    hidden physics (`HiddenRobot.random(S)`), action and observation latency, encoder offsets, IMU biases and noise,
    stepped in real time at 1 kHz behind KOS's gRPC services.
 2. The deployment loop's excitation mode (`Excitation`, as `python -m tasks.deploy --excite`) for `--seconds` of
@@ -30,11 +30,11 @@ from emit import emit_json
 
 from ksim_entropy.bridge.logs import read_ndjson
 from ksim_entropy.deploy.loop import DeployOptions, Excitation, deploy
-from ksim_entropy.deploy.sim_server import SimServerProcess
 from ksim_entropy.fit import FitOptions, fit_randomization
-from ksim_entropy.reality import HiddenRobot
 from ksim_entropy.robot import resolve_robot_files
 from ksim_entropy.sim import KBotSimulator
+from ksim_entropy.testing.kos_server import SimServerProcess
+from ksim_entropy.testing.reality import HiddenRobot
 
 MULTIPLICATIVE = ("frictionloss_scale", "armature_scale", "kp_scale", "kd_scale")
 BIASES = tuple(f"{kind}/{axis}" for kind in ("gyro_bias", "accel_bias") for axis in "xyz")

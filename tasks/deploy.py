@@ -10,7 +10,7 @@ kinfer NDJSON log (`--log`, read by `python -m ksim_entropy.bridge`) and `<log>.
 timing). The watchdog holds the pose and then damps (or turns torque off) on disconnect, a frozen sensor, repeated
 overruns, an actuator fault or Ctrl-C. Without a robot, try it on the simulated one:
 
-    python -m ksim_entropy.deploy.sim_server --port 50051 --suspended &
+    python -m ksim_entropy.testing.kos_server --port 50051 --suspended &
     python -m tasks.deploy policy.kinfer --port 50051 --log run.ndjson --duration 10
 
 Excitation for fitting the randomization (robot on a stand; then `python -m tasks.fit --real excite.ndjson ...`):

@@ -15,8 +15,8 @@ from ksim_entropy.bridge.logs import write_ndjson
 from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.fit import FitError, FitOptions, fit_randomization
 from ksim_entropy.fit_report import report_paths
-from ksim_entropy.reality import HiddenRobot, reality_log
 from ksim_entropy.robot import resolve_robot_files
+from ksim_entropy.testing.reality import HiddenRobot, reality_log
 from tasks.fit import EXIT_BAD_INPUT, main
 
 SMALL = ["--windows", "16", "--generations", "8", "--population", "8", "--refine-iterations", "3", "--quiet"]

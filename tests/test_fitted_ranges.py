@@ -105,7 +105,7 @@ def test_fitted_ranges_and_a_real_log_profile_work_together(model_and_joints, tm
     matched mode): the curriculum the task builds carries both."""
     from ksim_entropy.bridge.profile import EntropyProfile
     from ksim_entropy.curriculum import RandomizationCurriculum
-    from ksim_entropy.reality import HiddenRobot, reality_log
+    from ksim_entropy.testing.reality import HiddenRobot, reality_log
 
     mj_model, joints = model_and_joints
     fitted, _ = _fitted(joints)

@@ -1,10 +1,10 @@
-"""The stand-in robot (`ksim_entropy.reality`): latencies, IMU biases and noise are what its parameters say."""
+"""The stand-in robot (`ksim_entropy.testing.reality`): latencies, IMU biases and noise are what its parameters say."""
 
 import numpy as np
 import pytest
 
-from ksim_entropy.reality import HiddenRobot, reality_log
 from ksim_entropy.sim_logs import SensorNoiseStds
+from ksim_entropy.testing.reality import HiddenRobot, reality_log
 
 QUIET = SensorNoiseStds(0.0, 0.0, 0.0, 0.0, 0.0)
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from ksim_entropy.fit import fit_parameters
-from ksim_entropy.reality import HiddenRobot, reality_log
 from ksim_entropy.replay import ReplayModel, make_windows
 from ksim_entropy.robot import resolve_robot_files
+from ksim_entropy.testing.reality import HiddenRobot, reality_log
 
 HISTORY, HORIZON = 2, 8
 

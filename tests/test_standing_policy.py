@@ -12,10 +12,10 @@ import pytest
 
 from ksim_entropy.bridge.logs import read_ndjson
 from ksim_entropy.deploy.loop import DeployOptions, deploy
-from ksim_entropy.deploy.sim_server import SimServerProcess
 from ksim_entropy.export import KinferRunner
 from ksim_entropy.robot import kbot_asset_dir, resolve_robot_files
 from ksim_entropy.sim2sim import DEFAULT_LEVELS, GateOptions, run_gate
+from ksim_entropy.testing.kos_server import SimServerProcess
 from tests.deploy.parts import TOLERANT
 
 POLICY_DIR = kbot_asset_dir().parent / "policies" / "kbot-stand"

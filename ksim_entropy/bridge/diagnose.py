@@ -168,7 +168,7 @@ class DiagnosisThresholds:
     Calibration: the suspended K-Bot's scripted logs (`ksim_entropy.sim_logs.scripted_log`), all ordered pairs of
     6 seeds × 20 s and 5 seeds × 30 s: no finding, and every decision statistic at least 2× below its threshold;
     the injected faults of tests/bridge/test_diagnose.py are at least 2× above. Sensor noise and the FIR response
-    check: the stand-in robot (`ksim_entropy.reality`) with and without sensor noise (default × 1, 30, 100, joints
+    check: the stand-in robot (`testing.reality`) with and without sensor noise (default × 1, 30, 100, joints
     or gyroscope only), with kp × 0.5, kd × 0.5 and a random robot (tests/bridge/test_diagnose.py).
     """
 

@@ -32,7 +32,6 @@ import grpc
 from google.protobuf import empty_pb2
 from kos_protos import imu_pb2_grpc
 
-from ksim_entropy.deploy.sim_server import stop_process
 from ksim_entropy.robot import RobotFiles, resolve_robot_files
 
 __all__ = ["KOS_SIM_PYTHON", "ROBOT_NAME", "KosSimProcess", "kos_sim_installed", "kos_sim_python", "seed_kscale_cache"]
@@ -154,3 +153,15 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Terminate a child process if it still runs, kill it if it has not exited `timeout_s` later, and reap it."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)

@@ -187,7 +187,7 @@ class Excitation:
 
     Targets: the nominal pose plus `sim_logs.motion_script`'s seeded multi-sine (std `amplitude_rad` per joint,
     `num_sines` sines over `band_hz`) plus white dither of std `dither_rad` per step, kept `margin_rad` inside each
-    joint's range: the same excitation as `ksim_entropy.reality.reality_log`. Run it with the robot on a stand.
+    joint's range: the same excitation as `ksim_entropy.testing.reality.reality_log`. Run it with the robot on a stand.
     """
 
     seed: int = 0

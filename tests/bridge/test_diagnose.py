@@ -23,7 +23,6 @@ from ksim_entropy.bridge.diagnose import (
     fit_response_model,
 )
 from ksim_entropy.bridge.schema import CHANNEL_GROUPS, StepLog
-from ksim_entropy.reality import HiddenRobot, reality_log
 from ksim_entropy.robot import resolve_robot_files
 from ksim_entropy.sim import KBotSimulator, SimOptions
 from ksim_entropy.sim_logs import (
@@ -34,6 +33,7 @@ from ksim_entropy.sim_logs import (
     replay_open_loop,
     scripted_log,
 )
+from ksim_entropy.testing.reality import HiddenRobot, reality_log
 
 REPO = Path(__file__).resolve().parents[2]
 SECONDS = 30.0  # 1500 control steps at 50 Hz
@@ -206,7 +206,7 @@ def test_weaker_actuators_are_a_dynamics_mismatch(clean, weak_real):
     assert max(replay_errors) >= 1.5 * TH.replay_error
 
 
-# --- sensor noise (the stand-in robot of ksim_entropy.reality: same physics, different sensors) -------------------
+# --- sensor noise (the stand-in robot of ksim_entropy.testing.reality: same physics, different sensors) ----------
 
 NOISE_SECONDS = 8.0  # 400 control steps
 QUIET = SensorNoiseStds(0.0, 0.0, 0.0, 0.0, 0.0)

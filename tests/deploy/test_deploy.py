@@ -1,4 +1,4 @@
-"""The deployment loop against a real KOS gRPC server (`ksim_entropy.deploy.sim_server`, a separate process).
+"""The deployment loop against a real KOS gRPC server (`ksim_entropy.testing.kos_server`, a separate process).
 
 Oracles: the server's own record of what it was told (commands, configuration, fault onset, wall time), the
 policy's closed-form targets, and MuJoCo's quaternion rotation.

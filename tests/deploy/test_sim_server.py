@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from ksim_entropy.deploy.sim_server import SimulatedKBot
-from ksim_entropy.reality import HiddenRobot
 from ksim_entropy.robot import resolve_robot_files
 from ksim_entropy.sim_logs import SensorNoiseStds
+from ksim_entropy.testing.kos_server import SimulatedKBot
+from ksim_entropy.testing.reality import HiddenRobot
 
 QUIET = SensorNoiseStds(0.0, 0.0, 0.0, 0.0, 0.0)
 

@@ -1,6 +1,6 @@
 """A KOS gRPC server with a simulated K-Bot behind it: pykos's own service definitions, CPU MuJoCo at 1 kHz.
 
-The robot is `ksim_entropy.reality`'s stand-in (hidden physics, action and observation latency, encoder zero
+The robot is `ksim_entropy.testing.reality`'s stand-in (hidden physics, action and observation latency, encoder zero
 offsets, IMU biases, sensor noise), stepped in real time by a physics thread. Commands reach the servos
 `action_latency_s` after they arrive; every reading reports the state of `obs_latency_s` ago (1 ms resolution). It
 speaks KOS's units: positions in degrees, velocities in deg/s, gyro in deg/s, accelerometer in m/s². A deployment
@@ -19,7 +19,7 @@ rocks the suspended base (roll and pitch together, 0.5 Hz) so that the IMU turns
 `record` appends one JSON line per event (command, configure, fault onset; wall time `t`, s) as an independent
 record of what the robot was told.
 
-    python -m ksim_entropy.deploy.sim_server --port 50051 [--suspended] [--hidden-seed S] [--record events.jsonl]
+    python -m ksim_entropy.testing.kos_server --port 50051 [--suspended] [--hidden-seed S] [--record events.jsonl]
         [--like-kos-sim] [--sway-rad 0.2]
 """
 
@@ -45,9 +45,10 @@ import numpy as np
 from google.protobuf import empty_pb2
 from kos_protos import actuator_pb2, actuator_pb2_grpc, common_pb2, imu_pb2, imu_pb2_grpc
 
+from ksim_entropy.deploy.kos_sim import stop_process
 from ksim_entropy.deploy.robot_map import RobotMap
-from ksim_entropy.reality import REALITY_DT_S, HiddenRobot, perturbed_simulator
 from ksim_entropy.robot import RobotFiles, load_robot_model, resolve_robot_files
+from ksim_entropy.testing.reality import REALITY_DT_S, HiddenRobot, perturbed_simulator
 
 __all__ = ["Faults", "Quirks", "SimServerProcess", "SimulatedKBot", "serve"]
 
@@ -364,7 +365,7 @@ def serve(robot: SimulatedKBot, host: str = "127.0.0.1", port: int = 0) -> tuple
 
 
 class SimServerProcess:
-    """The server in its own process (`python -m ksim_entropy.deploy.sim_server`) on a free localhost port.
+    """The server in its own process (`python -m ksim_entropy.testing.kos_server`) on a free localhost port.
 
     `args` are extra command-line options (`--suspended`, `--hidden-seed 3`, `--freeze-imu-after 100`, ...).
     Waits for the server to listen (or raises with its output); `port` is where. A context manager.
@@ -372,7 +373,7 @@ class SimServerProcess:
 
     def __init__(self, *args: str, timeout_s: float = 120.0) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ksim_entropy.deploy.sim_server", "--port", "0", *args],
+            [sys.executable, "-m", "ksim_entropy.testing.kos_server", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -413,25 +414,13 @@ class SimServerProcess:
         self.close()
 
 
-def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
-    """Terminate a child process if it still runs, kill it if it has not exited `timeout_s` later, and reap it."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout_s)
-
-
 def _ids(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m ksim_entropy.deploy.sim_server", description=__doc__.split("\n")[0]
+        prog="python -m ksim_entropy.testing.kos_server", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed)")
