@@ -17,19 +17,12 @@ from ksim_entropy.runtime import check_training_device, nvidia_gpus
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+from wheelhouse import locked_versions, normalize  # noqa: E402
+
 import bootstrap  # noqa: E402
 
 H100 = "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-2c6b1a57-7f3e-4f55-9d1e-0c1d2e3f4a5b)"
-
-
-def _pins(path: Path) -> dict[str, str]:
-    pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "==" in line:
-            name, version = line.split("==", 1)
-            pins[name.lower().replace("_", "-")] = version
-    return pins
 
 
 @pytest.fixture
@@ -106,10 +99,11 @@ def test_the_cuda_lock_is_the_closure_of_jax_cuda12_under_the_main_lock(tmp_path
     done = subprocess.run([*resolve, "jax[cuda12]==0.8.0"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     resolved = {
-        item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
+        normalize(item["metadata"]["name"]): item["metadata"]["version"]
         for item in json.loads(report.read_text())["install"]
     }
-    main, cuda = _pins(ROOT / "requirements" / "lock.txt"), _pins(ROOT / "requirements" / "lock-cuda.txt")
+    main = locked_versions(ROOT / "requirements" / "lock.txt")
+    cuda = locked_versions(ROOT / "requirements" / "lock-cuda.txt")
     assert {name: version for name, version in resolved.items() if name not in main} == cuda
     assert all(main[name] == version for name, version in resolved.items() if name in main)
 
