@@ -26,14 +26,13 @@ must come before ``import ksim``, and the parts that never touch JAX (the bridge
 import contextlib
 import functools
 import importlib.abc
-import importlib.machinery
 import importlib.util
 import inspect
 import io
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from importlib.machinery import ModuleSpec
+from importlib.machinery import ModuleSpec, PathFinder
 from types import ModuleType
 from typing import Any
 
@@ -87,7 +86,7 @@ class _QuietLoader(importlib.abc.Loader):
 
 
 def _quiet_spec(fullname: str, path: Sequence[str] | None) -> ModuleSpec | None:
-    spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+    spec = PathFinder.find_spec(fullname, path)
     if spec is not None and spec.loader is not None:
         spec.loader = _QuietLoader(spec.loader, _IMPORT_PRINTS[fullname])
     return spec
@@ -118,7 +117,8 @@ class _ApplyBeforeImport(importlib.abc.MetaPathFinder):
 def install() -> None:
     """Apply the JAX shims now if JAX, ksim or xax is already imported, else just before ksim or xax is.
 
-    The import hook stays either way: it also serves kmv's viewer worker on a machine without PySide6.
+    The import hook stays either way: it also serves kmv's viewer worker on a machine without PySide6 and quiets
+    the noisy imports (`_IMPORT_PRINTS`).
     """
     if any(sys.modules.get(name) is not None for name in ("jax", *_TRIGGERS)):  # None: blocked from importing
         apply()
