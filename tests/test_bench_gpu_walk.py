@@ -57,7 +57,9 @@ def test_tiny_smoke_measures_throughput_overhead_and_trains_exports_and_gates(tm
         cost["sim2real_steps_per_s"][0] / cost["plain_steps_per_s"][0], abs=1e-3
     )
     walk = result["walking"]
-    assert walk["summary"]["updates"] == 3 == max(p["update"] for p in walk["points"])
+    run_dir = Path(walk["policy"]).parent
+    assert (run_dir / "checkpoints" / "ckpt.3.bin").exists()  # the 3 updates asked for (ksim names them by update)
+    assert walk["points"] and max(p["update"] for p in walk["points"]) <= 3  # the curve, thinned to one per 5 s
     assert Path(walk["policy"]).stat().st_size > 10_000
     assert walk["gate"]["command"] == [0.5, 0.0, 0.0]
     assert list(walk["gate"]["levels"]) == [level.name for level in DEFAULT_LEVELS]
