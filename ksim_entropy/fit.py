@@ -10,11 +10,21 @@ each, the result so far can be saved (`partial_path`), so a failed or interrupte
    candidates on many short log windows at once in MJX (`ksim_entropy.replay`). The score is the multi-step
    prediction likelihood of the encoder readings (DROPO's objective; Tiboni et al. 2023) with each channel's residual
    variance profiled out: ``loss = mean_c ½ log(mse_c + floor_c²)`` over joint angles and velocities.
-3. **Loop latency sweep**: every latency at the best globals, with its 95 % likelihood-ratio region.
-4. **Local refinement, Gauss-Newton / Levenberg-Marquardt** over the globals and the per-joint zero offsets at that
-   latency, with a finite-difference Jacobian computed as one batch. Its curvature, plus the prior as a Gaussian of
-   the uniform's variance, gives each parameter's posterior standard deviation σ. The latency is swept again; if it
-   moved, the refinement runs again (at most twice more).
+3. **Loop latency sweep**: every whole latency (physics steps) at the best globals; the best starts the refinement.
+4. **Local refinement, Gauss-Newton / Levenberg-Marquardt** over the globals, the loop latency (the replay is
+   continuous in it, `ksim_entropy.replay`) and the per-joint zero offsets, with a finite-difference Jacobian computed
+   as one batch; then again, re-linearised, for two iterations. The latency is refined with the physics because
+   they trade off (a later loop reads like a heavier joint): fitted one after the other, they zig-zag to a wrong
+   pair (measured: 10 ms and armature 1.17 for a true 12 ms and 0.82). The curvature, plus the prior as a Gaussian
+   of the uniform's variance, gives each parameter's posterior standard deviation σ.
+
+Start velocity (errors in variables): each window starts from the logged joint velocity, which carries the
+encoder's velocity noise, and a heavy, slowly settling joint (hip roll) keeps that error through the window, which
+the fit would read as dynamics (measured: residuals 2-7x the encoder noise on the hip rolls at the true values, and
+a biased armature on a log of a still robot). Each window's start velocity is therefore a nuisance parameter,
+profiled out of the residuals (variable projection: the residual's component along the replay's sensitivity to it,
+probed once per joint where the fit stands, is removed under a loose prior, `START_VELOCITY_PRIOR_RAD_S`). At the
+true values the residual then sits at the encoder noise on every joint.
 
 The replay model is the training model at the physical level: 1 ms physics (`FitOptions.replay_dt_s`) with the
 servo law applied explicitly each step (`ReplayModel(servo="explicit")`), as servo firmware does. At training's
@@ -36,15 +46,13 @@ to it, which reproduces the robot's motion exactly as well.
 
 Loop latency: open-loop logs only reveal the sum of observation and action latency (`ksim_entropy.replay`); the fit
 reports `loop_latency_s` and keeps the split between `action_latency_s` and `obs_latency_s` at the range
-consistent with the sum and the priors, marked unidentifiable. The priors (0-30 ms action, 0-20 ms observation)
-do not cover a KOS loop over a network or with a slow policy (tens of ms more): see the checks.
+consistent with the sum and the priors, marked unidentifiable. The priors (0-80 ms action, 0-40 ms observation, so a
+loop of up to 120 ms) cover a KOS loop over a network or with a slow policy; beyond them, see the checks.
 
 Checks (`coverage["warnings"]`): an identifiable value within 1 % of its prior's edge (0 latency or damping excepted:
 physical bounds), and a replay residual whose median over joints exceeds 3× the log's own noise floor (the white part
 of the residual along each window), say that reality lies outside the model. An unidentifiable parameter reports its
-prior's centre. Known leftover: the replay starts each window from the logged, noisy joint velocity; a heavy, slowly
-settling joint (hip roll) keeps that error through the window (3.5× the encoder noise with 0.05 rad/s velocity noise
-at the true values), a fast one (wrist) forgets it within a step.
+prior's centre.
 """
 
 import math
@@ -70,6 +78,9 @@ __all__ = ["GLOBAL_PRIORS", "FitError", "FitOptions", "FitResult", "Prior", "fit
 _ANGLE_FLOOR_RAD = 1e-4  # below an encoder's quantisation: a residual this small is noise, not signal
 _VEL_FLOOR_RAD_S = 1e-3
 _Z95 = 1.96
+# Each window's start velocity is fitted (profiled out), under this loose prior around the logged value: far above an
+# encoder's velocity noise (0.05 rad/s on the stand-in), so the data set it wherever a window can see it.
+START_VELOCITY_PRIOR_RAD_S = 1.0
 
 
 class FitError(ValueError):
@@ -110,11 +121,10 @@ GLOBAL_PRIORS: tuple[Prior, ...] = (
 )
 MASS_SCALE_PRIOR = (0.7, 1.3)
 ZERO_OFFSET_PRIOR_RAD = 0.05  # Playground's qpos0 range
-# Loop latency 0-50 ms. KOS loops over a network or with a slow policy can run tens of ms later; a 0-120 ms prior
-# (0.08 + 0.04) made the default search (8 generations) land at armature 1.23 for a true 0.82 (tests/test_fit.py), so
-# it stays narrow until the search is stronger, and a latency beyond it shows as an edge or residual warning.
-ACTION_LATENCY_PRIOR_S = (0.0, 0.03)
-OBS_LATENCY_PRIOR_S = (0.0, 0.02)
+# Loop latency 0-120 ms: KOS loops over a network or with a slow policy run tens of ms later than a local one. (While
+# the latency was swept apart from the physics, this prior made a short search land at armature 1.23 for a true 0.82.)
+ACTION_LATENCY_PRIOR_S = (0.0, 0.08)
+OBS_LATENCY_PRIOR_S = (0.0, 0.04)
 _EDGE_FRACTION = 0.01  # a fitted value this close to its prior's edge (fraction of the width) is at the edge
 _RESIDUAL_NOISE_RATIO = 3.0  # median replay residual over the log's own noise floor above this: reality is not fitted
 
@@ -148,7 +158,7 @@ class FitResult:
     loss_history: list[float] = field(default_factory=list)  # best loss per CMA-ES generation, then per refinement
     stages: list[tuple[str, int]] = field(default_factory=list)  # (stage, index of its first loss_history entry)
     before: tuple[np.ndarray, np.ndarray] | None = None  # predicted (W, H, J) angles, vels at the prior centre
-    after: tuple[np.ndarray, np.ndarray] | None = None  # the same at the fit
+    after: tuple[np.ndarray, np.ndarray] | None = None  # the same at the fit, each window's start velocity profiled
     windows: Windows | None = None
     seconds: float = 0.0
 
@@ -198,6 +208,31 @@ def _windows(logs: Sequence[StepLog], options: FitOptions, history: int) -> Wind
     )
 
 
+@dataclass(frozen=True)
+class _StartVelocity:
+    """Each window's start velocity, profiled out of the residuals (errors in variables).
+
+    A window starts from the logged joint velocity, which carries the encoder's velocity noise; a heavy, slowly
+    settling joint (hip roll) keeps that error through the window, which the fit would otherwise read as dynamics
+    (armature, damping). So each window's start velocity v0 + δ is a nuisance: the residual's component along the
+    replay's sensitivity to δ (`basis`, whitened, one finite-difference probe per joint at a reference candidate) is
+    removed, under a loose prior δ ~ N(0, `START_VELOCITY_PRIOR_RAD_S`²) that only keeps δ finite where a window
+    cannot see it (a fast joint forgets its start velocity within a step).
+    """
+
+    basis: np.ndarray  # (W, N, J) orthonormal directions in whitened residual space (N = 2 · horizon · J)
+    shrink: np.ndarray  # (W, J) ridge factors s² / (s² + 1) of those directions
+    scale: np.ndarray  # (N,) whitening scale of each residual entry: angles (rad), then velocities (rad/s)
+
+    def residuals(self, ra: np.ndarray, rv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(C, W, H, J) angle and velocity residuals with the start-velocity component removed."""
+        c, w, h, j = ra.shape
+        r = np.concatenate([ra.reshape(c, w, -1), rv.reshape(c, w, -1)], axis=2) / self.scale
+        coefficients = np.einsum("wnk,cwn->cwk", self.basis, r) * self.shrink
+        r = (r - np.einsum("wnk,cwk->cwn", self.basis, coefficients)) * self.scale
+        return r[..., : h * j].reshape(c, w, h, j), r[..., h * j :].reshape(c, w, h, j)
+
+
 class _Objective:
     """Batched replay loss and whitened residuals for candidates θ = (globals in [0, 1], zero offsets in rad)."""
 
@@ -206,40 +241,69 @@ class _Objective:
         self.num_globals = len(GLOBAL_PRIORS)
         self.low = np.array([p.low for p in GLOBAL_PRIORS])
         self.high = np.array([p.high for p in GLOBAL_PRIORS])
+        self.start_velocity: _StartVelocity | None = None  # set by `profile_start_velocity`
 
     def values(self, x: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
         g = self.low + np.clip(x, 0.0, 1.0) * (self.high - self.low)
         mass = np.full((len(x), 1), self.mass_scale)
         return [mass] + [g[:, i : i + 1] for i in range(self.num_globals)] + [offsets]
 
-    def predict(self, x: np.ndarray, offsets: np.ndarray, delays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, x: np.ndarray, offsets: np.ndarray, delays: np.ndarray, start_vels: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Replays of len(x) candidates in chunks of one batch size, so XLA compiles the replay once."""
+        if start_vels is None:
+            start_vels = np.zeros_like(offsets)
         angles, vels = [], []
         for start in range(0, len(x), self.batch):
-            chunk = [a[start : start + self.batch] for a in (x, offsets, delays)]
+            chunk = [a[start : start + self.batch] for a in (x, offsets, delays, start_vels)]
             count = len(chunk[0])
             pad = self.batch - count
             chunk = [np.concatenate([a, np.repeat(a[:1], pad, 0)]) for a in chunk]
-            a, v = self.replay.replay(self.values(chunk[0], chunk[1]), chunk[2], self.windows)
+            a, v = self.replay.replay(self.values(chunk[0], chunk[1]), chunk[2], self.windows, chunk[3])
             angles.append(a[:count])
             vels.append(v[:count])
         return np.concatenate(angles), np.concatenate(vels)
 
+    def profile_start_velocity(self, x: np.ndarray, offsets: np.ndarray, delay: int, probe_rad_s: float = 0.1) -> None:
+        """Profile the start velocity out of every later residual, linearised at candidate (x, offsets, delay)."""
+        num_joints, num_windows = offsets.size, self.windows.angles.shape[0]
+        probes = np.vstack([np.zeros(num_joints), probe_rad_s * np.eye(num_joints)])
+        count = num_joints + 1
+        angles, vels = self.predict(
+            np.repeat(x[None], count, 0), np.repeat(offsets[None], count, 0), np.full(count, delay), probes
+        )
+        if not (np.isfinite(angles).all() and np.isfinite(vels).all()):
+            raise FitError("the replay diverged (NaN) while probing the start velocity; check the logs' units")
+        ra, rv = angles[0] - self.windows.angles, vels[0] - self.windows.vels
+        scale = np.concatenate(
+            [
+                np.tile(np.sqrt(np.mean(ra**2, axis=(0, 1)) + _ANGLE_FLOOR_RAD**2), ra.shape[1]),
+                np.tile(np.sqrt(np.mean(rv**2, axis=(0, 1)) + _VEL_FLOOR_RAD_S**2), rv.shape[1]),
+            ]
+        )
+        flat = np.concatenate([angles.reshape(count, num_windows, -1), vels.reshape(count, num_windows, -1)], 2)
+        sensitivity = np.moveaxis((flat[1:] - flat[:1]) / probe_rad_s / scale, 0, -1)  # (W, N, J) per rad/s
+        # ridge in δ' = δ / σ: the fitted part of a residual r is U diag(s² / (s² + 1)) Uᵀ r, with U s Vᵀ = S σ
+        u, singular, _ = np.linalg.svd(sensitivity * START_VELOCITY_PRIOR_RAD_S, full_matrices=False)
+        self.start_velocity = _StartVelocity(u, singular**2 / (singular**2 + 1.0), scale)
+
+    def residuals(self, angles: np.ndarray, vels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(C, W, H, J) residuals of predicted angles (rad) and velocities (rad/s), the start velocity profiled out."""
+        ra, rv = angles - self.windows.angles[None], vels - self.windows.vels[None]
+        if self.start_velocity is None:
+            return ra, rv
+        return self.start_velocity.residuals(ra, rv)
+
     def mse(self, angles: np.ndarray, vels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per candidate and channel mean squared residual plus its floor: (C, J) each."""
-        ra = angles - self.windows.angles[None]
-        rv = vels - self.windows.vels[None]
+        ra, rv = self.residuals(angles, vels)
         return (np.mean(ra**2, axis=(1, 2)) + _ANGLE_FLOOR_RAD**2, np.mean(rv**2, axis=(1, 2)) + _VEL_FLOOR_RAD_S**2)
 
     def loss(self, angles: np.ndarray, vels: np.ndarray) -> np.ndarray:
         msa, msv = self.mse(angles, vels)
         loss = 0.25 * (np.mean(np.log(msa), axis=1) + np.mean(np.log(msv), axis=1))
         return np.where(np.isfinite(loss), loss, np.inf)
-
-    def nll(self, loss: np.ndarray) -> np.ndarray:
-        """Profiled negative log-likelihood with one independent sample per window and channel."""
-        channels = 2 * self.windows.angles.shape[2]
-        return 2.0 * loss * channels * self.windows.angles.shape[0]
 
 
 def _progress(total: int, enabled: bool, desc: str):  # noqa: ANN202 - tqdm or a no-op
@@ -267,9 +331,8 @@ class _State:
 
     globals_: np.ndarray
     offsets: np.ndarray
-    delay: int
-    delay_region: tuple[int, int]
-    sigma: np.ndarray  # posterior σ of (globals in prior-width units, offsets in rad)
+    delay: float
+    sigma: np.ndarray  # posterior σ of (globals in prior-width units, loop latency in physics steps, offsets in rad)
     prior_sigma: np.ndarray
     loss: float
     stage: str
@@ -296,7 +359,7 @@ def _global_search(
     with _progress(options.generations, options.progress, "fit: CMA-ES") as bar:
         for _ in range(options.generations):
             xs = np.stack([optimizer.ask() for _ in range(optimizer.population_size)])
-            delays = np.rint(xs[:, -1] * max_delay).astype(int)
+            delays = xs[:, -1] * max_delay
             losses = objective.loss(*objective.predict(xs[:, :num_globals], zeros, delays))
             if not np.isfinite(losses).any():
                 raise FitError("every candidate's replay diverged (NaN); check the logs' units (rad, rad/s)")
@@ -312,42 +375,43 @@ def _global_search(
     return best_x[:num_globals]
 
 
-def _latency_sweep(
-    objective: _Objective, globals_: np.ndarray, offsets: np.ndarray, max_delay: int
-) -> tuple[int, tuple[int, int], float, tuple[np.ndarray, np.ndarray]]:
-    """Every loop latency at fixed parameters: the best, its 95 % likelihood-ratio region, loss and replay."""
+def _latency_sweep(objective: _Objective, globals_: np.ndarray, offsets: np.ndarray, max_delay: int) -> float:
+    """Every whole loop latency (physics steps) at fixed parameters; returns the best (the refinement's start)."""
     delays = np.arange(max_delay + 1)
     count = delays.size
     angles, vels = objective.predict(np.repeat(globals_[None], count, 0), np.repeat(offsets[None], count, 0), delays)
     losses = objective.loss(angles, vels)
     if not np.isfinite(losses).any():
         raise FitError("the replay diverged (NaN) at every loop latency")
-    nll = objective.nll(losses)
-    best = int(np.argmin(nll))
-    region = delays[nll - nll[best] <= 0.5 * _Z95**2]
-    return best, (int(region.min()), int(region.max())), float(losses[best]), (angles[best], vels[best])
+    return float(delays[int(np.argmin(losses))])
 
 
 def _refine(
-    objective: _Objective, state: _State, options: FitOptions, iterations: int, history: list[float], desc: str
+    objective: _Objective,
+    state: _State,
+    options: FitOptions,
+    max_delay: int,
+    iterations: int,
+    history: list[float],
+    desc: str,
 ) -> _State:
-    """Gauss-Newton / Levenberg-Marquardt over the globals and zero offsets at a fixed loop latency.
+    """Gauss-Newton / Levenberg-Marquardt over the globals, the loop latency and the zero offsets.
 
-    The Jacobian of the whitened residuals is a forward finite difference, all probes in one batched replay. Its
-    curvature plus the prior (a uniform of width w as a Gaussian of variance w²/12) gives the posterior σ.
+    The Jacobian of the whitened residuals is a forward finite difference, all probes in one batched replay (the
+    replay is continuous in the latency). Its curvature plus the prior (a uniform of width w as a Gaussian of
+    variance w²/12) gives the posterior σ.
     """
-    windows = objective.windows
-    num_globals = objective.num_globals
+    g = objective.num_globals
     offset_width = 2.0 * ZERO_OFFSET_PRIOR_RAD
-    width = np.concatenate([np.ones(num_globals), np.full(state.offsets.size, offset_width)])
-    theta = np.concatenate([state.globals_, state.offsets / offset_width + 0.5])  # every coordinate in [0, 1]
+    width = np.concatenate([np.ones(g), [max_delay], np.full(state.offsets.size, offset_width)])
+    theta = np.concatenate([state.globals_, [state.delay / max_delay], state.offsets / offset_width + 0.5])  # in [0, 1]
     num = theta.size
     prior_precision = np.full(num, 12.0)
     step = 1e-2
 
     def predict(thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        offsets = (thetas[:, num_globals:] - 0.5) * offset_width
-        return objective.predict(thetas[:, :num_globals], offsets, np.full(len(thetas), state.delay))
+        offsets = (thetas[:, g + 1 :] - 0.5) * offset_width
+        return objective.predict(thetas[:, :g], offsets, thetas[:, g] * max_delay)
 
     current = state.loss
     covariance = np.diag(1.0 / prior_precision)
@@ -357,13 +421,10 @@ def _refine(
             angles, vels = predict(probes)
             if not np.isfinite(angles[0]).all():
                 raise FitError("the replay diverged (NaN) during the refinement; the partial result is the last good")
+            ra, rv = objective.residuals(angles, vels)
             msa, msv = objective.mse(angles[:1], vels[:1])
             residual = np.concatenate(
-                [
-                    ((angles - windows.angles[None]) / np.sqrt(msa[0])).reshape(num + 1, -1),
-                    ((vels - windows.vels[None]) / np.sqrt(msv[0])).reshape(num + 1, -1),
-                ],
-                axis=1,
+                [(ra / np.sqrt(msa[0])).reshape(num + 1, -1), (rv / np.sqrt(msv[0])).reshape(num + 1, -1)], axis=1
             )
             jacobian = (residual[1:] - residual[:1]).T / step  # (N, P)
             information = jacobian.T @ jacobian / options.horizon  # one independent sample per window and channel
@@ -391,10 +452,9 @@ def _refine(
                 bar.update(iterations - bar.n)
                 break
     return _State(
-        globals_=theta[:num_globals],
-        offsets=(theta[num_globals:] - 0.5) * offset_width,
-        delay=state.delay,
-        delay_region=state.delay_region,
+        globals_=theta[:g],
+        offsets=(theta[g + 1 :] - 0.5) * offset_width,
+        delay=float(theta[g] * max_delay),
         sigma=np.sqrt(np.diag(covariance)) * width,
         prior_sigma=width / np.sqrt(prior_precision),
         loss=current,
@@ -459,10 +519,10 @@ def _fitted_parameters(
         w = prior.high - prior.low
         value = prior.low + state.globals_[i] * w
         add(prior.name, prior.unit, value, state.sigma[i] * w, (prior.low, prior.high), ok[i])
-    loop = state.delay * dt_s
-    loop_lo, loop_hi = state.delay_region[0] * dt_s - dt_s / 2, state.delay_region[1] * dt_s + dt_s / 2
+    g = len(GLOBAL_PRIORS)
     loop_note = "action + observation latency: the only latency open-loop logs reveal"
-    add("loop_latency_s", "s", loop, (loop_hi - loop_lo) / (2 * _Z95), (0.0, latency_high_s), True, loop_note)
+    add("loop_latency_s", "s", state.delay * dt_s, state.sigma[g] * dt_s, (0.0, latency_high_s), ok[g], loop_note)
+    loop, loop_lo, loop_hi = params[-1].mean, params[-1].low, params[-1].high
     split_note = "only the sum loop_latency_s is identifiable; range = the split consistent with it and the priors"
     obs = min(loop / 2, OBS_LATENCY_PRIOR_S[1])
     act_lo, act_hi = max(0.0, loop_lo - OBS_LATENCY_PRIOR_S[1]), min(ACTION_LATENCY_PRIOR_S[1], max(loop_hi, 0.0))
@@ -494,10 +554,9 @@ def _fitted_parameters(
             split_note,
         )
     )
-    g = len(GLOBAL_PRIORS)
     for j, joint in enumerate(joints):
         prior = (-ZERO_OFFSET_PRIOR_RAD, ZERO_OFFSET_PRIOR_RAD)
-        add(f"zero_offset/{joint}", "rad", state.offsets[j], state.sigma[g + j], prior, ok[g + j])
+        add(f"zero_offset/{joint}", "rad", state.offsets[j], state.sigma[g + 1 + j], prior, ok[g + 1 + j])
     return params
 
 
@@ -606,36 +665,36 @@ def fit_randomization(
     num_globals = len(GLOBAL_PRIORS)
     zero_offsets = np.zeros(len(joints))
     prior_sigma = np.concatenate(
-        [np.full(num_globals, 12**-0.5), np.full(len(joints), 2 * ZERO_OFFSET_PRIOR_RAD / 12**0.5)]
+        [
+            np.full(num_globals, 12**-0.5),
+            [max_delay / 12**0.5],
+            np.full(len(joints), 2 * ZERO_OFFSET_PRIOR_RAD / 12**0.5),
+        ]
     )
     centre = np.full(num_globals, 0.5)
-    before = objective.predict(centre[None], zero_offsets[None], np.array([max_delay // 2]))
+    before = objective.predict(centre[None], zero_offsets[None], np.array([max_delay / 2]))
 
-    # 1. global search: CMA-ES over the globals and the loop latency; then the latency at the best globals
+    def predicted(state: _State) -> tuple[np.ndarray, np.ndarray]:
+        return objective.predict(state.globals_[None], state.offsets[None], np.array([state.delay]))
+
+    # 1. global search: CMA-ES over the globals and the loop latency, then the best whole latency at the best globals
     stages.append(("CMA-ES", len(losses)))
+    objective.profile_start_velocity(centre, zero_offsets, max_delay / 2)
     globals_ = _global_search(objective, options, max_delay, len(joints), losses)
-    delay, region, loss, _ = _latency_sweep(objective, globals_, zero_offsets, max_delay)
-    state = _State(globals_, zero_offsets, delay, region, prior_sigma.copy(), prior_sigma, loss, "global search")
+    delay = _latency_sweep(objective, globals_, zero_offsets, max_delay)
+    state = _State(globals_, zero_offsets, delay, prior_sigma.copy(), prior_sigma, losses[-1], "global search")
     checkpoint(state)
 
-    # 2. local refinement at that latency; again if the refined parameters move the latency
+    # 2. local refinement of everything, the start velocity re-linearised where the fit stands before each round
     stages.append(("Gauss-Newton", len(losses)))
-    for round_ in range(3):
-        state = _refine(
-            objective,
-            state,
-            options,
-            options.refine_iterations if round_ == 0 else 2,
-            losses,
-            f"fit: Gauss-Newton ({round_ + 1})",
-        )
-        delay, region, loss, after = _latency_sweep(objective, state.globals_, state.offsets, max_delay)
-        moved = delay != state.delay
-        state = _State(state.globals_, state.offsets, delay, region, state.sigma, prior_sigma, loss, "refined")
-        losses.append(loss)
+    for round_, iterations in enumerate((options.refine_iterations, 2)):
+        objective.profile_start_velocity(state.globals_, state.offsets, state.delay)
+        state.loss = float(objective.loss(*predicted(state))[0])
+        state = _refine(objective, state, options, max_delay, iterations, losses, f"fit: Gauss-Newton ({round_ + 1})")
+        state.stage = "refined"
         checkpoint(state)
-        if not moved:
-            break
+    ra, rv = objective.residuals(*predicted(state))
+    after = (windows.angles + ra[0], windows.vels + rv[0])  # the replay at the fit, its start velocity profiled
     state.stage = "complete"
     fitted = fitted_of(state, after)
     if partial_path is not None:

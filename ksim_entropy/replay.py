@@ -18,6 +18,8 @@ dt·kd per joint, which a fit at the physical level must not absorb into the arm
 Latency: a logged sensor reading is `obs_latency` old and a logged target reaches the servos `action_latency`
 later, so an open-loop replay only sees their sum, the loop latency d: the target logged at step k drives the
 servos from physics step k·S + d of the window's clock, whose origin is the (late) state the log reports at s.
+d is continuous (in physics steps): during the physics step in which a target switches, the servo holds the
+time-weighted mean of the old and the new one, which makes the replay, and the fit's loss, continuous in d.
 """
 
 import functools
@@ -151,18 +153,31 @@ class ReplayModel:
         return step
 
     def _window(
-        self, model: mjx.Model, delay: Array, offsets: Array, angles0: Array, vels0: Array, targets: Array, history: int
+        self,
+        model: mjx.Model,
+        delay: Array,
+        offsets: Array,
+        dvels0: Array,
+        angles0: Array,
+        vels0: Array,
+        targets: Array,
+        history: int,
     ) -> tuple[Array, Array]:
         data = mjx.make_data(model)
         servo_step = self._servo_step(model)
         qpos = jnp.concatenate([self._base, angles0 + offsets])
-        qvel = jnp.concatenate([jnp.zeros(6), vels0])
+        qvel = jnp.concatenate([jnp.zeros(6), vels0 + dvels0])
         data = data.replace(qpos=qpos, qvel=qvel)
         substeps = self.substeps
 
+        whole = jnp.floor(delay).astype(jnp.int32)
+        fraction = delay - whole
+
         def physics_step(data: mjx.Data, j: Array) -> tuple[mjx.Data, None]:
-            row = history + jnp.floor_divide(j - delay, substeps)
-            data = servo_step(data, targets[row])
+            # a fractional latency: the step in which the target switches holds their time-weighted mean
+            now = targets[history + jnp.floor_divide(j - whole, substeps)]
+            before = targets[jnp.maximum(history + jnp.floor_divide(j - whole - 1, substeps), 0)]
+            data = servo_step(data, (1.0 - fraction) * now + fraction * before)
             if self.suspended:
                 data = data.replace(qpos=data.qpos.at[:7].set(self._base), qvel=data.qvel.at[:6].set(0.0))
             return data, None
@@ -176,31 +191,48 @@ class ReplayModel:
         return angles, vels
 
     def _candidate(
-        self, values: tuple[Array, ...], delay: Array, angles0: Array, vels0: Array, targets: Array, *, history: int
+        self,
+        values: tuple[Array, ...],
+        delay: Array,
+        dvels0: Array,
+        angles0: Array,
+        vels0: Array,
+        targets: Array,
+        *,
+        history: int,
     ) -> tuple[Array, Array]:
         model = self._model(values)
         offsets = jnp.zeros(self.num_joints) if self._offset_index is None else values[self._offset_index]
         offsets = jnp.broadcast_to(offsets, (self.num_joints,))
-        window = jax.vmap(self._window, in_axes=(None, None, None, 0, 0, 0, None))
-        return window(model, delay, offsets, angles0, vels0, targets, history)
+        window = jax.vmap(self._window, in_axes=(None, None, None, None, 0, 0, 0, None))
+        return window(model, delay, offsets, dvels0, angles0, vels0, targets, history)
 
     def replay(
-        self, values: Sequence[np.ndarray], delays: np.ndarray, windows: Windows
+        self,
+        values: Sequence[np.ndarray],
+        delays: np.ndarray,
+        windows: Windows,
+        start_vels: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted readings (C, W, horizon, J) of angles (rad) and velocities (rad/s) for C candidates.
 
-        `values[i]` is (C, dims_i) for parameter i; `delays` (C,) is the loop latency in physics steps, at most
-        `windows.history · substeps`.
+        `values[i]` is (C, dims_i) for parameter i; `delays` (C,) is the loop latency in physics steps (a fraction
+        blends the targets of the step in which they switch), at most `windows.history · substeps`; `start_vels`
+        (C, J) rad/s is added to every window's logged start velocity (default 0; `ksim_entropy.fit` probes with it
+        to profile the start velocity out).
         """
-        delays = np.asarray(delays, dtype=np.int32)
-        if delays.min() < 0 or delays.max() > windows.history * self.substeps:
+        delays = np.asarray(delays, dtype=np.float32)
+        if not np.isfinite(delays).all() or delays.min() < 0 or delays.max() > windows.history * self.substeps:
             raise ValueError(f"delays must lie in [0, {windows.history * self.substeps}] physics steps")
+        if start_vels is None:
+            start_vels = np.zeros((len(delays), self.num_joints))
         values = tuple(jnp.asarray(v, dtype=jnp.float32) for v in values)
         args = (jnp.asarray(windows.angles0), jnp.asarray(windows.vels0), jnp.asarray(windows.targets))
         if windows.history not in self._runs:
             batched = jax.vmap(
-                functools.partial(self._candidate, history=windows.history), in_axes=(0, 0, None, None, None)
+                functools.partial(self._candidate, history=windows.history), in_axes=(0, 0, 0, None, None, None)
             )
             self._runs[windows.history] = jax.jit(batched)
-        angles, vels = self._runs[windows.history](values, jnp.asarray(delays), *args)
+        dvels0 = jnp.asarray(start_vels, dtype=jnp.float32)
+        angles, vels = self._runs[windows.history](values, jnp.asarray(delays), dvels0, *args)
         return np.asarray(angles), np.asarray(vels)

@@ -107,13 +107,14 @@ def test_explicit_servo_replay_reproduces_the_stand_in_robot_at_its_true_values(
         ReplayModel(files, fit_parameters(files), suspended=True, servo="pid")
 
 
-def test_joint_specific_leftovers_come_from_the_noisy_start_velocity_not_the_servo_model():
+def test_joint_specific_leftovers_come_from_the_noisy_start_velocity_which_the_fit_profiles_out():
     """A stand-in 10 % heavier, encoders at 2e-4 rad, velocities with 0.05 rad/s of noise, replayed at its true
     values relative to the model's mass (everything / 1.1, as the fit reports them). From the true start state every
     joint's residual sits at the encoder noise; from the logged (noisy) start velocity the heavy, slow hip rolls keep
     it through the window (> 2× the noise) while the fast wrists forget it (< 1.3×). The fit's residual check reads
-    the same from the residual alone (its white part is the encoder noise)."""
-    from ksim_entropy.fit import _residual_over_noise
+    the same from the residual alone (its white part is the encoder noise); with each window's start velocity
+    profiled out, as the fit does, every joint reads the noise floor."""
+    from ksim_entropy.fit import _Objective, _residual_over_noise
     from ksim_entropy.replay import Windows
     from ksim_entropy.sim import SimOptions
     from ksim_entropy.sim_logs import SensorNoiseStds
@@ -148,3 +149,58 @@ def test_joint_specific_leftovers_come_from_the_noisy_start_velocity_not_the_ser
     assert rms["logged start"][hips].min() > 2.0 and rms["logged start"][wrists].max() < 1.3
     ratio = _residual_over_noise(noisy, replay.replay(values, np.array([8]), noisy)[0][0])
     assert ratio[hips].min() > 1.5 and ratio[wrists].max() < 1.5
+    # the fit profiles each window's start velocity out: at the true values every joint then reads the noise floor
+    objective = _Objective(replay, noisy, mass_scale=1.0, batch=8)
+    x = (np.array([v[0, 0] for v in values[1:6]]) - objective.low) / (objective.high - objective.low)
+    objective.profile_start_velocity(x, np.zeros(20), 8.0)
+    angles, vels = objective.predict(x[None], np.zeros((1, 20)), np.array([8.0]))
+    profiled = noisy.angles + objective.residuals(angles, vels)[0][0]
+    ratio = _residual_over_noise(noisy, profiled)
+    print("profiled", ratio.round(2).tolist())
+    assert ratio.max() < 1.3
+
+
+def _cpu_replay(model: mujoco.MjModel, windows, base: np.ndarray, delay: float, substeps: int) -> np.ndarray:
+    """CPU MuJoCo replay of every window (W, horizon, J) with the target logged at step k reaching the servos at
+    physics time k·substeps + delay; in the step where it arrives the servo holds the time-weighted mean."""
+    data = mujoco.MjData(model)
+    out = np.zeros(windows.angles.shape)
+    for w in range(len(windows.angles0)):
+        mujoco.mj_resetData(model, data)
+        data.qpos[:7], data.qpos[7:], data.qvel[6:] = base, windows.angles0[w], windows.vels0[w]
+        for j in range(windows.horizon * substeps):
+            start = j - delay  # this physics step covers [start, start + 1) on the targets' clock
+            now = windows.targets[w, windows.history + int(np.floor(start / substeps))]
+            after = windows.targets[w, windows.history + int(np.floor((start + 1) / substeps))]
+            share = np.clip(start + 1 - substeps * np.floor((start + 1) / substeps), 0.0, 1.0)  # time after a switch
+            switched = np.floor((start + 1) / substeps) != np.floor(start / substeps)
+            data.ctrl[:] = (1 - share) * now + share * after if switched else now
+            mujoco.mj_step(model, data)
+            data.qpos[:7], data.qvel[:6] = base, 0.0
+            if (j + 1) % substeps == 0:
+                out[w, j // substeps] = data.qpos[7:]
+    return out
+
+
+def test_a_fractional_latency_is_the_target_switching_inside_a_physics_step(replay_and_windows):
+    """The replay is continuous in the loop latency (the fit refines it with the physics): at d = 2.5 steps MJX
+    matches CPU MuJoCo holding the two targets' time-weighted mean in the step where they switch. And that step
+    model stands in for a switch mid-step: what half a step of latency changes (2 -> 2.5 steps) agrees with CPU
+    MuJoCo at half the time step, where it is a whole step (4 -> 5 half steps), to a small part of one step's change."""
+    replay, windows = replay_and_windows
+    model, base, substeps = replay.mj_model, np.asarray(replay._base), replay.substeps
+    angles, _ = replay.replay([np.concatenate([v] * 3) for v in _values(1)], np.array([2.0, 2.5, 3.0]), windows)
+    blended = _cpu_replay(model, windows, base, 2.5, substeps)
+    np.testing.assert_allclose(angles[1], blended, atol=2e-4)
+    one_step = np.abs(angles[2] - angles[0]).max()
+    assert one_step > 1e-3 and np.abs(angles[1] - angles[0]).max() > 0.3 * one_step  # it moves with the fraction
+    half_step = blended - _cpu_replay(model, windows, base, 2.0, substeps)
+    timestep = model.opt.timestep
+    try:
+        model.opt.timestep = timestep / 2
+        fine = [_cpu_replay(model, windows, base, d, 2 * substeps) for d in (4.0, 5.0)]
+    finally:
+        model.opt.timestep = timestep
+    error = np.abs(half_step - (fine[1] - fine[0])).max()
+    print(f"one step of latency: {one_step:.2e} rad; half a step, blended vs switched mid-step: {error:.2e} rad")
+    assert error < 0.1 * one_step

@@ -522,6 +522,13 @@ def _sibling_ratio(group: str, real: _Channels, sim: _Channels) -> np.ndarray | 
     r, s = relation(real), relation(sim)
     if r is None or s is None:
         return None
+    if group == "joint_vels" and np.isfinite(s).any():
+        # v ≈ Δq / 2T holds for a joint whose motion is smooth at the log's rate: every joint of the reference log
+        # then shares one slope 1/2T. A joint that settles within a step (a wrist) is sampled mid-transient and its
+        # slope depends on when the step's target arrived: a latency would read as a velocity unit. No tie there.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            off = np.abs(np.log(s / np.nanmedian(s))) > math.log(_SMOOTH_SLOPE_SPREAD)
+        s = np.where(off, np.nan, s)
     with np.errstate(divide="ignore", invalid="ignore"):
         return r / s
 
@@ -532,6 +539,7 @@ def _informative_location(x: np.ndarray, floor: float) -> bool:
     return x.size > 0 and abs(float(np.median(x))) >= 2.0 * _robust_spread(x, floor)
 
 
+_SMOOTH_SLOPE_SPREAD = 1.5  # a joint's v-on-Δq slope this far from the reference log's median: not smooth at its rate
 _SCALE_ORDER = ("joint_angles", "output", "joint_vels", "projected_g", "accel", "gyro", "command")
 
 
