@@ -10,10 +10,11 @@ each, the result so far can be saved (`partial_path`), so a failed or interrupte
    candidates on many short log windows at once in MJX (`ksim_entropy.replay`). The score is the multi-step
    prediction likelihood of the encoder readings (DROPO's objective; Tiboni et al. 2023) with each channel's residual
    variance profiled out: ``loss = mean_c ½ log(mse_c + floor_c²)`` over joint angles and velocities.
-3. **Loop latency sweep**: every whole latency (physics steps) at the best globals; the best starts the refinement.
+3. **Loop latency sweep**: every other whole latency (physics steps) at the best globals; the best starts step 4.
 4. **Local refinement, Gauss-Newton / Levenberg-Marquardt** over the globals, the loop latency (the replay is
    continuous in it, `ksim_entropy.replay`) and the per-joint zero offsets, with a finite-difference Jacobian computed
-   as one batch; then again, re-linearised, for one iteration. The latency is refined with the physics because
+   as one batch; then again, re-linearised, for up to three iterations (each round stops once a step gains < 1e-5;
+   a round stopped by its cap while still descending is a warning). The latency is refined with the physics because
    they trade off (a later loop reads like a heavier joint): fitted one after the other, they zig-zag to a wrong
    pair (measured: 10 ms and armature 1.17 for a true 12 ms and 0.82). The curvature, plus the prior as a Gaussian
    of the uniform's variance, gives each parameter's posterior standard deviation σ.
@@ -55,6 +56,7 @@ of the residual along each window), say that reality lies outside the model. An 
 prior's centre.
 """
 
+import functools
 import math
 import sys
 import time
@@ -126,6 +128,7 @@ ZERO_OFFSET_PRIOR_RAD = 0.05  # Playground's qpos0 range
 ACTION_LATENCY_PRIOR_S = (0.0, 0.08)
 OBS_LATENCY_PRIOR_S = (0.0, 0.04)
 _EDGE_FRACTION = 0.01  # a fitted value this close to its prior's edge (fraction of the width) is at the edge
+_UNCONVERGED_GAIN = 1e-4  # the refinement's last step lowered the loss by this much or more: not converged
 _RESIDUAL_NOISE_RATIO = 3.0  # median replay residual over the log's own noise floor above this: reality is not fitted
 
 
@@ -342,6 +345,7 @@ class _State:
     prior_sigma: np.ndarray
     loss: float
     stage: str
+    last_gain: float = 0.0  # the refinement's last accepted loss decrease: large = stopped before it converged
 
 
 def _global_search(
@@ -425,7 +429,7 @@ def _refine(
         offsets = (thetas[:, g + 1 :] - 0.5) * offset_width
         return objective.predict(thetas[:, :g], offsets, thetas[:, g] * max_delay)
 
-    current = state.loss
+    current, gain = state.loss, 0.0
     covariance = np.diag(1.0 / prior_precision)
     with _progress(iterations, options.progress, desc) as bar:
         for iteration in range(iterations + 1):
@@ -471,6 +475,7 @@ def _refine(
         prior_sigma=width / np.sqrt(prior_precision),
         loss=current,
         stage=state.stage,
+        last_gain=gain,
     )
 
 
@@ -605,6 +610,35 @@ def _warnings(params: Sequence[FittedParameter], ratio: np.ndarray, joints: tupl
     return out
 
 
+def _replay_model(files: RobotFiles, options: SimOptions, suspended: bool) -> ReplayModel:
+    """The fit's replay model, kept for the next fit of the same (unchanged) robot files in this process.
+
+    Its jitted replay then compiles once for several logs or seeds (per window count and batch size); an edited MJCF
+    or metadata file (a new modification time) gets a new model.
+    """
+    stamps = tuple(path.stat().st_mtime_ns for path in (files.mjcf, files.metadata))
+    return _kept_replay_model(files, stamps, options, suspended)
+
+
+@functools.lru_cache(maxsize=2)
+def _kept_replay_model(files: RobotFiles, stamps: tuple[int, ...], options: SimOptions, suspended: bool) -> ReplayModel:
+    del stamps  # part of the cache key only
+    return ReplayModel(files, fit_parameters(files), suspended=suspended, options=options, servo="explicit")
+
+
+def _convergence_warnings(state: _State) -> list[str]:
+    """A refinement stopped by its iteration cap while still descending.
+
+    σ and the ranges then describe a point that is not the optimum, so an "identifiable" range may miss the truth.
+    """
+    if state.last_gain < _UNCONVERGED_GAIN:
+        return []
+    return [
+        f"the refinement stopped before it converged (its last step still lowered the loss by {state.last_gain:.2g}): "
+        "ranges may not hold the truth; fit again with more refine iterations (--refine-iterations)"
+    ]
+
+
 def fit_randomization(
     logs: Sequence[StepLog],
     files: RobotFiles,
@@ -631,7 +665,7 @@ def fit_randomization(
         sim_options = SimOptions(dt_s=options.replay_dt_s)
     except ValueError as err:
         raise FitError(f"replay_dt_s: {err}") from None
-    replay = ReplayModel(files, fit_parameters(files), suspended=suspended, options=sim_options, servo="explicit")
+    replay = _replay_model(files, sim_options, suspended)
     joints = replay.joint_names
     latency_high_s = ACTION_LATENCY_PRIOR_S[1] + OBS_LATENCY_PRIOR_S[1]
     max_delay = round(latency_high_s / replay.dt_s)
@@ -655,7 +689,7 @@ def fit_randomization(
             ratio = _residual_over_noise(windows, replayed[0])
             checks = {
                 "residual_over_noise": dict(zip(joints, ratio.round(3).tolist(), strict=True)),
-                "warnings": _warnings(params, ratio, joints),
+                "warnings": _warnings(params, ratio, joints) + _convergence_warnings(state),
             }
         coverage = {
             "logs": [log.source or "log" for log in logs],
@@ -699,7 +733,7 @@ def fit_randomization(
 
     # 2. local refinement of everything, the start velocity re-linearised where the fit stands before each round
     stages.append(("Gauss-Newton", len(losses)))
-    for round_, iterations in enumerate((options.refine_iterations, 1)):
+    for round_, iterations in enumerate((options.refine_iterations, 3)):
         state.loss = objective.profile_start_velocity(state.globals_, state.offsets, state.delay)
         state = _refine(objective, state, options, max_delay, iterations, losses, f"fit: Gauss-Newton ({round_ + 1})")
         state.stage = "refined"

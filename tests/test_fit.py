@@ -203,3 +203,26 @@ def test_unidentifiable_values_are_the_prior_centre_and_edges_are_flagged():
     warnings = fit_module._warnings(list(params.values()), np.array([1.0, 1.2]), joints)
     assert len(warnings) == 1 and warnings[0].startswith("frictionloss_scale")
     assert "outside the model" in fit_module._warnings([], np.array([5.0, 4.0]), joints)[0]
+    assert fit_module._convergence_warnings(state) == []  # last_gain 0: converged
+    unfinished = fit_module._State(globals_, np.zeros(2), 0.0, sigma, prior_sigma, 0.0, "complete", last_gain=1e-3)
+    assert "before it converged" in fit_module._convergence_warnings(unfinished)[0]
+
+
+def test_the_replay_model_is_kept_for_the_same_unchanged_robot_files(tmp_path):
+    """Several fits in one process compile the replay once; an edited MJCF gets a new model."""
+    import os
+    import shutil
+
+    from ksim_entropy.robot import kbot_asset_dir
+    from ksim_entropy.sim import SimOptions
+
+    shutil.copytree(kbot_asset_dir(), tmp_path / "kbot")
+    files = resolve_robot_files(str(tmp_path / "kbot"))
+
+    def model():
+        return fit_module._replay_model(files, SimOptions(dt_s=0.001), True)
+
+    first = model()
+    assert model() is first
+    os.utime(files.mjcf, ns=(files.mjcf.stat().st_atime_ns, files.mjcf.stat().st_mtime_ns + 1_000_000_000))
+    assert model() is not first

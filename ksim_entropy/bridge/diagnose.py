@@ -495,6 +495,9 @@ def _central_difference(ch: _Channels) -> np.ndarray:
     return out
 
 
+_SMOOTH_SLOPE_SPREAD = 1.5  # a joint's v-on-Δq slope this far from the reference log's median: not smooth at its rate
+
+
 def _sibling_ratio(group: str, real: _Channels, sim: _Channels) -> np.ndarray | None:
     """Per channel of `group`, real/sim ratio of its relation to a physically tied channel of the same log.
 
@@ -539,7 +542,6 @@ def _informative_location(x: np.ndarray, floor: float) -> bool:
     return x.size > 0 and abs(float(np.median(x))) >= 2.0 * _robust_spread(x, floor)
 
 
-_SMOOTH_SLOPE_SPREAD = 1.5  # a joint's v-on-Δq slope this far from the reference log's median: not smooth at its rate
 _SCALE_ORDER = ("joint_angles", "output", "joint_vels", "projected_g", "accel", "gyro", "command")
 
 
