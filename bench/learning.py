@@ -5,8 +5,9 @@
 
 Each run is a fresh `python -m tasks.walk preset=<--preset> random_seed=<seed> max_train_seconds=<budget>` process
 (one at a time: the runs share the machine), with the arm's overrides and then the trailing `key=value`s. The run's
-stdout is kept in `<out>_runs/<arm>_s<seed>.log`, its experiment directory (checkpoints, `policy.kinfer`) in
-`<out>_runs/<arm>_s<seed>/`. A curve point is taken from every JSON record xax prints (about one a second), thinned to
+stdout is kept in `<out>_runs/<arm>_s<seed>.log`, its experiment directory (checkpoints, `policy.kinfer`, the logged
+records in `metrics.jsonl`) in `<out>_runs/<arm>_s<seed>/`. A curve point is taken from every record xax logs, read
+as the run appends it (one per log interval, ~1 s), thinned to
 one per `--every-s` seconds of wall time since the process started (imports and compilation included):
 update, env-steps, episode length (s, mean over the episodes that ended in the last 32 updates; see
 `ksim_entropy.progress`), the fraction of them that reached the time limit, total reward per step, policy entropy
@@ -38,6 +39,7 @@ from emit import emit_json
 from standing_eval import checkpoints, curve_position, evaluate
 from walk_throughput import json_records
 
+from ksim_entropy.progress import METRICS_FILE
 from ksim_entropy.robot import resolve_robot_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +90,22 @@ def curve_point(record: dict, wall_s: float) -> dict | None:
     return point
 
 
+class MetricsTail:
+    """Records appended to a run's metrics file since the last call (whole lines; the file may not exist yet)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self._handle, self._partial = path, None, ""
+
+    def records(self) -> list[dict]:
+        if self._handle is None:
+            if not self.path.is_file():
+                return []
+            self._handle = self.path.open(encoding="utf-8")
+        text = self._partial + self._handle.read()
+        complete, _, self._partial = text.rpartition("\n")
+        return json_records(complete)
+
+
 def train_one(name: str, overrides: list[str], seed: int, args: argparse.Namespace, runs_dir: Path) -> dict:
     """Run one training process to its budget; its curve and summary."""
     exp_dir = runs_dir / f"{name}_s{seed}"
@@ -115,21 +133,27 @@ def train_one(name: str, overrides: list[str], seed: int, args: argparse.Namespa
     points: list[dict] = []
     start = time.monotonic()
     log_path = runs_dir / f"{name}_s{seed}.log"
+    metrics = MetricsTail(exp_dir / METRICS_FILE)
+
+    def take_points() -> None:
+        wall = time.monotonic() - start
+        for record in metrics.records():
+            point = curve_point(record, wall)
+            if point and (not points or point["wall_s"] - points[-1]["wall_s"] >= args.every_s):
+                points.append(point)
+
     with (
         log_path.open("w") as log,
         subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc,
     ):
         assert proc.stdout is not None
-        for line in proc.stdout:
+        for line in proc.stdout:  # at least one progress line every 10 s while training
             log.write(line)
-            wall = time.monotonic() - start
             if line.startswith("update "):
                 print(f"[learning] {name} s{seed} | {line.rstrip()}", file=sys.stderr, flush=True)
-            for record in json_records(line):
-                point = curve_point(record, wall)
-                if point and (not points or point["wall_s"] - points[-1]["wall_s"] >= args.every_s):
-                    points.append(point)
+            take_points()
         rc = proc.wait()
+        take_points()
     if rc != 0:
         raise SystemExit(f"error: {name} seed {seed} exited with {rc}; see {log_path}")
     standing = standing_curve(exp_dir, points, args) if args.standing_every_min > 0 else []

@@ -3,7 +3,7 @@
     python bench/walk_throughput.py [--steps N] [--cold] [--out FILE] [key=value ...]
 
 - env_steps_per_s: control steps of all environments per wall-second, after the first (compiling) update, from the
-  `num_samples` / `elapsed_time_s` counters xax prints each update;
+  `num_samples` / `elapsed_time_s` counters xax logs each update (the run's `metrics.jsonl`);
 - median_interval_steps_per_s: the median over the intervals between consecutive logged updates of each interval's
   env-steps/s, which a short stall of the machine (another tenant) moves less than the mean;
 - compile_s: wall time of the first update (XLA compilation of rollout + update, first validation render);
@@ -31,6 +31,8 @@ from pathlib import Path
 
 from emit import emit_json
 from pairs import median_pair_ratio, pair_ratio_ci95
+
+from ksim_entropy.progress import METRICS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,20 +89,22 @@ def run(steps: int, cold: bool, overrides: list[str], base: list[str] = BENCH_CO
         env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_LOG_COMPILES="1")
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
         wall_s = time.perf_counter() - start
+        metrics = Path(tmp) / "run" / METRICS_FILE
+        records = json_records(metrics.read_text()) if metrics.is_file() else []
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
         raise SystemExit(f"training failed with exit code {proc.returncode}")
 
     samples: list[tuple[int, int, float]] = []
     compile_s = None
-    for record in json_records(proc.stdout):
+    for record in records:
         if "state" in record and "elapsed_time_s" in record["state"]:
             s = record["state"]
             samples.append((int(s["num_steps"]), int(s["num_samples"]), float(s["elapsed_time_s"])))
         message = record.get("status", {}).get("message", "")
         if message.startswith("Step 1 time:"):
             compile_s = parse_duration_s(message.split(":", 1)[1])
-    # stderr only: xax echoes each log record twice more on stdout (a coloured line and a JSON "ping").
+    # stderr only: xax echoes each log record once more on stdout (a coloured line).
     xla_compile_s = sum(float(t) for t in XLA_COMPILE_LOG.findall(proc.stderr))
     # one line per update after the compiling one (a record may be printed more than once)
     steady = sorted({s[0]: s for s in samples if s[0] >= 2 and s[2] > 0}.values())

@@ -18,9 +18,10 @@ servos (kp 20 N·m/rad, 4 N·m limit), an IMU site. Everything else is ksim's ow
 
 # isort: off
 import ksim_entropy  # noqa: F401  (first: its JAX shims apply before ksim loads)
-from ksim_entropy.runtime import configure_headless
+from ksim_entropy.runtime import configure_headless, quiet_start_up_logs
 
-configure_headless()  # an entry point sets the process defaults; importing the library changes none
+configure_headless()
+quiet_start_up_logs()  # an entry point sets the process defaults; importing the library changes none
 # isort: on
 
 import sys  # noqa: E402

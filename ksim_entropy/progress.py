@@ -6,6 +6,9 @@ half the episode limit once resets have spread out. `EpisodeWindow` keeps what a
 lengths (s) of the episodes that actually ended — by a fall or by the time limit — over the last `updates` PPO updates
 (an unbiased estimate of the mean episode length once the window holds a few episodes), and the fraction of them
 that ended by the time limit (ksim's `success`).
+
+The console shows `ProgressLine`; every logged record (xax's JSON: state, train metrics, rewards, statuses) goes to
+`METRICS_FILE` in the run directory (`ksim_entropy.task.TrainingStateMixin.set_loggers`).
 """
 
 import math
@@ -13,7 +16,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["EpisodeWindow", "ProgressLine"]
+__all__ = ["METRICS_FILE", "EpisodeWindow", "ProgressLine"]
+
+METRICS_FILE = "metrics.jsonl"  # a run's logged records, one JSON object per line, in its run directory
 
 
 @dataclass

@@ -5,12 +5,23 @@ library changes no environment variable: the entry points do (`tasks/__init__.py
 first thing); a ksim task of your own calls it too, or sets MUJOCO_GL itself, on a machine without a display.
 """
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
 
-__all__ = ["check_training_device", "configure_headless", "nvidia_gpus"]
+__all__ = ["check_training_device", "configure_headless", "nvidia_gpus", "quiet_start_up_logs"]
+
+# (logger, message start) of third-party records that say nothing a person training a robot needs: xax's JAX setup
+# steps, MJX's "Using JAX default device" (once per model put on the device), and the ERROR xax's CPU-stats
+# monitor logs when it is stopped at the normal end of a run.
+_START_UP_NOISE = (
+    ("xax.task.mixins.compile", "Setting JAX "),
+    ("xax.task.mixins.compile", "Configuring JAX compilation cache"),
+    ("", "Using JAX default device"),
+    ("xax.task.mixins.cpu_stats", "Closing CPU stats monitor"),
+)
 
 
 def configure_headless() -> None:
@@ -58,3 +69,28 @@ def check_training_device(preset: str) -> str:
             "CUDA plugin is missing (`python3 bootstrap.py --cuda` installs it); JAX_PLATFORMS=cpu trains on the CPU"
         )
     return f"Training on {where}"
+
+
+class _DropMessages(logging.Filter):
+    """Drops the records of one logger whose message starts with one of `starts`."""
+
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.starts))
+
+
+def quiet_start_up_logs() -> None:
+    """Filter the few third-party log lines listed in `_START_UP_NOISE` at their loggers (nothing else is touched).
+
+    Idempotent. The entry points call it; a filter on a logger sees only the records that logger creates.
+    """
+    by_logger: dict[str, tuple[str, ...]] = {}
+    for name, start in _START_UP_NOISE:
+        by_logger[name] = (*by_logger.get(name, ()), start)
+    for name, starts in by_logger.items():
+        target = logging.getLogger(name)
+        target.filters = [f for f in target.filters if not isinstance(f, _DropMessages)]
+        target.addFilter(_DropMessages(starts))

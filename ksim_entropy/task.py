@@ -19,6 +19,7 @@ import functools
 import io
 import json
 import logging
+import sys
 import tarfile
 import time
 import zlib
@@ -53,7 +54,7 @@ from ksim_entropy.matching import (
     observation_entropy,
     observation_gap,
 )
-from ksim_entropy.progress import EpisodeWindow, ProgressLine
+from ksim_entropy.progress import METRICS_FILE, EpisodeWindow, ProgressLine
 from ksim_entropy.randomization import DomainRandomization, actuator_joint_names
 from ksim_entropy.temperature import EntropyTemperature, TemperatureState, gaussian_entropy_range
 
@@ -206,6 +207,13 @@ def read_checkpoint_aux(ckpt_path: str | Path, templates: Mapping[str, PyTree]) 
     return found
 
 
+def _writes_to_console(impl: object) -> bool:
+    """Whether an xax logger writes metrics to the console (its `StdoutLogger`, or a `JsonLogger` on stdout)."""
+    if isinstance(impl, xax.StdoutLogger):
+        return True
+    return isinstance(impl, xax.JsonLogger) and impl.log_stream in (sys.stdout, sys.__stdout__)
+
+
 def metric_value(value: jax.Array | Histogram) -> float:
     """One logged metric as a float: the mean of an array, or of a ksim `Histogram` (what ksim logs as the scalar)."""
     return float(value.mean) if isinstance(value, Histogram) else float(np.mean(np.asarray(value)))
@@ -338,13 +346,40 @@ class TrainingStateMixin(ksim.RLTask[Config], Generic[Config]):
         """
         self._progress.start_s = time.monotonic()
         self._final_num_steps = -1
-        super().run_training()
+        try:
+            super().run_training()
+        finally:
+            stream = getattr(self, "_metrics_stream", None)
+            if stream is not None:
+                stream.close()
         max_steps = self.config.max_steps
         interrupted = not getattr(self, "_is_running", True)
         if max_steps is not None and self._final_num_steps < max_steps and not (interrupted or self.time_limit_reached):
             raise RuntimeError(
                 f"Training stopped at step {self._final_num_steps} of {max_steps}: see the exception printed above"
             )
+
+    def set_loggers(self) -> None:
+        """The loggers of xax, with its console metrics logger moved to `<run dir>/metrics.jsonl` (`METRICS_FILE`).
+
+        xax puts a metrics table (a terminal) or a JSON record of every metric (a pipe) on stdout every log interval,
+        and echoes each log event there once more as JSON; here the console keeps one line per log event and the
+        progress line, and every record goes to the file (appended, one JSON object per line, flushed as written).
+        """
+        super().set_loggers()
+        loggers = self.logger.loggers
+        loggers[:] = [lg for lg in loggers if not _writes_to_console(lg)]
+        previous = getattr(self, "_metrics_stream", None)
+        if previous is not None:
+            previous.close()
+        self._metrics_stream = (Path(self.exp_dir) / METRICS_FILE).open("a", encoding="utf-8")
+        loggers.append(
+            xax.JsonLogger(
+                log_stream=self._metrics_stream,
+                flush_immediately=True,
+                log_interval_seconds=self.config.log_interval_seconds,
+            )
+        )
 
     def checkpoint_aux(self, constants: RLLoopConstants, carry: RLLoopCarry) -> dict[str, PyTree]:
         return {}

@@ -1,14 +1,16 @@
 """Runnable tasks (`python -m tasks.walk`, `tasks.export`, ...) and the small helpers their command lines share.
 
 Importing any of them first sets the process defaults for training (`runtime.configure_headless`: MuJoCo's
-headless EGL backend unless MUJOCO_GL is set, and no TensorBoard server on all interfaces), before MuJoCo loads.
+headless EGL backend unless MUJOCO_GL is set, and no TensorBoard server on all interfaces), before MuJoCo loads,
+and filters a few third-party start-up log lines (`runtime.quiet_start_up_logs`).
 """
 
 import argparse
 
-from ksim_entropy.runtime import configure_headless
+from ksim_entropy.runtime import configure_headless, quiet_start_up_logs
 
 configure_headless()
+quiet_start_up_logs()
 
 
 def comma_floats(text: str) -> tuple[float, ...]:

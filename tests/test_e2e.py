@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -23,6 +24,7 @@ from mujoco import mjx
 
 from ksim_entropy.checkpoint import CheckpointError, inspect_checkpoint
 from ksim_entropy.export import KinferSession
+from ksim_entropy.progress import METRICS_FILE
 from tasks.export import export_checkpoint
 from tasks.walk import KBotWalkingTask
 
@@ -80,6 +82,7 @@ def first_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("e2e") / "first"
     proc = walk("max_steps=2", f"exp_dir={run_dir}", *ADAPTIVE)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (run_dir.parent / "first.stdout").write_text(proc.stdout)
     return run_dir
 
 
@@ -104,6 +107,17 @@ def test_training_writes_checkpoint_logs_and_kinfer(first_run):
     gate = json.loads((first_run / "sim2sim.json").read_text())
     assert gate["levels"][0]["name"] == "nominal" and gate["passed"] is False
     assert (first_run / "sim2sim.png").stat().st_size > 10_000
+
+
+def test_the_console_has_progress_lines_and_the_records_go_to_the_metrics_file(first_run):
+    stdout = (first_run.parent / "first.stdout").read_text()
+    assert re.search(r"^update \d+ \| .* env-steps \| .*\| α .*\| H nat/dim ", stdout, re.M), stdout[-2000:]
+    assert not [line for line in stdout.splitlines() if line.lstrip().startswith("{")], "JSON records on stdout"
+    records = [json.loads(line) for line in (first_run / METRICS_FILE).read_text().splitlines()]
+    train = [r for r in records if r.get("state", {}).get("phase") == "train" and "train" in r]
+    assert train and train[-1]["state"]["num_steps"] == 2, records[-3:]
+    assert "temperature_alpha" in train[-1]["train"] and "_total" in train[-1]["reward"]
+    assert any(r.get("status", {}).get("message", "").startswith("Step 1 time") for r in records)
 
 
 def test_resume_continues_in_a_new_directory_and_keeps_the_old_one(first_run, tmp_path):

@@ -69,3 +69,35 @@ def test_progress_line():
     assert "episode s 3.21" in parts and "α 4.00e-03" in parts and "H -" in parts
     assert parts[-1].startswith("1:4") and parts[-1].endswith("elapsed, ETA 4:10")
     assert line.due() and not line.due()  # printed now: the next one waits every_s
+
+
+def test_start_up_noise_is_filtered_at_its_loggers_and_nothing_else():
+    import logging
+
+    from ksim_entropy.runtime import quiet_start_up_logs
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Keep()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        quiet_start_up_logs()
+        quiet_start_up_logs()  # idempotent: one filter per logger
+        assert sum(type(f).__name__ == "_DropMessages" for f in root.filters) == 1
+        logging.getLogger("xax.task.mixins.compile").info("Setting JAX logging level to %s", "INFO")
+        logging.getLogger("xax.task.mixins.compile").info("Disabling JIT compilation")
+        logging.info("Using JAX default device: %s.", "TFRT_CPU_0")
+        logging.getLogger("xax.task.mixins.cpu_stats").error("Closing CPU stats monitor")
+        logging.getLogger("ksim_entropy.task").info("Setting JAX logging level to INFO")  # another logger: kept
+        logging.warning("the device is slow")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert seen == ["Disabling JIT compilation", "Setting JAX logging level to INFO", "the device is slow"]
