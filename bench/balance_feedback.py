@@ -2,8 +2,8 @@
 
     python bench/balance_feedback.py [--iterations 14] [--population 50] [--seed 1] [--out FILE]
 
-CPU MuJoCo, `ksim_entropy.sim.KBotSimulator` (the physics, servos and sensors `tasks.walk` trains on), the nominal
-pose (`KBOT_NOMINAL_POSE_RAD`). Three measurements:
+CPU MuJoCo, `ksim_entropy.sim2real.sim.KBotSimulator` (the physics, servos and sensors `tasks.walk` trains on), the
+nominal pose (`KBOT_NOMINAL_POSE_RAD`). Three measurements:
 
 1. PD alone: how long the nominal pose stands with fixed targets (s), where the centre of mass sits against the ankle
    axes, and how much the ankle servos' soft torque limits leave to balance with (the margin in cm).
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from emit import emit_json
 
-from ksim_entropy.robot import KBOT_FOOT_BODIES, resolve_robot_files
-from ksim_entropy.sim import KBotSimulator
+from ksim_entropy.kbot.robot import KBOT_FOOT_BODIES, resolve_robot_files
+from ksim_entropy.sim2real.sim import KBotSimulator
 
 PARAMETERS = (
     "ankle_gain_rad_per_rad",

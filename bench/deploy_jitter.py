@@ -26,11 +26,12 @@ import jax
 import ksim
 from emit import emit_json
 
+from ksim_entropy.cli.walk import build_config
 from ksim_entropy.deploy.loop import DeployOptions, deploy
 from ksim_entropy.export import export_kinfer
-from ksim_entropy.robot import resolve_robot_files
+from ksim_entropy.kbot.robot import resolve_robot_files
+from ksim_entropy.kbot.walk import KBotWalkingTask
 from ksim_entropy.testing.kos_server import SimServerProcess
-from tasks.walk import KBotWalkingTask, build_config
 
 JITTER_P99_TARGET_MS = 2.0
 INFERENCE_TARGET_MS = 1.0

@@ -26,8 +26,8 @@ os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 import numpy as np
 from emit import emit_json
 
-from ksim_entropy.fit import FitOptions, fit_randomization
-from ksim_entropy.robot import resolve_robot_files
+from ksim_entropy.kbot.robot import resolve_robot_files
+from ksim_entropy.sim2real.fit import FitOptions, fit_randomization
 from ksim_entropy.testing.reality import HiddenRobot, reality_log
 
 MULTIPLICATIVE = ("frictionloss_scale", "armature_scale", "kp_scale", "kd_scale")

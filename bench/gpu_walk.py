@@ -102,8 +102,8 @@ def walking(
     seconds: float, updates: int | None, overrides: list[str], out: Path, args: argparse.Namespace, preset: str
 ) -> dict:
     """Train walking for `seconds` (or `updates`), export, and gate the policy at 0.5 m/s forward."""
-    from ksim_entropy.robot import resolve_robot_files
-    from ksim_entropy.sim2sim import GateOptions, run_gate
+    from ksim_entropy.kbot.robot import resolve_robot_files
+    from ksim_entropy.sim2real.sim2sim import GateOptions, run_gate
 
     runs_dir = out.parent / f"{out.stem}_runs"
     runs_dir.mkdir(parents=True, exist_ok=True)

@@ -30,9 +30,9 @@ from emit import emit_json
 
 from ksim_entropy.bridge.logs import read_ndjson
 from ksim_entropy.deploy.loop import DeployOptions, Excitation, deploy
-from ksim_entropy.fit import FitOptions, fit_randomization
-from ksim_entropy.robot import resolve_robot_files
-from ksim_entropy.sim import KBotSimulator
+from ksim_entropy.kbot.robot import resolve_robot_files
+from ksim_entropy.sim2real.fit import FitOptions, fit_randomization
+from ksim_entropy.sim2real.sim import KBotSimulator
 from ksim_entropy.testing.kos_server import SimServerProcess
 from ksim_entropy.testing.reality import HiddenRobot
 

@@ -39,8 +39,8 @@ from emit import emit_json
 from standing_eval import checkpoints, curve_position, evaluate
 from walk_throughput import json_records
 
+from ksim_entropy.kbot.robot import resolve_robot_files
 from ksim_entropy.progress import METRICS_FILE
-from ksim_entropy.robot import resolve_robot_files
 
 ROOT = Path(__file__).resolve().parents[1]
 

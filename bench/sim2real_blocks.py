@@ -42,8 +42,8 @@ from executed_cost import executed_cost  # noqa: E402
 from sim2real_paired import CONFIG, Variant  # noqa: E402
 
 from ksim_entropy.actuation import NativePDActuators  # noqa: E402
+from ksim_entropy.kbot.walk import PRESETS, KBotWalkingTask  # noqa: E402
 from ksim_entropy.randomization import DomainRandomization  # noqa: E402
-from tasks.walk import PRESETS, KBotWalkingTask  # noqa: E402
 
 PHYSICS_GROUPS = {  # DomainRandomization parameter classes left out by each physics_<group> block
     "mass": ("BodyMassScale", "BodyMassOffset", "CenterOfMassOffset"),

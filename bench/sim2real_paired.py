@@ -71,7 +71,7 @@ jax.config.update("jax_enable_compilation_cache", False)
 from emit import emit_json  # noqa: E402
 from pairs import instance_offsets, median_pair_ratio, pair_ratio_ci95, two_sample_ratio_ci95  # noqa: E402
 
-from tasks.walk import KBotWalkingTask  # noqa: E402
+from ksim_entropy.kbot.walk import KBotWalkingTask  # noqa: E402
 from tests.walk_parts import WalkParts, build_walk_parts  # noqa: E402
 
 COMPILE_PARTS = {  # ratio name -> the timed parts of a cold training-step compile it adds up

@@ -6,8 +6,8 @@ A training curve's episode length is that of the *sampling* policy (σ ≈ 0.05 
 joint) under the training disturbances; what a user deploys is the mean action. This exports every checkpoint a
 `tasks.walk` run kept (`RUN_DIR/checkpoints/ckpt.<update>.bin`; train with `only_save_most_recent=false` to keep
 them) to `.kinfer` and runs each through the sim-to-sim gate at zero command: CPU MuJoCo at 1 ms (RK4), kinfer's
-runtime, a ±0.02 rad start, on the floor, levels nominal / 20 ms latency / 2× sensor noise / a 0.5 m/s push every
-2 s (`ksim_entropy.sim2sim`). Per checkpoint and level: success rate (episodes that did not fall) and mean standing
+runtime, a ±0.02 rad start, on the floor, levels nominal / 20 ms latency / 2× sensor noise / a 0.5 m/s push every 2 s
+(`ksim_entropy.sim2real.sim2sim`). Per checkpoint and level: success rate (episodes that did not fall) and mean standing
 time (s, the episode length for those that did not fall). With `--curve` (the JSON `bench/learning.py` wrote for the
 run) each checkpoint is placed at its wall time and env-step count.
 """
@@ -25,9 +25,9 @@ from pathlib import Path
 from emit import emit_json
 
 import ksim_entropy  # noqa: F401  (headless rendering defaults before anything imports mujoco)
-from ksim_entropy.robot import RobotFiles, resolve_robot_files
-from ksim_entropy.sim2sim import DEFAULT_LEVELS, GateOptions, run_gate
-from tasks.export import export_checkpoint
+from ksim_entropy.cli.export import export_checkpoint
+from ksim_entropy.kbot.robot import RobotFiles, resolve_robot_files
+from ksim_entropy.sim2real.sim2sim import DEFAULT_LEVELS, GateOptions, run_gate
 
 LEVEL_NAMES = ("nominal", "latency 20 ms", "noise x2", "push 0.5 m/s")
 

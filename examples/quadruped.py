@@ -10,7 +10,8 @@ What it adopts (each a few lines below, marked `# ksim-entropy`):
 - `DelayedObservation` + `SensorNoise`: the policy's joint sensors are late, noisy and biased, in seconds and
   physical units;
 - `DelayedActuators` around MuJoCo's own position servos (`NativePDActuators`);
-- `RecurrentActorCritic` (here with its MLP body) and `gaussian_entropy` for the entropy in nats per action dim.
+- `RecurrentActorCritic` (here with its MLP body) through `RecurrentActorCriticMixin`: the task only says what the
+  actor and the critic read (`actor_observation`, `critic_observation`); the entropy is in nats per action dim.
 
 The robot: a 0.2 × 0.12 m box torso (2 kg) on four two-joint legs (hip pitch, knee; 16 cm links), MuJoCo position
 servos (kp 20 N·m/rad, 4 N·m limit), an IMU site. Everything else is ksim's own: rewards, resets, terminations.
@@ -27,21 +28,21 @@ quiet_start_up_logs()  # an entry point sets the process defaults; importing the
 import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ksim  # noqa: E402
 import mujoco  # noqa: E402
 import optax  # noqa: E402
 import xax  # noqa: E402
-from jaxtyping import Array, PRNGKeyArray, PyTree  # noqa: E402
+from jaxtyping import Array, PyTree  # noqa: E402
 
 from ksim_entropy.actuation import DelayedActuators, NativePDActuators  # noqa: E402
 from ksim_entropy.observation import DelayedObservation, SensorNoise  # noqa: E402
 from ksim_entropy.policy import RecurrentActorCritic  # noqa: E402
+from ksim_entropy.ppo.mixins import EntropyBridgedConfig, EntropyBridgedTask  # noqa: E402
+from ksim_entropy.ppo.recurrent import RecurrentActorCriticMixin  # noqa: E402
+from ksim_entropy.ppo.temperature import gaussian_entropy_range  # noqa: E402
 from ksim_entropy.randomization import BodyMassScale, DomainRandomization, JointFrictionLoss  # noqa: E402
 from ksim_entropy.rewards import BaseVelocityTrackingReward  # noqa: E402
-from ksim_entropy.task import EntropyBridgedConfig, EntropyBridgedTask  # noqa: E402
-from ksim_entropy.temperature import gaussian_entropy, gaussian_entropy_range  # noqa: E402
 
 LEGS = {"fl": (0.1, 0.07), "fr": (0.1, -0.07), "hl": (-0.1, 0.07), "hr": (-0.1, -0.07)}  # hip positions (m)
 NOMINAL_POSE_RAD = {"hip": 0.6, "knee": -1.2}
@@ -103,7 +104,9 @@ class QuadrupedConfig(EntropyBridgedConfig):
     var_scale: float = xax.field(value=0.5, help="action std scale")
 
 
-class QuadrupedTask(EntropyBridgedTask[QuadrupedConfig], ksim.PPOTask[QuadrupedConfig]):
+class QuadrupedTask(
+    EntropyBridgedTask[QuadrupedConfig], RecurrentActorCriticMixin[QuadrupedConfig], ksim.PPOTask[QuadrupedConfig]
+):
     """Walk forward at a commanded 0-0.3 m/s under randomized physics, late and noisy sensors and late commands."""
 
     def get_mujoco_model(self) -> mujoco.MjModel:
@@ -204,56 +207,13 @@ class QuadrupedTask(EntropyBridgedTask[QuadrupedConfig], ksim.PPOTask[QuadrupedC
             body="mlp",
         )
 
-    def get_initial_model_carry(self, model: RecurrentActorCritic, rng: PRNGKeyArray) -> dict[str, Array]:
-        return {
-            "actor": jnp.zeros(model.actor.body.carry_shape, dtype=jnp.float32),
-            "critic": jnp.zeros(model.critic.body.carry_shape, dtype=jnp.float32),
-        }
-
-    def _actor_obs(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree], cmd: PyTree) -> Array:
+    def actor_observation(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree], cmd: PyTree) -> Array:
         pose = obs["noisy_joint_position"] - jnp.asarray(model.actor.nominal_pose)
         gravity = obs["projected_gravity"] / 9.81
         return jnp.concatenate([pose, obs["noisy_joint_velocity"] * 0.1, gravity, obs["imu_gyro"], cmd["velocity"]], -1)
 
-    def _critic_obs(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree], cmd: PyTree) -> Array:
-        return jnp.concatenate([self._actor_obs(model, obs, cmd), obs["base_linear_velocity"]], axis=-1)
-
-    def sample_action(
-        self,
-        model: RecurrentActorCritic,
-        model_carry: dict[str, Array],
-        physics_model: ksim.PhysicsModel,
-        physics_state: ksim.PhysicsState,
-        observations: xax.FrozenDict[str, PyTree],
-        commands: xax.FrozenDict[str, PyTree],
-        rng: PRNGKeyArray,
-        argmax: bool,
-    ) -> ksim.Action:
-        dist, actor_carry = model.actor(self._actor_obs(model, observations, commands), model_carry["actor"])
-        action = dist.mode() if argmax else dist.sample(rng)
-        return ksim.Action(action=action, carry={"actor": actor_carry, "critic": model_carry["critic"]})
-
-    def get_ppo_variables(
-        self,
-        model: RecurrentActorCritic,
-        trajectory: ksim.Trajectory,
-        model_carry: dict[str, Array],
-        rng: PRNGKeyArray,
-    ) -> tuple[ksim.PPOVariables, dict[str, Array]]:
-        def step(carry: dict[str, Array], transition: ksim.Trajectory) -> tuple[dict[str, Array], ksim.PPOVariables]:
-            dist, actor_carry = model.actor(self._actor_obs(model, transition.obs, transition.command), carry["actor"])
-            value, critic_carry = model.critic(
-                self._critic_obs(model, transition.obs, transition.command), carry["critic"]
-            )
-            variables = ksim.PPOVariables(
-                log_probs=dist.log_prob(transition.action),
-                values=value,
-                entropy=gaussian_entropy(dist.scale_n),  # ksim-entropy: nats per action dim, as the temperature needs
-            )
-            return {"actor": actor_carry, "critic": critic_carry}, variables
-
-        next_carry, variables = jax.lax.scan(step, model_carry, trajectory)
-        return variables, next_carry
+    def critic_observation(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree], cmd: PyTree) -> Array:
+        return jnp.concatenate([self.actor_observation(model, obs, cmd), obs["base_linear_velocity"]], axis=-1)
 
 
 DEFAULTS = {

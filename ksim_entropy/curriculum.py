@@ -4,7 +4,7 @@ Three modes over a `DomainRandomization`'s parameters (one width scale each):
 
 - ``uniform``: the widths stay at the parameters' starting `width` (plain domain randomization).
 - ``curriculum``: widths grow linearly from the starting width to `max_width` over `ramp_updates` PPO updates.
-- ``matched``: entropy matching (`ksim_entropy.matching`), one decision every `match_rule.every_updates` updates.
+- ``matched``: entropy matching (`ksim_entropy.ppo.matching`), one decision every `match_rule.every_updates` updates.
   With a real-log profile (`EntropyTarget`) the rollout's observation entropy is compared with the profile's; all
   widths shrink ×0.9 when the simulation is more diverse than the robot (entropy ratio > 1.5) and grow ×1.1 when it
   is less (< 0.7). With a fitted randomization (`RandomizationTarget`) each fitted randomizer's own range is
@@ -24,7 +24,7 @@ is the per-step value of reward component NAME, one sample per control step.
 
 ksim's `curriculum_level` (which scales ksim's own noise, latency and curriculum-scaled rewards) is set to the mean
 of width / max_width. The state lives in every environment's `curriculum_state`; the task mixin
-(`ksim_entropy.task.DomainRandomizationMixin`) reads the widths at each episode reset and saves the state in
+(`ksim_entropy.ppo.mixins.DomainRandomizationMixin`) reads the widths at each episode reset and saves the state in
 checkpoints.
 """
 
@@ -39,7 +39,7 @@ import xax
 from jaxtyping import Array, PRNGKeyArray
 from ksim.curriculum import CurriculumState
 
-from ksim_entropy.matching import EntropyTarget, MatchRule, RandomizationTarget, observation_gap
+from ksim_entropy.ppo.matching import EntropyTarget, MatchRule, RandomizationTarget, observation_gap
 from ksim_entropy.randomization import DomainRandomization
 
 __all__ = ["Mode", "RandomizationCurriculum", "WidthState"]

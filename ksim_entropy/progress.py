@@ -8,7 +8,7 @@ lengths (s) of the episodes that actually ended — by a fall or by the time lim
 that ended by the time limit (ksim's `success`).
 
 The console shows `ProgressLine`; every logged record (xax's JSON: state, train metrics, rewards, statuses) goes to
-`METRICS_FILE` in the run directory (`ksim_entropy.task.TrainingStateMixin.set_loggers`).
+`METRICS_FILE` in the run directory (`ksim_entropy.ppo.mixins.TrainingStateMixin.set_loggers`).
 """
 
 import math

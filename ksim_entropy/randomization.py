@@ -9,7 +9,7 @@ units, or a value set outright — and maps a draw onto MuJoCo model fields with
   environment at width `width`.
 - Grouped in a `DomainRandomization`, parameters compose in order (a mass offset after a mass scale acts on the
   scaled mass) and are sampled with a vector of widths that is an *array*: the task mixin
-  (`ksim_entropy.task.DomainRandomizationMixin`) keeps it in the curriculum state and redraws the physics at every
+  (`ksim_entropy.ppo.mixins.DomainRandomizationMixin`) keeps it in the curriculum state and redraws the physics at every
   episode reset, so widening or narrowing a range never recompiles the jitted step.
 
 Entropies are differential entropies in nats of the declared variable (a mass *scale* U(0.9, 1.1) has

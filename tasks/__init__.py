@@ -1,21 +1,5 @@
-"""Runnable tasks (`python -m tasks.walk`, `tasks.export`, ...) and the small helpers their command lines share.
+"""`python -m tasks.<name>` from a checkout: each module runs `ksim_entropy.cli.<name>` (installed: `ksim-<name>`).
 
-Importing any of them first sets the process defaults for training (`runtime.configure_headless`: MuJoCo's
-headless EGL backend unless MUJOCO_GL is set, and no TensorBoard server on all interfaces), before MuJoCo loads,
-and filters a few third-party start-up log lines (`runtime.quiet_start_up_logs`).
+The wheel does not ship this package (a top-level `tasks` would collide with a user's own); the commands live in
+`ksim_entropy.cli`.
 """
-
-import argparse
-
-from ksim_entropy.runtime import configure_headless, quiet_start_up_logs
-
-configure_headless()
-quiet_start_up_logs()
-
-
-def comma_floats(text: str) -> tuple[float, ...]:
-    """Argparse type: '0.3,0,0' -> (0.3, 0.0, 0.0)."""
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None

@@ -24,7 +24,7 @@ from mujoco import mjx
 
 from ksim_entropy.actuation import DelayedActuators, NativePDActuators, is_native_pd, use_native_pd
 from ksim_entropy.latency import DelayLine, Latency
-from ksim_entropy.robot import load_metadata, load_robot_model, resolve_robot_files
+from ksim_entropy.kbot.robot import load_metadata, load_robot_model, resolve_robot_files
 
 NU = 20
 DT = 0.004  # the walking task's physics step (s)

@@ -8,9 +8,9 @@ import pytest
 
 from ksim_entropy.actuation import DelayedActuators, NativePDActuators
 from ksim_entropy.events import ForcePushEvent, WindEvent
+from ksim_entropy.kbot.walk import KBotWalkingTask
 from ksim_entropy.observation import DelayedObservation
 from ksim_entropy.randomization import DomainRandomization
-from tasks.walk import KBotWalkingTask
 from tests.walk_parts import walk_task
 
 _SPEC = importlib.util.spec_from_file_location(

@@ -1,7 +1,7 @@
 """bench/gpu_walk.py: the one GPU command, run here at CPU-smoke size (`--tiny`) so that it never rots.
 
 Oracles: the ratio is recomputed from the throughputs the JSON lists, the training summary from its own curve, and
-the gate levels are the sim-to-sim gate's own (`ksim_entropy.sim2sim.DEFAULT_LEVELS`).
+the gate levels are the sim-to-sim gate's own (`ksim_entropy.sim2real.sim2sim.DEFAULT_LEVELS`).
 """
 
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ksim_entropy.sim2sim import DEFAULT_LEVELS
+from ksim_entropy.sim2real.sim2sim import DEFAULT_LEVELS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ksim_entropy.robot import kbot_asset_dir, resolve_robot_files
-from ksim_entropy.sim import KBotSimulator
+from ksim_entropy.kbot.robot import kbot_asset_dir, resolve_robot_files
+from ksim_entropy.sim2real.sim import KBotSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -7,7 +7,7 @@ import tarfile
 import pytest
 import yaml
 
-from ksim_entropy.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
+from ksim_entropy.ppo.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
 
 
 def write_checkpoint(path, config, state=None, members=("model_0",)):

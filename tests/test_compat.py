@@ -147,6 +147,6 @@ def test_importing_the_library_changes_no_environment_variable_and_the_entry_poi
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     assert changed("import ksim_entropy") == {}
-    assert changed("import ksim_entropy, ksim, ksim_entropy.task") == changed("import ksim, xax, jax")
+    assert changed("import ksim_entropy, ksim, ksim_entropy.ppo.mixins") == changed("import ksim, xax, jax")
     defaults = changed("import ksim_entropy, tasks")
     assert defaults == {"MUJOCO_GL": "egl", "DISABLE_TENSORBOARD": "1"}

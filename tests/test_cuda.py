@@ -46,7 +46,7 @@ def test_preset_gpu_without_a_gpu_is_an_error():
 
 
 def test_preset_gpu_is_refused_before_anything_compiles():
-    from tasks.walk import build_config
+    from ksim_entropy.cli.walk import build_config
 
     with pytest.raises(SystemExit, match=r"preset=gpu needs a GPU"):
         build_config(["preset=gpu", "num_envs=8"])

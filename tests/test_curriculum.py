@@ -12,8 +12,8 @@ from ksim.curriculum import CurriculumState
 from mujoco import mjx
 
 from ksim_entropy.curriculum import RandomizationCurriculum
+from ksim_entropy.kbot.robot import load_robot_model, resolve_robot_files
 from ksim_entropy.randomization import DomainRandomization, Gravity, JointFrictionLoss
-from ksim_entropy.robot import load_robot_model, resolve_robot_files
 
 T = 10  # control steps per synthetic rollout
 
@@ -170,7 +170,7 @@ def test_bad_settings_are_refused(randomization, kwargs, match):
 
 def test_matched_mode_follows_the_seed_rule_on_a_real_profile(randomization, tmp_path):
     from ksim_entropy.bridge.profile import EntropyProfile, GroupProfile
-    from ksim_entropy.matching import EntropyTarget, MatchRule
+    from ksim_entropy.ppo.matching import EntropyTarget, MatchRule
 
     real = GroupProfile(channels=("x", "y"), unit="rad/s", mean=np.zeros(2), std=np.array([0.1, 0.2]), num_samples=9)
     EntropyProfile(groups={"gyro": real}, source="robot").save(tmp_path / "p.json")

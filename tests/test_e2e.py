@@ -22,11 +22,11 @@ import pytest
 from kinfer.rust_bindings import ModelProviderABC, PyModelRunner
 from mujoco import mjx
 
-from ksim_entropy.checkpoint import CheckpointError, inspect_checkpoint
+from ksim_entropy.cli.export import export_checkpoint
 from ksim_entropy.export import KinferSession
+from ksim_entropy.kbot.walk import KBotWalkingTask
+from ksim_entropy.ppo.checkpoint import CheckpointError, inspect_checkpoint
 from ksim_entropy.progress import METRICS_FILE
-from tasks.export import export_checkpoint
-from tasks.walk import KBotWalkingTask
 
 pytestmark = pytest.mark.slow
 

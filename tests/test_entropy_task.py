@@ -14,8 +14,9 @@ import pytest
 import xax
 from ksim.task.rl import RLLoopCarry, RLLoopConstants
 
-from ksim_entropy.matching import EntropyTarget, GroupTarget, observation_gap
-from ksim_entropy.task import (
+from ksim_entropy.kbot.walk import KBotWalkingTask
+from ksim_entropy.ppo.matching import EntropyTarget, GroupTarget, observation_gap
+from ksim_entropy.ppo.mixins import (
     TEMPERATURE_KEY,
     CheckpointAuxError,
     aux_data_blob,
@@ -23,8 +24,7 @@ from ksim_entropy.task import (
     read_checkpoint_aux,
     standardize,
 )
-from ksim_entropy.temperature import EntropyTemperature, gaussian_entropy
-from tasks.walk import KBotWalkingTask
+from ksim_entropy.ppo.temperature import EntropyTemperature, gaussian_entropy
 from tests.walk_parts import build_walk_parts
 
 
@@ -242,7 +242,7 @@ def test_alpha_on_a_bound_is_warned_every_25_updates_in_a_row(tmp_path, monkeypa
     # The host-side logging hook, fed the metrics of updates whose α sat on its floor for 24, 25 and 50 updates.
     import ksim
 
-    from ksim_entropy.task import EPISODE_COUNT, EPISODE_SECONDS, EPISODE_SUCCESSES
+    from ksim_entropy.ppo.mixins import EPISODE_COUNT, EPISODE_SECONDS, EPISODE_SUCCESSES
     from tests.walk_parts import walk_task
 
     monkeypatch.setattr(ksim.RLTask, "log_train_metrics", lambda self, metrics: None)  # no xax logger here
@@ -261,7 +261,7 @@ def test_alpha_on_a_bound_is_warned_every_25_updates_in_a_row(tmp_path, monkeypa
         reward = {"_total": jnp.float32(1.0)}
         return ksim.Metrics(train=train, reward=reward, termination={}, curriculum_level=jnp.float32(0.0))
 
-    with caplog.at_level("WARNING", logger="ksim_entropy.task"):
+    with caplog.at_level("WARNING", logger="ksim_entropy.ppo.mixins"):
         for streak in (24, 25, 26, 50):
             task.log_train_metrics(metrics(streak))
     warnings = [r.getMessage() for r in caplog.records if "sat on a bound" in r.getMessage()]

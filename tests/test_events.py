@@ -31,7 +31,7 @@ from ksim_entropy.events import (
     WindState,
     resolve_body_id,
 )
-from ksim_entropy.robot import load_robot_model, resolve_robot_files
+from ksim_entropy.kbot.robot import load_robot_model, resolve_robot_files
 
 MASS_KG = 2.0
 INERTIA_KGM2 = 0.1

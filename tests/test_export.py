@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from kinfer.rust_bindings import ModelProviderABC, PyModelRunner
 
+from ksim_entropy.cli.walk import build_config
 from ksim_entropy.export import ExportError, KinferPolicy, KinferRunner, KinferSession, export_kinfer
-from tasks.walk import COMMAND_NAMES, KBotWalkingTask, build_config
+from ksim_entropy.kbot.walk import COMMAND_NAMES, KBotWalkingTask
 
 NUM_STEPS = 100
 TOLERANCE = 1e-5

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-import ksim_entropy.fit as fit_module
+import ksim_entropy.sim2real.fit as fit_module
 from ksim_entropy.bridge.fitted import FittedRandomization
 from ksim_entropy.bridge.logs import write_ndjson
 from ksim_entropy.bridge.schema import StepLog
-from ksim_entropy.fit import FitError, FitOptions, fit_randomization
-from ksim_entropy.fit_report import report_paths
-from ksim_entropy.robot import resolve_robot_files
+from ksim_entropy.cli.fit import EXIT_BAD_INPUT, main
+from ksim_entropy.kbot.robot import resolve_robot_files
+from ksim_entropy.sim2real.fit import FitError, FitOptions, fit_randomization
+from ksim_entropy.sim2real.fit_report import report_paths
 from ksim_entropy.testing.reality import HiddenRobot, reality_log
-from tasks.fit import EXIT_BAD_INPUT, main
 
 SMALL = ["--windows", "16", "--generations", "8", "--population", "8", "--refine-iterations", "3", "--quiet"]
 OPTIONS = FitOptions(windows=16, generations=3, population=8, refine_iterations=1, progress=False)
@@ -213,8 +213,8 @@ def test_the_replay_model_is_kept_for_the_same_unchanged_robot_files(tmp_path):
     import os
     import shutil
 
-    from ksim_entropy.robot import kbot_asset_dir
-    from ksim_entropy.sim import SimOptions
+    from ksim_entropy.kbot.robot import kbot_asset_dir
+    from ksim_entropy.sim2real.sim import SimOptions
 
     shutil.copytree(kbot_asset_dir(), tmp_path / "kbot")
     files = resolve_robot_files(str(tmp_path / "kbot"))

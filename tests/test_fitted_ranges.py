@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ksim_entropy.bridge.fitted import FittedParameter, FittedRandomization, FittedRandomizationError
-from ksim_entropy.fitted_ranges import PHYSICS_PARAMETERS
-from tasks.walk import SENSOR_NOISE
+from ksim_entropy.kbot.fitted_ranges import PHYSICS_PARAMETERS
+from ksim_entropy.kbot.walk import SENSOR_NOISE
 from tests.walk_parts import walk_task
 
 RANGES = {  # name: (low, high, prior)
@@ -124,7 +124,7 @@ def test_a_fitted_file_as_the_matching_target(model_and_joints, tmp_path):
     """entropy_target_path=fitted.json: each fitted physics parameter's randomizer is matched to its fitted range;
     with the ranges built from the same file the W2-optimal width is exactly 1 and W2 there is 0."""
     from ksim_entropy.curriculum import RandomizationCurriculum
-    from ksim_entropy.matching import RandomizationTarget
+    from ksim_entropy.ppo.matching import RandomizationTarget
 
     _, joints = model_and_joints
     fitted, _ = _fitted(joints)

@@ -1,5 +1,6 @@
-"""The mixins' private overrides of ksim (issue 34): every one is listed with the parameters it was written for, and
-the installed ksim still has exactly those. Oracle: `inspect.signature` of ksim's own classes."""
+"""The private ksim methods this package overrides (the mixins) or calls (the rollout), issue 34: each is listed with
+the parameters it was written for, and the installed ksim still has exactly those. Oracle: `inspect.signature` of
+ksim's own classes."""
 
 import inspect
 
@@ -7,8 +8,9 @@ import pytest
 from ksim.task.ppo import PPOTask
 from ksim.task.rl import RLTask
 
-import ksim_entropy.task as task_module
-from ksim_entropy.task import KSIM_PRIVATE_OVERRIDES
+import ksim_entropy.ppo.mixins as task_module
+from ksim_entropy.ppo.mixins import KSIM_PRIVATE_OVERRIDES
+from ksim_entropy.sim2real.rollout_logs import KSIM_PRIVATE_CALLS
 
 KSIM_CLASSES = {"RLTask": RLTask, "PPOTask": PPOTask}
 
@@ -18,11 +20,11 @@ def test_ksim_still_has_each_overridden_method_with_the_same_parameters(qualifie
     owner, method = qualified.split(".")
     ours = KSIM_PRIVATE_OVERRIDES[qualified]
     theirs = tuple(inspect.signature(getattr(KSIM_CLASSES[owner], method)).parameters)
-    assert theirs == ours, f"ksim's {qualified} now takes {theirs}; ksim_entropy.task was written for {ours}"
+    assert theirs == ours, f"ksim's {qualified} now takes {theirs}; ksim_entropy.ppo.mixins was written for {ours}"
 
 
 def _private_overrides() -> dict[str, list[str]]:
-    """method -> the ksim_entropy.task classes that define it, for every private method ksim's tasks also define."""
+    """Method -> the ksim_entropy.ppo.mixins classes defining it, for every private method ksim's tasks also define."""
     found: dict[str, list[str]] = {}
     for name, cls in vars(task_module).items():
         if not isinstance(cls, type) or cls.__module__ != task_module.__name__:
@@ -42,3 +44,28 @@ def test_every_private_override_is_listed_and_takes_ksims_parameters():
         for name in classes:
             params = tuple(inspect.signature(vars(getattr(task_module, name))[method]).parameters)
             assert params in (listed[method], ("self", "kwargs")), f"{name}.{method} takes {params}"
+
+
+@pytest.mark.parametrize("qualified", sorted(KSIM_PRIVATE_CALLS))
+def test_ksim_still_has_each_private_method_the_rollout_calls(qualified):
+    owner, method = qualified.split(".")
+    theirs = tuple(inspect.signature(getattr(KSIM_CLASSES[owner], method)).parameters)
+    ours = KSIM_PRIVATE_CALLS[qualified]
+    assert theirs == ours, f"ksim's {qualified} now takes {theirs}; sim2real.rollout_logs calls it with {ours}"
+
+
+def test_the_rollout_calls_no_other_private_ksim_method():
+    import ast
+
+    import ksim_entropy.sim2real.rollout_logs as rollout_module
+
+    tree = ast.parse(inspect.getsource(rollout_module))
+    called = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr.startswith("_")
+        and not node.func.attr.startswith("__")
+    }
+    assert called == {qualified.split(".")[1] for qualified in KSIM_PRIVATE_CALLS}

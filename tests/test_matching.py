@@ -13,7 +13,8 @@ from scipy.optimize import minimize_scalar
 from ksim_entropy.bridge.fitted import FittedParameter, FittedRandomization
 from ksim_entropy.bridge.profile import EntropyProfile, GroupProfile
 from ksim_entropy.curriculum import RandomizationCurriculum
-from ksim_entropy.matching import EntropyTarget, MatchRule, RandomizationTarget, load_target, uniform_w2
+from ksim_entropy.kbot.robot import load_robot_model, resolve_robot_files
+from ksim_entropy.ppo.matching import EntropyTarget, MatchRule, RandomizationTarget, load_target, uniform_w2
 from ksim_entropy.randomization import (
     BodyMassScale,
     DomainRandomization,
@@ -22,7 +23,6 @@ from ksim_entropy.randomization import (
     JointFrictionLoss,
     actuator_joint_names,
 )
-from ksim_entropy.robot import load_robot_model, resolve_robot_files
 
 FRICTION = (0.9, 1.1)  # the "real" friction-loss scale range: centred on 1, narrower than the default (0.5, 2)
 MASS = (1.04, 1.08)  # off the default range's centre 1.0
@@ -164,7 +164,7 @@ def test_bad_targets_are_refused_with_the_reason(setup, model, tmp_path, caplog)
     other = DomainRandomization(parameters=[Gravity.create(name="g0"), *randomization.parameters])
     with pytest.raises(ValueError, match="not this randomization's"):
         RandomizationCurriculum(randomization=other, mode="matched", target=target)
-    with caplog.at_level(logging.WARNING, logger="ksim_entropy.matching"):
+    with caplog.at_level(logging.WARNING, logger="ksim_entropy.ppo.matching"):
         RandomizationTarget.from_fitted(_fitted(joints, [("mass_scale", MASS)]), randomization, joints)
     assert "body_mass_scale" in caplog.text and "does not cover" in caplog.text
 
@@ -181,7 +181,7 @@ def test_bad_targets_are_refused_with_the_reason(setup, model, tmp_path, caplog)
 
 
 def test_the_mixin_logs_the_gap_to_a_fitted_target(setup):
-    from ksim_entropy.task import entropy_metrics
+    from ksim_entropy.ppo.mixins import entropy_metrics
 
     randomization, target = setup
     widths = jnp.asarray(randomization.initial_widths)

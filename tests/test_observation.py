@@ -24,7 +24,7 @@ from mujoco import mjx
 
 from ksim_entropy.latency import Latency
 from ksim_entropy.observation import DelayedObservation, DelayedObservationCarry, SensorNoise
-from ksim_entropy.robot import load_robot_model, resolve_robot_files
+from ksim_entropy.kbot.robot import load_robot_model, resolve_robot_files
 
 CTRL_DT = 0.02
 NUM_JOINTS = 20

@@ -9,9 +9,10 @@ import mujoco
 import numpy as np
 import pytest
 
-from ksim_entropy.robot import KBOT_NOMINAL_POSE_RAD
+from ksim_entropy.cli.walk import build_config
+from ksim_entropy.kbot.robot import KBOT_NOMINAL_POSE_RAD
+from ksim_entropy.kbot.walk import PRESETS, KBotWalkingTask
 from ksim_entropy.terminations import UnstablePhysicsTermination
-from tasks.walk import PRESETS, KBotWalkingTask, build_config
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ksim_entropy.policy import RecurrentActor
-from ksim_entropy.temperature import gaussian_entropy
+from ksim_entropy.ppo.temperature import gaussian_entropy
 
 NOMINAL = (0.3, -0.5, 0.0, 1.2)
 

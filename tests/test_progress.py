@@ -95,7 +95,7 @@ def test_start_up_noise_is_filtered_at_its_loggers_and_nothing_else():
         logging.getLogger("xax.task.mixins.compile").info("Disabling JIT compilation")
         logging.info("Using JAX default device: %s.", "TFRT_CPU_0")
         logging.getLogger("xax.task.mixins.cpu_stats").error("Closing CPU stats monitor")
-        logging.getLogger("ksim_entropy.task").info("Setting JAX logging level to INFO")  # another logger: kept
+        logging.getLogger("ksim_entropy.ppo.mixins").info("Setting JAX logging level to INFO")  # another logger: kept
         logging.warning("the device is slow")
     finally:
         root.removeHandler(handler)

@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 
 from ksim_entropy.actuation import use_native_pd
 from ksim_entropy.bridge.metrics import knn_entropy
+from ksim_entropy.kbot.robot import KBOT_FOOT_COLLISION_GEOMS, load_metadata, load_robot_model, resolve_robot_files
 from ksim_entropy.randomization import (
     ActuatorKdScale,
     ActuatorKpScale,
@@ -29,7 +30,6 @@ from ksim_entropy.randomization import (
     TorqueLimitScale,
     with_updates,
 )
-from ksim_entropy.robot import KBOT_FOOT_COLLISION_GEOMS, load_metadata, load_robot_model, resolve_robot_files
 
 FEET = [g for geoms in KBOT_FOOT_COLLISION_GEOMS.values() for g in geoms]
 N = 4000

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ksim_entropy.sim_logs import SensorNoiseStds
+from ksim_entropy.sim2real.sim_logs import SensorNoiseStds
 from ksim_entropy.testing.reality import HiddenRobot, reality_log
 
 QUIET = SensorNoiseStds(0.0, 0.0, 0.0, 0.0, 0.0)

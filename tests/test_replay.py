@@ -1,12 +1,12 @@
-"""Batched MJX replay (`ksim_entropy.replay`) against CPU MuJoCo, and the mass-scale symmetry the fit relies on."""
+"""Batched MJX replay (`sim2real.replay`) against CPU MuJoCo, and the mass-scale symmetry the fit relies on."""
 
 import mujoco
 import numpy as np
 import pytest
 
-from ksim_entropy.fit import fit_parameters
-from ksim_entropy.replay import ReplayModel, make_windows
-from ksim_entropy.robot import resolve_robot_files
+from ksim_entropy.kbot.robot import resolve_robot_files
+from ksim_entropy.sim2real.fit import fit_parameters
+from ksim_entropy.sim2real.replay import ReplayModel, make_windows
 from ksim_entropy.testing.reality import HiddenRobot, reality_log
 
 HISTORY, HORIZON = 2, 8
@@ -80,8 +80,8 @@ def test_explicit_servo_replay_reproduces_the_stand_in_robot_at_its_true_values(
     """A noise-free stand-in robot (1 kHz explicit PD, hidden physics, 12 ms loop latency, encoder offsets) replayed
     at its true values with the explicit servo at 1 ms: what the encoders read, to float32 precision. The native
     servo (damping implicit) misses by far more: its implicit kd acts like extra inertia dt·kd."""
-    from ksim_entropy.sim import SimOptions
-    from ksim_entropy.sim_logs import SensorNoiseStds
+    from ksim_entropy.sim2real.sim import SimOptions
+    from ksim_entropy.sim2real.sim_logs import SensorNoiseStds
 
     files = resolve_robot_files("local")
     offsets = tuple(np.linspace(-0.03, 0.03, 20))
@@ -114,10 +114,10 @@ def test_joint_specific_leftovers_come_from_the_noisy_start_velocity_which_the_f
     it through the window (> 2× the noise) while the fast wrists forget it (< 1.3×). The fit's residual check reads
     the same from the residual alone (its white part is the encoder noise); with each window's start velocity
     profiled out, as the fit does, every joint reads the noise floor."""
-    from ksim_entropy.fit import _Objective, _residual_over_noise
-    from ksim_entropy.replay import Windows
-    from ksim_entropy.sim import SimOptions
-    from ksim_entropy.sim_logs import SensorNoiseStds
+    from ksim_entropy.sim2real.fit import _Objective, _residual_over_noise
+    from ksim_entropy.sim2real.replay import Windows
+    from ksim_entropy.sim2real.sim import SimOptions
+    from ksim_entropy.sim2real.sim_logs import SensorNoiseStds
 
     files = resolve_robot_files("local")
     hidden = HiddenRobot(

@@ -8,6 +8,7 @@ import xax
 from mujoco import mjx
 
 from ksim_entropy.actuation import use_native_pd
+from ksim_entropy.kbot.robot import KBOT_FOOT_BODIES, load_metadata, load_robot_model, resolve_robot_files
 from ksim_entropy.rewards import (
     ActionRatePenalty,
     ActionSmoothnessPenalty,
@@ -23,7 +24,6 @@ from ksim_entropy.rewards import (
     YawRateTrackingReward,
     episode_start_mask,
 )
-from ksim_entropy.robot import KBOT_FOOT_BODIES, load_metadata, load_robot_model, resolve_robot_files
 
 
 def trajectory(t=5, nj=2, *, action=None, done=None, qpos=None, qvel=None, ctrl=None, xpos=None, obs=None, cmd=None):

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from ksim_entropy.robot import (
+from ksim_entropy.kbot.robot import (
     KBOT_FOOT_BODIES,
     KBOT_FOOT_COLLISION_GEOMS,
     KBOT_NOMINAL_POSE_RAD,
@@ -113,8 +113,8 @@ def test_standing_height_is_where_mujoco_settles_the_nominal_pose():
     # height the base settles at KBOT_STANDING_BASE_HEIGHT_M (± 1 cm) before the unbalanced pose starts to tip.
     import numpy as np
 
-    from ksim_entropy.robot import KBOT_STANDING_BASE_HEIGHT_M
-    from ksim_entropy.sim import KBotSimulator
+    from ksim_entropy.kbot.robot import KBOT_STANDING_BASE_HEIGHT_M
+    from ksim_entropy.sim2real.sim import KBotSimulator
 
     sim = KBotSimulator(resolve_robot_files("local"))
     names = [sim.model.joint(i).name for i in range(1, sim.model.njnt)]

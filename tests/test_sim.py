@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import xax
 
-from ksim_entropy.robot import resolve_robot_files
-from ksim_entropy.sim import KBotSimulator, SimOptions
+from ksim_entropy.kbot.robot import resolve_robot_files
+from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import pytest
 from matplotlib.image import imread
 
 from ksim_entropy.export import ExportError
-from ksim_entropy.robot import resolve_robot_files
-from ksim_entropy.sim import KBotSimulator, SimOptions
-from ksim_entropy.sim2sim import DEFAULT_LEVELS, GateOptions, Perturbation, run_gate, write_gate_report
+from ksim_entropy.kbot.robot import resolve_robot_files
+from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
+from ksim_entropy.sim2real.sim2sim import DEFAULT_LEVELS, GateOptions, Perturbation, run_gate, write_gate_report
 from tests.deploy.parts import write_tiny_policy
 
 OPTIONS = GateOptions(episodes=2, seconds=3.0, command=(0.0, 0.0, 0.0))

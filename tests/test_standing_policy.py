@@ -13,8 +13,8 @@ import pytest
 from ksim_entropy.bridge.logs import read_ndjson
 from ksim_entropy.deploy.loop import DeployOptions, deploy
 from ksim_entropy.export import KinferRunner
-from ksim_entropy.robot import kbot_asset_dir, resolve_robot_files
-from ksim_entropy.sim2sim import DEFAULT_LEVELS, GateOptions, run_gate
+from ksim_entropy.kbot.robot import kbot_asset_dir, resolve_robot_files
+from ksim_entropy.sim2real.sim2sim import DEFAULT_LEVELS, GateOptions, run_gate
 from ksim_entropy.testing.kos_server import SimServerProcess
 from tests.deploy.parts import TOLERANT
 
@@ -71,7 +71,7 @@ def test_stands_30_s_through_deploy_on_the_floor(tmp_path, files, hidden):
 
 
 def test_checkpoint_exports_to_the_shipped_policy(tmp_path):
-    from tasks.export import export_checkpoint
+    from ksim_entropy.cli.export import export_checkpoint
 
     exported = export_checkpoint(POLICY_DIR / "ckpt.bin", tmp_path / "policy.kinfer")
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ksim_entropy.curriculum import RandomizationCurriculum
-from ksim_entropy.task import DrawLayout, randomization_metrics
+from ksim_entropy.ppo.mixins import DrawLayout, randomization_metrics
 from tests.walk_parts import build_walk_parts
 
 pytestmark = pytest.mark.slow

@@ -21,7 +21,7 @@ import optax
 import pytest
 from scipy import stats
 
-from ksim_entropy.temperature import (
+from ksim_entropy.ppo.temperature import (
     HALF_LOG_2PI_E,
     EntropyTemperature,
     TemperatureState,

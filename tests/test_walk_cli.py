@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.walk import COMMON_DEFAULTS, PRESETS, WalkConfig, build_config, preset_config
+from ksim_entropy.cli.walk import build_config
+from ksim_entropy.kbot.walk import COMMON_DEFAULTS, PRESETS, WalkConfig, preset_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +100,7 @@ def test_command_line_reports_unknown_key():
 
 
 def test_view_without_display_is_explained(tmp_path, monkeypatch):
-    from tasks import view
+    from ksim_entropy.cli import view
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -113,3 +114,26 @@ def test_training_entry_point_selects_headless_egl_before_mujoco_loads():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-2:] == ["mujoco.egl", "1"]
+
+
+def test_help_lists_every_field_with_the_cpu_preset_defaults():
+    # `-h` once ended in a traceback: a default the ksim config does not have reached xax's parser unfiltered.
+    proc = subprocess.run(
+        [sys.executable, "-m", "tasks.walk", "-h"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+    fields = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line and not line[0].isspace())
+    assert fields["max_steps"] == str(PRESETS["cpu"]["max_steps"]) and "learning_rate" in fields
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_wheel_ships_no_top_level_tasks_package_and_names_the_console_scripts():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["ksim_entropy"]
+    scripts = project["project"]["scripts"]
+    for name in ("walk", "fit", "deploy", "export", "sim2sim", "view"):
+        module, _, function = scripts[f"ksim-{name}"].partition(":")
+        assert module == f"ksim_entropy.cli.{name}" and function == "main"
+        assert (ROOT / "tasks" / f"{name}.py").read_text().count(f"from {module} import main") == 1

@@ -11,7 +11,7 @@ import xax
 from jaxtyping import PyTree
 from ksim.task.rl import RolloutConstants, RolloutEnvState, RolloutSharedState
 
-from tasks.walk import KBotWalkingTask, preset_config
+from ksim_entropy.kbot.walk import KBotWalkingTask, preset_config
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Per-step transfer events of a real run against the same run in simulation, and a citable verification bundle.
 
-`transfer_events(real, sim, replay=...)` pairs two logs of the *same* run step by step (common `step_id`s: the sim
-log replays the real commands or outputs, e.g. `ksim_entropy.sim_logs.replay_open_loop`, or runs the same script)
+`transfer_events(real, sim, replay=...)` pairs two logs of the *same* run step by step (common `step_id`s: the sim log
+replays the real commands or outputs, e.g. `ksim_entropy.sim2real.sim_logs.replay_open_loop`, or runs the same script)
 and returns `TransferEvents`, one value per common step:
 
 - ``observation_error``: the worst observation channel (joint_angles, joint_vels, projected_g, accel, gyro) at

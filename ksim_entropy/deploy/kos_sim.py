@@ -32,7 +32,7 @@ import grpc
 from google.protobuf import empty_pb2
 from kos_protos import imu_pb2_grpc
 
-from ksim_entropy.robot import RobotFiles, resolve_robot_files
+from ksim_entropy.kbot.robot import RobotFiles, resolve_robot_files
 
 __all__ = ["KOS_SIM_PYTHON", "ROBOT_NAME", "KosSimProcess", "kos_sim_installed", "kos_sim_python", "seed_kscale_cache"]
 

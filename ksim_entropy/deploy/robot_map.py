@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from kscale.web.gen.api import RobotURDFMetadataOutput
 
-from ksim_entropy.robot import RobotFiles
+from ksim_entropy.kbot.robot import RobotFiles
 
 __all__ = ["DeployError", "JointSpec", "RobotMap"]
 

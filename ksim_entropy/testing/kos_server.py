@@ -47,7 +47,7 @@ from kos_protos import actuator_pb2, actuator_pb2_grpc, common_pb2, imu_pb2, imu
 
 from ksim_entropy.deploy.kos_sim import stop_process
 from ksim_entropy.deploy.robot_map import RobotMap
-from ksim_entropy.robot import RobotFiles, load_robot_model, resolve_robot_files
+from ksim_entropy.kbot.robot import RobotFiles, load_robot_model, resolve_robot_files
 from ksim_entropy.testing.reality import REALITY_DT_S, HiddenRobot, perturbed_simulator
 
 __all__ = ["Faults", "Quirks", "SimServerProcess", "SimulatedKBot", "serve"]

@@ -3,7 +3,7 @@
 It differs from the training simulation on purpose, the way a real robot does: 1 ms physics with the PD servos
 closed at 1 kHz (training: 4 ms, MuJoCo's own servos), hidden physical parameters, action and observation latency
 at 1 ms resolution, per-joint encoder zero errors, IMU biases and sensor noise. A fit of the randomization to its
-logs (`ksim_entropy.fit`) must recover the hidden values without seeing them.
+logs (`ksim_entropy.sim2real.fit`) must recover the hidden values without seeing them.
 
 Parameter meanings are those of the training randomization (`ksim_entropy.randomization`), by the names the fit
 writes to `fitted.json`:
@@ -15,7 +15,7 @@ writes to `fitted.json`:
 - `zero_offset/<joint>` (rad): the encoder reads q − δ and the servo closes its loop on that reading, so it drives
   the joint to target + δ (`JointZeroOffset`'s law);
 - `gyro_bias/<x|y|z>` (rad/s), `accel_bias/<x|y|z>` (m/s²): constant IMU biases;
-- sensor noise: `ksim_entropy.sim_logs.SensorNoiseStds`.
+- sensor noise: `ksim_entropy.sim2real.sim_logs.SensorNoiseStds`.
 """
 
 import math
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ksim_entropy.bridge.schema import StepLog
-from ksim_entropy.robot import RobotFiles, resolve_robot_files
-from ksim_entropy.sim import KBotSimulator, SimOptions
-from ksim_entropy.sim_logs import SensorNoiseStds, joint_limits, motion_script, random_commands
+from ksim_entropy.kbot.robot import RobotFiles, resolve_robot_files
+from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
+from ksim_entropy.sim2real.sim_logs import SensorNoiseStds, joint_limits, motion_script, random_commands
 
 __all__ = ["REALITY_DT_S", "HiddenRobot", "perturbed_simulator", "reality_log"]
 

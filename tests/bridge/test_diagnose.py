@@ -1,7 +1,7 @@
 """diagnose: clean simulated pairs give no finding, with margin; every injected fault is named first, with evidence.
 
-"sim" and "real" logs come from the suspended K-Bot in CPU MuJoCo (`ksim_entropy.sim_logs`): a seeded motion script
-and a tiny exported policy run by kinfer's own Rust runtime. Faults are simulated (weaker actuators, actuation
+"sim" and "real" logs come from the suspended K-Bot in CPU MuJoCo (`ksim_entropy.sim2real.sim_logs`): a seeded motion
+script and a tiny exported policy run by kinfer's own Rust runtime. Faults are simulated (weaker actuators, actuation
 delay, a collapsed policy) or written into the real log (swapped or mis-scaled channels, sensor offsets, timing).
 """
 
@@ -23,9 +23,9 @@ from ksim_entropy.bridge.diagnose import (
     fit_response_model,
 )
 from ksim_entropy.bridge.schema import CHANNEL_GROUPS, StepLog
-from ksim_entropy.robot import resolve_robot_files
-from ksim_entropy.sim import KBotSimulator, SimOptions
-from ksim_entropy.sim_logs import (
+from ksim_entropy.kbot.robot import resolve_robot_files
+from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
+from ksim_entropy.sim2real.sim_logs import (
     COMMAND_NAMES,
     SensorNoiseStds,
     policy_log,

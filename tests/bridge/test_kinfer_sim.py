@@ -16,9 +16,9 @@ import pytest
 from ksim_entropy.bridge.cli import main
 from ksim_entropy.bridge.logs import LogReadError, iter_ndjson, read_ndjson, write_ndjson
 from ksim_entropy.bridge.schema import StepLog
-from ksim_entropy.robot import resolve_robot_files
-from ksim_entropy.sim import KBotSimulator, SimOptions
-from ksim_entropy.sim_logs import scripted_log
+from ksim_entropy.kbot.robot import resolve_robot_files
+from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
+from ksim_entropy.sim2real.sim_logs import scripted_log
 
 SECONDS = 4.0  # 200 control steps at 50 Hz
 KINFER_SIM_INPUTS = {  # kinfer-sim's key -> the schema group it holds

@@ -29,6 +29,7 @@ from ksim_entropy.bridge import report as report_module
 from ksim_entropy.bridge.cli import main
 from ksim_entropy.bridge.logs import read_ndjson, write_ndjson
 from ksim_entropy.bridge.report import GapReportError, efficiency_band, gap_report
+from ksim_entropy.bridge.report import analysis as report_analysis
 from ksim_entropy.bridge.schema import StepLog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -307,7 +308,7 @@ def test_run_diagnosis_reports_a_failing_diagnosis(monkeypatch: pytest.MonkeyPat
     module.diagnose = diagnose
     monkeypatch.setitem(sys.modules, DIAGNOSE, module)
     log = make_log(1, n=50)
-    assert report_module._run_diagnosis(log, log, None) == {
+    assert report_analysis._run_diagnosis(log, log, None) == {
         "available": False,
         "reason": "diagnosis failed: real log has 5 steps",
     }

@@ -23,9 +23,9 @@ from ksim_entropy.bridge.verify import (
     transfer_events,
     verify,
 )
-from ksim_entropy.robot import resolve_robot_files
-from ksim_entropy.sim import KBotSimulator, SimOptions
-from ksim_entropy.sim_logs import replay_open_loop, scripted_log
+from ksim_entropy.kbot.robot import resolve_robot_files
+from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
+from ksim_entropy.sim2real.sim_logs import replay_open_loop, scripted_log
 
 REPO = Path(__file__).resolve().parents[2]
 SECONDS = 20.0

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ksim_entropy.robot import resolve_robot_files
-from ksim_entropy.sim import KBotSimulator
+from ksim_entropy.kbot.robot import resolve_robot_files
+from ksim_entropy.sim2real.sim import KBotSimulator
 from tests.deploy.parts import write_tiny_policy
 
 

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ksim_entropy.export import KinferPolicy, export_kinfer
-from ksim_entropy.robot import KBOT_NOMINAL_POSE_RAD
-from ksim_entropy.sim_logs import COMMAND_NAMES
+from ksim_entropy.kbot.robot import KBOT_NOMINAL_POSE_RAD
+from ksim_entropy.sim2real.sim_logs import COMMAND_NAMES
 from ksim_entropy.testing.kos_server import SimServerProcess
 
 SWING_RAD = 0.15  # the tiny policy's swing about the nominal pose

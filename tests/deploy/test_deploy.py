@@ -380,7 +380,7 @@ def test_wrong_command_length_and_bad_options_are_refused(tmp_path, files, model
 
 
 def test_the_cli_refuses_a_bad_read_timeout_before_connecting(tmp_path, model, capsys):
-    from tasks.deploy import main
+    from ksim_entropy.cli.deploy import main
 
     log = tmp_path / "run.ndjson"
     assert main([str(model), "--port", "1", "--log", str(log), "--read-timeout", "-1"]) == 2

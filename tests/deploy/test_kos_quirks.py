@@ -14,7 +14,7 @@ import pytest
 
 from ksim_entropy.bridge.logs import read_ndjson
 from ksim_entropy.deploy.loop import DeployOptions, deploy
-from ksim_entropy.sim import KBotSimulator
+from ksim_entropy.sim2real.sim import KBotSimulator
 from tests.deploy.parts import kos_server
 from tests.deploy.test_deploy import PERIOD_S, TOLERANT, _assert_log_intact, _run_into_fault, events
 
@@ -103,7 +103,7 @@ def test_a_gyro_in_rad_s_is_found_and_converted(tmp_path, files, model, joint_na
 
 
 def test_a_gyro_unit_that_contradicts_the_given_one_stops_with_one_line(tmp_path, model, kos_like, capsys):
-    from tasks.deploy import main
+    from ksim_entropy.cli.deploy import main
 
     server, _ = kos_like
     log = tmp_path / "run.ndjson"

@@ -36,7 +36,7 @@ TIMING += ("--max-overruns", "1000", "--stall-timeout", "25")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, files, joint_names):
     """A policy run and an excitation run, one after the other, against one kos-sim; {name: (status, output, dir)}."""
-    from tasks.deploy import main
+    from ksim_entropy.cli.deploy import main
 
     out = tmp_path_factory.mktemp("kos_sim")
     model = write_tiny_policy(out / "tiny.kinfer", joint_names)

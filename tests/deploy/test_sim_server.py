@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from ksim_entropy.robot import resolve_robot_files
-from ksim_entropy.sim_logs import SensorNoiseStds
+from ksim_entropy.kbot.robot import resolve_robot_files
+from ksim_entropy.sim2real.sim_logs import SensorNoiseStds
 from ksim_entropy.testing.kos_server import SimulatedKBot
 from ksim_entropy.testing.reality import HiddenRobot
 

@@ -6,13 +6,13 @@ values of the training randomization's parameters (`ksim_entropy.randomization`,
 so a fitted value means exactly what training randomizes) and a loop latency in physics steps.
 
 The model is the one `tasks.walk` trains on (MuJoCo PD servos from `use_native_pd`, the same solver settings as
-`ksim_entropy.sim.SimOptions`; 4 ms physics unless `options` say otherwise). A suspended robot has its base pinned
-after every physics step and its contacts disabled (its feet hang clear of the floor).
+`ksim_entropy.sim2real.sim.SimOptions`; 4 ms physics unless `options` say otherwise). A suspended robot has its base
+pinned after every physics step and its contacts disabled (its feet hang clear of the floor).
 
 Servos: `servo="native"` steps MuJoCo's own PD actuators, whose damping term the implicit integrator treats
 implicitly (as training does). `servo="explicit"` computes the same law, clip(kp·(target + δ − q) − kd·q̇), from
 the (randomized) actuator fields once per physics step and applies it as a motor force, the way a servo's firmware
-closes its loop (and `ksim_entropy.sim.KBotSimulator` does). The implicit damping acts like an extra inertia of
+closes its loop (and `ksim_entropy.sim2real.sim.KBotSimulator` does). The implicit damping acts like an extra inertia of
 dt·kd per joint, which a fit at the physical level must not absorb into the armature.
 
 Latency: a logged sensor reading is `obs_latency` old and a logged target reaches the servos `action_latency`
@@ -34,9 +34,9 @@ from jaxtyping import Array
 from mujoco import mjx
 
 from ksim_entropy.actuation import use_native_pd
+from ksim_entropy.kbot.robot import RobotFiles, load_metadata, load_robot_model
 from ksim_entropy.randomization import RandomizedParameter, with_updates
-from ksim_entropy.robot import RobotFiles, load_metadata, load_robot_model
-from ksim_entropy.sim import SimOptions
+from ksim_entropy.sim2real.sim import SimOptions
 
 __all__ = ["ReplayModel", "Windows", "make_windows"]
 
@@ -114,7 +114,7 @@ class ReplayModel:
         data = mujoco.MjData(mj_model)
         mujoco.mj_forward(mj_model, data)
         base = data.qpos[:7].copy()
-        base[2] += 0.3  # as ksim_entropy.sim: the suspended robot's feet hang clear of the floor
+        base[2] += 0.3  # as ksim_entropy.sim2real.sim: the suspended robot's feet hang clear of the floor
         self._base = jnp.asarray(base)
         self._mjx_model = mjx.put_model(mj_model)
         self._offset_index = next(
@@ -217,9 +217,9 @@ class ReplayModel:
         """Predicted readings (C, W, horizon, J) of angles (rad) and velocities (rad/s) for C candidates.
 
         `values[i]` is (C, dims_i) for parameter i; `delays` (C,) is the loop latency in physics steps (a fraction
-        blends the targets of the step in which they switch), at most `windows.history · substeps`; `start_vels`
-        (C, J) rad/s is added to every window's logged start velocity (default 0; `ksim_entropy.fit` probes with it
-        to profile the start velocity out).
+        blends the targets of the step in which they switch), at most `windows.history · substeps`; `start_vels` (C, J)
+        rad/s is added to every window's logged start velocity (default 0; `ksim_entropy.sim2real.fit` probes with it to
+        profile the start velocity out).
         """
         delays = np.asarray(delays, dtype=np.float32)
         if not np.isfinite(delays).all() or delays.min() < 0 or delays.max() > windows.history * self.substeps:

@@ -38,7 +38,7 @@ from kinfer.rust_bindings import PyModelMetadata, PyModelRunner
 
 from ksim_entropy.bridge.logs import read_ndjson
 from ksim_entropy.bridge.schema import StepLog
-from ksim_entropy.sim import KBotSimProvider, KBotSimulator
+from ksim_entropy.sim2real.sim import KBotSimProvider, KBotSimulator
 
 __all__ = [
     "COMMAND_NAMES",
@@ -54,7 +54,7 @@ __all__ = [
 COMMAND_NAMES = ("xvel", "yvel", "yawrate")  # the walking task's command vector (m/s, m/s, rad/s)
 _SENSOR_GROUPS = ("joint_angles", "joint_vels", "projected_g", "accel", "gyro")
 _JOINT_LIMIT_MARGIN_RAD = 0.05  # scripted targets stay this far inside each joint's range
-_KINFER_SENSOR = {  # kinfer input name -> sensor group (as in ksim_entropy.sim)
+_KINFER_SENSOR = {  # kinfer input name -> sensor group (as in ksim_entropy.sim2real.sim)
     "joint_angles": "joint_angles",
     "joint_angular_velocities": "joint_vels",
     "projected_gravity": "projected_g",

@@ -22,6 +22,24 @@ from ksim_entropy.bridge.schema import CHANNEL_GROUPS, StepLog
 __all__ = ["ksim_rollout", "trajectory_to_step_log"]
 
 
+# ksim 0.2.10 has no public rollout: `ksim_rollout` calls these private methods of its RLTask, with these parameters
+# (tests/test_ksim_overrides.py fails, naming the method, when an installed ksim's differ).
+KSIM_PRIVATE_CALLS: dict[str, tuple[str, ...]] = {
+    "RLTask._get_constants": ("self", "metadata", "physics_model", "model_statics", "argmax_action"),
+    "RLTask._get_env_state": (
+        "self",
+        "rng",
+        "rollout_constants",
+        "mj_model",
+        "physics_model",
+        "policy_model",
+        "randomizers",
+    ),
+    "RLTask._get_shared_state": ("self", "rng", "mj_model", "physics_model", "model_arrs"),
+    "RLTask._single_unroll": ("self", "constants", "env_state", "shared_state", "num_steps"),
+}
+
+
 def ksim_rollout(
     task: ksim.PPOTask, model: PyTree, *, num_steps: int, seed: int = 0, argmax: bool = True
 ) -> ksim.Trajectory:

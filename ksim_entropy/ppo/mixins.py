@@ -46,7 +46,7 @@ from ksim.types import Histogram
 
 from ksim_entropy.curriculum import RandomizationCurriculum, WidthState
 from ksim_entropy.draws import key_and_uniforms
-from ksim_entropy.matching import (
+from ksim_entropy.ppo.matching import (
     EntropyTarget,
     MatchRule,
     RandomizationTarget,
@@ -54,9 +54,9 @@ from ksim_entropy.matching import (
     observation_entropy,
     observation_gap,
 )
+from ksim_entropy.ppo.temperature import EntropyTemperature, TemperatureState
 from ksim_entropy.progress import METRICS_FILE, EpisodeWindow, ProgressLine
 from ksim_entropy.randomization import DomainRandomization, actuator_joint_names
-from ksim_entropy.temperature import EntropyTemperature, TemperatureState, gaussian_entropy_range
 
 __all__ = [
     "ADVANTAGE_NORMALIZATIONS",
@@ -65,9 +65,7 @@ __all__ = [
     "CheckpointAuxError",
     "DomainRandomizationMixin",
     "EntropyBridgedConfig",
-    "EntropyBridgedKBotTask",
     "EntropyBridgedTask",
-    "KBotEntropyConfig",
     "RandomizationCheckpointError",
     "TrainingStateMixin",
     "entropy_metrics",
@@ -667,7 +665,7 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
     α lives in the loop carry (``shared_state.aux_values``), so it changes without recompiling, and is saved with
     the checkpoint and restored on resume. The loss is ksim's (`compute_ppo_inputs`, `compute_ppo_loss`) with the
     fixed `entropy_coef` term replaced by the α term. `get_ppo_variables` must return the policy's entropy in nats
-    per action dimension (see `ksim_entropy.temperature.gaussian_entropy`).
+    per action dimension (see `ksim_entropy.ppo.temperature.gaussian_entropy`).
     """
 
     def get_entropy_temperature(self) -> EntropyTemperature | None:
@@ -1057,41 +1055,3 @@ def entropy_metrics(
 
 def _channel_count(x: jax.Array) -> int:
     return int(x.shape[-1]) if x.ndim > 2 else 1
-
-
-# ====================================================================== the K-Bot
-KBOT_ENTROPY_OBSERVATIONS: dict[str, str] = {
-    "joint_angles": "noisy_joint_position",  # rad
-    "joint_vels": "noisy_joint_velocity",  # rad/s
-    "projected_g": "noisy_projected_gravity",  # m/s²
-    "gyro": "noisy_imu_gyro",  # rad/s
-}
-
-
-@jax.tree_util.register_dataclass
-@dataclass
-class KBotEntropyConfig(EntropyBridgedConfig):
-    """`EntropyBridgedConfig` plus the K-Bot policy's action-std clamp (what bounds its entropy)."""
-
-    min_std: float = xax.field(value=0.01, help="Minimum action std before var_scale (rad).")
-    max_std: float = xax.field(value=1.0, help="Maximum action std (rad).")
-    var_scale: float = xax.field(value=0.5, help="Scale on the softplus action std.")
-
-
-KBotConfigT = TypeVar("KBotConfigT", bound=KBotEntropyConfig)
-
-
-class EntropyBridgedKBotTask(EntropyBridgedTask[KBotConfigT], Generic[KBotConfigT]):
-    """`EntropyBridgedTask` for the K-Bot.
-
-    Its four sensor groups as kinfer logs them (`ksim_entropy.bridge.schema`) are paired with the policy's noisy
-    observations, and the entropy range is that of `ksim_entropy.policy.RecurrentActor` (std in
-    [min_std·var_scale, max_std] rad).
-    """
-
-    def get_action_entropy_range(self) -> tuple[float, float]:
-        cfg = self.config
-        return gaussian_entropy_range(cfg.min_std * cfg.var_scale, cfg.max_std)
-
-    def get_entropy_observations(self) -> dict[str, str]:
-        return dict(KBOT_ENTROPY_OBSERVATIONS)

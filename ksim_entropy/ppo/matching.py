@@ -40,6 +40,7 @@ from jaxtyping import Array, ArrayLike
 
 from ksim_entropy.bridge.fitted import FittedRandomization
 from ksim_entropy.distributions import Uniform
+from ksim_entropy.ppo.temperature import gaussian_entropy
 from ksim_entropy.randomization import (
     ActuatorKdScale,
     ActuatorKpScale,
@@ -51,7 +52,6 @@ from ksim_entropy.randomization import (
     JointZeroOffset,
     RandomizedParameter,
 )
-from ksim_entropy.temperature import gaussian_entropy
 
 __all__ = [
     "FITTED_RANDOMIZERS",

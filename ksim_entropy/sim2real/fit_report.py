@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from ksim_entropy.bridge.jsonfile import atomic_write, write_json
 from ksim_entropy.bridge.metrics import mmd2_unbiased, w2_gaussian
-from ksim_entropy.fit import FitResult
+from ksim_entropy.sim2real.fit import FitResult
 
 __all__ = ["fit_summary", "report_paths", "write_fit_report"]
 

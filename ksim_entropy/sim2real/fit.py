@@ -7,20 +7,20 @@ each, the result so far can be saved (`partial_path`), so a failed or interrupte
    accelerometer biases and noise follow from the means and spreads of the log.
 2. **Global search, CMA-ES** (the `cmaes` package) over the global physics (friction loss, armature, damping,
    kp, kd scales) and the loop latency, each normalised to [0, 1] over its prior range. Every generation replays all
-   candidates on many short log windows at once in MJX (`ksim_entropy.replay`). The score is the multi-step
+   candidates on many short log windows at once in MJX (`ksim_entropy.sim2real.replay`). The score is the multi-step
    prediction likelihood of the encoder readings (DROPO's objective; Tiboni et al. 2023) with each channel's residual
    variance profiled out: ``loss = mean_c ½ log(mse_c + floor_c²)`` over joint angles and velocities.
 3. **Loop latency sweep**: every other whole latency (physics steps) at the best globals; the best starts step 4.
-4. **Local refinement, Gauss-Newton / Levenberg-Marquardt** over the globals, the loop latency (the replay is
-   continuous in it, `ksim_entropy.replay`) and the per-joint zero offsets, with a finite-difference Jacobian computed
-   as one batch (two-sided in the latency, where the replay is piecewise linear with a kink at every whole physics
-   step) and six dampings tried at once, each also with the latency held; then again, re-linearised, for up to
-   three iterations (each round stops once a step gains < 1e-5; a round stopped by its cap while still descending is
-   a warning). Without the held-latency steps a fit whose latency sits on a kink (a true 12 ms) stalled 0.012 above
-   the optimum, with two hip-roll zero offsets 14 and 26 mrad off and called identifiable. The latency is refined with the physics because
-   they trade off (a later loop reads like a heavier joint): fitted one after the other, they zig-zag to a wrong
-   pair (measured: 10 ms and armature 1.17 for a true 12 ms and 0.82). The curvature, plus the prior as a Gaussian
-   of the uniform's variance, gives each parameter's posterior standard deviation σ.
+4. **Local refinement, Gauss-Newton / Levenberg-Marquardt** over the globals, the loop latency (the replay is continuous
+   in it, `ksim_entropy.sim2real.replay`) and the per-joint zero offsets, with a finite-difference Jacobian computed as
+   one batch (two-sided in the latency, where the replay is piecewise linear with a kink at every whole physics step)
+   and six dampings tried at once, each also with the latency held; then again, re-linearised, for up to three
+   iterations (each round stops once a step gains < 1e-5; a round stopped by its cap while still descending is a
+   warning). Without the held-latency steps a fit whose latency sits on a kink (a true 12 ms) stalled 0.012 above the
+   optimum, with two hip-roll zero offsets 14 and 26 mrad off and called identifiable. The latency is refined with the
+   physics because they trade off (a later loop reads like a heavier joint): fitted one after the other, they zig-zag to
+   a wrong pair (measured: 10 ms and armature 1.17 for a true 12 ms and 0.82). The curvature, plus the prior as a
+   Gaussian of the uniform's variance, gives each parameter's posterior standard deviation σ.
 
 Start velocity (errors in variables): each window starts from the logged joint velocity, which carries the
 encoder's velocity noise, and a heavy, slowly settling joint (hip roll) keeps that error through the window, which
@@ -48,10 +48,10 @@ joint angles therefore fix only ratios to the mass (only torque saturation would
 `mass_scale` at the weighed value (`FitOptions.mass_scale`, default 1: the model's mass) and fits the rest relative
 to it, which reproduces the robot's motion exactly as well.
 
-Loop latency: open-loop logs only reveal the sum of observation and action latency (`ksim_entropy.replay`); the fit
-reports `loop_latency_s` and keeps the split between `action_latency_s` and `obs_latency_s` at the range
-consistent with the sum and the priors, marked unidentifiable. The priors (0-80 ms action, 0-40 ms observation, so a
-loop of up to 120 ms) cover a KOS loop over a network or with a slow policy; beyond them, see the checks.
+Loop latency: open-loop logs only reveal the sum of observation and action latency (`ksim_entropy.sim2real.replay`); the
+fit reports `loop_latency_s` and keeps the split between `action_latency_s` and `obs_latency_s` at the range consistent
+with the sum and the priors, marked unidentifiable. The priors (0-80 ms action, 0-40 ms observation, so a loop of up to
+120 ms) cover a KOS loop over a network or with a slow policy; beyond them, see the checks.
 
 Checks (`coverage["warnings"]`): an identifiable value within 1 % of its prior's edge (0 latency or damping excepted:
 physical bounds), and a replay residual whose median over joints exceeds 3× the log's own noise floor (the white part
@@ -74,9 +74,9 @@ from ksim_entropy import randomization as rnd
 from ksim_entropy.actuation import use_native_pd
 from ksim_entropy.bridge.fitted import FittedParameter, FittedRandomization, imu_moments
 from ksim_entropy.bridge.schema import StepLog
-from ksim_entropy.replay import ReplayModel, Windows, make_windows
-from ksim_entropy.robot import RobotFiles, load_metadata, load_robot_model
-from ksim_entropy.sim import SimOptions
+from ksim_entropy.kbot.robot import RobotFiles, load_metadata, load_robot_model
+from ksim_entropy.sim2real.replay import ReplayModel, Windows, make_windows
+from ksim_entropy.sim2real.sim import SimOptions
 
 __all__ = ["GLOBAL_PRIORS", "FitError", "FitOptions", "FitResult", "Prior", "fit_randomization"]
 

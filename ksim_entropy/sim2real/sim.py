@@ -16,7 +16,7 @@ import numpy as np
 from kinfer.rust_bindings import ModelProviderABC, PyModelMetadata
 
 from ksim_entropy.constants import GRAVITY_MPS2
-from ksim_entropy.robot import KBOT_NOMINAL_POSE_RAD, RobotFiles, load_metadata, load_robot_model
+from ksim_entropy.kbot.robot import KBOT_NOMINAL_POSE_RAD, RobotFiles, load_metadata, load_robot_model
 
 __all__ = ["KBotSimProvider", "KBotSimulator", "SimOptions"]
 
