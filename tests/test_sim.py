@@ -23,7 +23,7 @@ def test_projected_gravity_matches_ksims_definition(sim):
         sim.reset()
         sim.data.qpos[3:7] = quat
         mujoco.mj_forward(sim.model, sim.data)
-        imu_quat = sim.data.sensordata[sim._quat_adr]
+        imu_quat = sim.imu_quaternion()
         # ksim.ProjectedGravityObservation: gravity rotated by the inverse IMU frame quaternion (xax implementation).
         expected = xax.rotate_vector_by_quat(jnp.array([0.0, 0.0, -9.81]), jnp.asarray(imu_quat), inverse=True)
         # xax computes in float32: ~1e-6 relative on a 9.81 m/s² vector.

@@ -98,7 +98,11 @@ class KBotSimulator:
             raise ValueError(f"joint_angles_rad must have shape ({self.num_joints},), got {q.shape}")
         self.data.qpos[7:] = q
         mujoco.mj_forward(self.model, self.data)
-        self._base_pose = self.data.qpos[:7].copy()
+        self.base_pose = self.data.qpos[:7].copy()  # (7,) m, quaternion: where a suspended robot is held
+
+    def imu_quaternion(self) -> np.ndarray:
+        """The IMU site's orientation in the world frame, (w, x, y, z), a copy."""
+        return self.data.sensordata[self._quat_adr].copy()
 
     def sensors(self) -> dict[str, np.ndarray]:
         """What the robot reports: joint angles (rad), velocities (rad/s), projected gravity, accel (m/s²), gyro."""
@@ -130,7 +134,7 @@ class KBotSimulator:
         self.data.ctrl[:] = np.clip(torque, -self.torque_limit_nm, self.torque_limit_nm)
         mujoco.mj_step(self.model, self.data)
         if self.options.suspended:
-            self.data.qpos[:7] = self._base_pose
+            self.data.qpos[:7] = self.base_pose
             self.data.qvel[:6] = 0.0
 
 

@@ -168,13 +168,13 @@ class SimulatedKBot:
         sim.data.ctrl[:] = np.where(self.torque_enabled, torque, 0.0)
         mujoco.mj_step(sim.model, sim.data)
         if self.suspended:
-            sim.data.qpos[:7] = sim._base_pose
+            sim.data.qpos[:7] = sim.base_pose
             sim.data.qvel[:6] = 0.0
             if self.quirks.sway_rad:  # rock about the base's (1, 1, 0) axis; qvel[3:6] is in the base's frame
                 omega, axis = 2 * math.pi * _SWAY_HZ, np.array([1.0, 1.0, 0.0]) / math.sqrt(2.0)
                 angle = self.quirks.sway_rad * math.sin(omega * sim.time_s)
                 sway = np.concatenate([[math.cos(angle / 2)], math.sin(angle / 2) * axis])
-                mujoco.mju_mulQuat(sim.data.qpos[3:7], sim._base_pose[3:7], sway)
+                mujoco.mju_mulQuat(sim.data.qpos[3:7], sim.base_pose[3:7], sway)
                 sim.data.qvel[3:6] = axis * self.quirks.sway_rad * omega * math.cos(omega * sim.time_s)
         self.physics_steps += 1
         self.history.append(self._state())
@@ -182,7 +182,7 @@ class SimulatedKBot:
     def _state(self) -> dict[str, np.ndarray]:
         """What the sensors see now, noise-free (joint angles before the encoder offsets)."""
         state = self.sim.sensors()
-        state["quat"] = self.sim.data.sensordata[self.sim._quat_adr].copy()
+        state["quat"] = self.sim.imu_quaternion()
         return state
 
     # ---- events --------------------------------------------------------------------------------------------

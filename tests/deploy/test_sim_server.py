@@ -24,7 +24,7 @@ def test_readings_report_the_state_of_obs_latency_ago(suspended):
     truth = []
     for _ in range(40):
         robot._physics_step()
-        truth.append(robot.sim.sensors() | {"quat": robot.sim.data.sensordata[robot.sim._quat_adr].copy()})
+        truth.append(robot.sim.sensors() | {"quat": robot.sim.imu_quaternion()})
     seen = truth[-1 - 7]  # 7 physics steps of 1 ms ago
     assert not np.allclose(seen["joint_angles"], truth[-1]["joint_angles"], atol=1e-6)  # the delay is visible
     states = robot.actuator_states(ids)
