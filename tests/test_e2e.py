@@ -111,7 +111,8 @@ def test_training_writes_checkpoint_logs_and_kinfer(first_run):
 
 def test_the_console_has_progress_lines_and_the_records_go_to_the_metrics_file(first_run):
     stdout = (first_run.parent / "first.stdout").read_text()
-    assert re.search(r"^update \d+ \| .* env-steps \| .*\| α .*\| H nat/dim ", stdout, re.M), stdout[-2000:]
+    progress = r"^update \d+ \| .* env-steps \| .*\| DR width [\d.]+ \| α .*\| H nat/dim "
+    assert re.search(progress, stdout, re.M), stdout[-2000:]
     assert not [line for line in stdout.splitlines() if line.lstrip().startswith("{")], "JSON records on stdout"
     records = [json.loads(line) for line in (first_run / METRICS_FILE).read_text().splitlines()]
     train = [r for r in records if r.get("state", {}).get("phase") == "train" and "train" in r]

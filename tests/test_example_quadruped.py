@@ -54,6 +54,7 @@ def test_trains_checkpoints_and_resumes(tmp_path):
         assert "aux_data" in tar.getnames()  # the randomization widths and the temperature ride with the weights
     assert (tmp_path / "first" / "checkpoints" / "ckpt.3.bin").exists()  # ksim names checkpoints by update
     assert re.search(r"\| α \d\.\d\de-0\d \| H nat/dim -?\d", first.stdout)  # the progress line: α and entropy
+    assert re.search(r"\| DR width [\d.]+ \| α ", first.stdout)  # the mean randomization width, before α
 
     resumed = _train(tmp_path / "second", f"load_from_ckpt_path={ckpt}", "max_steps=5")
     log = resumed.stdout + resumed.stderr

@@ -551,6 +551,14 @@ class DomainRandomizationMixin(TrainingStateMixin[Config], Generic[Config]):
         return carry, metrics
 
     # ------------------------------------------------------------------ width control
+    def progress_values(self, metrics: ksim.Metrics) -> dict[str, float]:
+        """Adds "DR width": the mean of the parameters' widths (1 = the configured ranges; a curriculum ramps it)."""
+        values = super().progress_values(metrics)
+        widths = [metric_value(v) for k, v in metrics.train.items() if k.startswith("dr_width_")]
+        if widths:
+            values["DR width"] = sum(widths) / len(widths)
+        return values
+
     def with_widths(
         self, env_states: RolloutEnvState, curriculum: RandomizationCurriculum, widths: np.ndarray | list[float]
     ) -> RolloutEnvState:
