@@ -14,14 +14,13 @@ each, the result so far can be saved (`partial_path`), so a failed or interrupte
 4. **Local refinement, Gauss-Newton / Levenberg-Marquardt** over the globals, the loop latency (the replay is continuous
    in it, `ksim_entropy.sim2real.replay`) and the per-joint zero offsets, with a finite-difference Jacobian computed as
    one batch (two-sided in the latency, where the replay is piecewise linear with a kink at every whole physics step)
-   and six dampings tried at once, each also with the latency held; then again, re-linearised, for up to three
-   iterations (each round stops once a step gains < 1e-5; a round stopped by its cap while still descending is a
-   warning). Without the held-latency steps a fit whose latency sits on a kink (a true 12 ms) stalled 0.012 above the
-   optimum, with two hip-roll zero offsets 14 and 26 mrad off and called identifiable. The latency is refined with the
-   physics because they trade off (a later loop reads like a heavier joint): fitted one after the other, they zig-zag to
-   a wrong pair (measured: 10 ms and armature 1.17 for a true 12 ms and 0.82). The curvature, plus the prior as a
-   Gaussian of the uniform's variance, gives each parameter's posterior standard deviation σ.
-
+   and up to six dampings tried at once (one replay batch), each also with the latency held; then again, re-linearised,
+   for up to three iterations (each round stops once a step gains < 1e-5; a round stopped by its cap while still
+   descending is a warning). Without the held-latency steps a fit whose latency sits on a kink (a true 12 ms) stalled
+   0.012 above the optimum, with two hip-roll zero offsets 14 and 26 mrad off and called identifiable. The latency is
+   refined with the physics because they trade off (a later loop reads like a heavier joint): fitted one after the
+   other, they zig-zag to a wrong pair (measured: 10 ms and armature 1.17 for a true 12 ms and 0.82). The curvature,
+   plus the prior as a Gaussian of the uniform's variance, gives each parameter's posterior standard deviation σ.
 Start velocity (errors in variables): each window starts from the logged joint velocity, which carries the
 encoder's velocity noise, and a heavy, slowly settling joint (hip roll) keeps that error through the window, which
 the fit would read as dynamics (measured: residuals 2-7x the encoder noise on the hip rolls at the true values, and
@@ -132,7 +131,7 @@ ACTION_LATENCY_PRIOR_S = (0.0, 0.08)
 OBS_LATENCY_PRIOR_S = (0.0, 0.04)
 _EDGE_FRACTION = 0.01  # a fitted value this close to its prior's edge (fraction of the width) is at the edge
 _UNCONVERGED_GAIN = 1e-4  # the refinement's last step lowered the loss by this much or more: not converged
-_DAMPINGS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # Levenberg-Marquardt dampings tried at once (12 trials: one batch)
+_DAMPINGS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # Levenberg-Marquardt dampings tried at once (see `_refine`)
 _RESIDUAL_NOISE_RATIO = 3.0  # median replay residual over the log's own noise floor above this: reality is not fitted
 
 
@@ -439,6 +438,9 @@ def _refine(
     latency[g] = step
     held = np.ones(num, dtype=bool)
     held[g] = False  # the trials that hold the latency where it is
+    # as many trials as one replay batch holds (a second batch would cost a whole replay): all six dampings at the
+    # default population (13), every other one below 12
+    dampings = _DAMPINGS if 2 * len(_DAMPINGS) <= objective.batch else _DAMPINGS[1::2]
     with _progress(iterations, options.progress, desc) as bar:
         for iteration in range(iterations + 1):
             probes = theta[None] + np.vstack([np.zeros(num), step * np.eye(num), -latency])
@@ -461,10 +463,10 @@ def _refine(
                 break
             gradient = jacobian.T @ residual[0] / options.horizon
             scaled = np.diag(np.diag(information) + 1e-9)
-            # Levenberg-Marquardt, six dampings tried in one batch, each also with the latency held (a step along a
+            # Levenberg-Marquardt, the dampings tried in one batch, each also with the latency held (a step along a
             # narrow valley of the other parameters that a latency at a kink would otherwise block)
             trials = []
-            for d in _DAMPINGS:
+            for d in dampings:
                 trials.append(np.clip(theta - np.linalg.solve(information + d * scaled, gradient), 0.0, 1.0))
                 sub = np.ix_(held, held)
                 moved = theta.copy()
