@@ -21,6 +21,7 @@ each, the result so far can be saved (`partial_path`), so a failed or interrupte
    refined with the physics because they trade off (a later loop reads like a heavier joint): fitted one after the
    other, they zig-zag to a wrong pair (measured: 10 ms and armature 1.17 for a true 12 ms and 0.82). The curvature,
    plus the prior as a Gaussian of the uniform's variance, gives each parameter's posterior standard deviation σ.
+
 Start velocity (errors in variables): each window starts from the logged joint velocity, which carries the
 encoder's velocity noise, and a heavy, slowly settling joint (hip roll) keeps that error through the window, which
 the fit would read as dynamics (measured: residuals 2-7x the encoder noise on the hip rolls at the true values, and
