@@ -32,7 +32,7 @@ __all__ = [
     "resolve_robot_files",
 ]
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # ksim_entropy/
 
 # Nominal standing pose (rad), by joint name: slightly bent knees, elbows at 90°. The same pose K-Scale's K-Bot
 # walking examples use as joint biases (kscalelabs/ksim examples/kbot, kbot-joystick). Joints not listed are 0.
