@@ -42,6 +42,7 @@ import numpy as np
 
 from ksim_entropy.bridge.diagnose import DiagnosisError, fit_response_model, response_residuals
 from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.constants import GRAVITY_MPS2
 
 __all__ = [
     "CRITERIA",
@@ -66,8 +67,8 @@ NOISE_FLOORS: Mapping[str, float] = MappingProxyType(
     {
         "joint_angles": 0.03 / math.sqrt(3.0),
         "joint_vels": 0.26 / math.sqrt(3.0),
-        "projected_g": 0.05 * 9.81 / math.sqrt(3.0),
-        "accel": 0.05 * 9.81 / math.sqrt(3.0),
+        "projected_g": 0.05 * GRAVITY_MPS2 / math.sqrt(3.0),
+        "accel": 0.05 * GRAVITY_MPS2 / math.sqrt(3.0),
         "gyro": 0.2 / math.sqrt(3.0),
     }
 )
