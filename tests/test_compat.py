@@ -129,8 +129,9 @@ def test_quiet_loader_drops_only_the_known_lines(tmp_path, capsys):
 
 def test_importing_the_library_changes_no_environment_variable_and_the_entry_points_set_theirs():
     """`import ksim_entropy` changes nothing; with ksim and the mixins loaded, the only new variables are those ksim,
-    xax and JAX set on their own import (checked against a process that imports just them); `import tasks` sets
-    the two defaults."""
+    xax and JAX set on their own import (checked against a process that imports just them); importing the entry
+    points' package (`ksim_entropy.cli`, which `python -m tasks.walk` and the console scripts load) sets the two
+    defaults."""
     import json
     import os
     import subprocess
@@ -148,5 +149,5 @@ def test_importing_the_library_changes_no_environment_variable_and_the_entry_poi
 
     assert changed("import ksim_entropy") == {}
     assert changed("import ksim_entropy, ksim, ksim_entropy.ppo.mixins") == changed("import ksim, xax, jax")
-    defaults = changed("import ksim_entropy, tasks")
+    defaults = changed("import ksim_entropy.cli")
     assert defaults == {"MUJOCO_GL": "egl", "DISABLE_TENSORBOARD": "1"}

@@ -115,7 +115,7 @@ def test_the_console_has_progress_lines_and_the_records_go_to_the_metrics_file(f
     assert re.search(progress, stdout, re.M), stdout[-2000:]
     assert not [line for line in stdout.splitlines() if line.lstrip().startswith("{")], "JSON records on stdout"
     records = [json.loads(line) for line in (first_run / METRICS_FILE).read_text().splitlines()]
-    train = [r for r in records if r.get("state", {}).get("phase") == "train" and "train" in r]
+    train = [r for r in records if "state" in r and "train" in r]  # xax writes one every log interval, either phase
     assert train and train[-1]["state"]["num_steps"] == 2, records[-3:]
     assert "temperature_alpha" in train[-1]["train"] and "_total" in train[-1]["reward"]
     assert any(r.get("status", {}).get("message", "").startswith("Step 1 time") for r in records)
