@@ -15,7 +15,7 @@ the loop's own read-to-command time (its median step time is an upper bound).
 """
 
 # isort: off
-import ksim_entropy  # noqa: F401  (headless defaults first)
+import ksim_entropy  # noqa: F401  (first: its JAX shims apply before ksim loads)
 # isort: on
 
 import argparse

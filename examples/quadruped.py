@@ -36,6 +36,7 @@ import xax  # noqa: E402
 from jaxtyping import Array, PyTree  # noqa: E402
 
 from ksim_entropy.actuation import DelayedActuators, NativePDActuators  # noqa: E402
+from ksim_entropy.constants import GRAVITY_MPS2  # noqa: E402
 from ksim_entropy.observation import DelayedObservation, SensorNoise  # noqa: E402
 from ksim_entropy.policy import RecurrentActorCritic  # noqa: E402
 from ksim_entropy.ppo.mixins import EntropyBridgedConfig, EntropyBridgedTask  # noqa: E402
@@ -209,7 +210,7 @@ class QuadrupedTask(
 
     def actor_observation(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree], cmd: PyTree) -> Array:
         pose = obs["noisy_joint_position"] - jnp.asarray(model.actor.nominal_pose)
-        gravity = obs["projected_gravity"] / 9.81
+        gravity = obs["projected_gravity"] / GRAVITY_MPS2
         return jnp.concatenate([pose, obs["noisy_joint_velocity"] * 0.1, gravity, obs["imu_gyro"], cmd["velocity"]], -1)
 
     def critic_observation(self, model: RecurrentActorCritic, obs: xax.FrozenDict[str, PyTree], cmd: PyTree) -> Array:
