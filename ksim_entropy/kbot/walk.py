@@ -77,8 +77,6 @@ from ksim_entropy.rewards import (
     NormalizedTorquePenalty,
     YawRateTrackingReward,
 )
-from ksim_entropy.sim2real.rollout_logs import ksim_rollout, trajectory_to_step_log
-from ksim_entropy.sim2real.sim2sim import GateOptions
 from ksim_entropy.terminations import UnstablePhysicsTermination
 
 logger = logging.getLogger(__name__)
@@ -654,6 +652,8 @@ class KBotWalkingTask(
 
     def rollout_log(self, model: RecurrentActorCritic, *, seconds: float, seed: int = 0, env_index: int = 0) -> StepLog:
         """Roll the policy's mean action out in this task's MJX environment; the log a robot would have written."""
+        from ksim_entropy.sim2real.rollout_logs import ksim_rollout, trajectory_to_step_log  # tooling, on demand
+
         num_steps = max(1, round(seconds / self.config.ctrl_dt))
         trajectory = ksim_rollout(self, model, num_steps=num_steps, seed=seed, argmax=True)
         return trajectory_to_step_log(
@@ -718,9 +718,9 @@ class KBotWalkingTask(
             logger.info("Exported %s", out)
             print(f"Exported policy: {out}", flush=True)
             if self.config.sim2sim_gate:  # reported, not enforced: a failed gate still leaves the policy to study
-                from ksim_entropy.cli.sim2sim import (
-                    gate,  # tooling, loaded only when asked for: training never needs it
-                )
+                # tooling, loaded only when asked for: training never needs it
+                from ksim_entropy.cli.sim2sim import gate
+                from ksim_entropy.sim2real.sim2sim import GateOptions
 
                 options = GateOptions(episodes=self.config.sim2sim_episodes, seconds=self.config.sim2sim_seconds)
                 gate(out, self.robot_files, self.exp_dir, options, overwrite=True)
