@@ -13,15 +13,14 @@ import sys
 
 __all__ = ["check_training_device", "configure_headless", "nvidia_gpus", "quiet_start_up_logs"]
 
-# (logger, message start) of third-party records that say nothing a person training a robot needs: xax's JAX setup
+# Third-party records that say nothing a person training a robot needs: xax's JAX setup
 # steps, MJX's "Using JAX default device" (once per model put on the device), and the ERROR xax's CPU-stats
 # monitor logs when it is stopped at the normal end of a run.
-_START_UP_NOISE = (
-    ("xax.task.mixins.compile", "Setting JAX "),
-    ("xax.task.mixins.compile", "Configuring JAX compilation cache"),
-    ("", "Using JAX default device"),
-    ("xax.task.mixins.cpu_stats", "Closing CPU stats monitor"),
-)
+_START_UP_NOISE: dict[str, tuple[str, ...]] = {  # logger name ("" = root) -> message starts
+    "xax.task.mixins.compile": ("Setting JAX ", "Configuring JAX compilation cache"),
+    "": ("Using JAX default device",),
+    "xax.task.mixins.cpu_stats": ("Closing CPU stats monitor",),
+}
 
 
 def configure_headless() -> None:
@@ -87,10 +86,7 @@ def quiet_start_up_logs() -> None:
 
     Idempotent. The entry points call it; a filter on a logger sees only the records that logger creates.
     """
-    by_logger: dict[str, tuple[str, ...]] = {}
-    for name, start in _START_UP_NOISE:
-        by_logger[name] = (*by_logger.get(name, ()), start)
-    for name, starts in by_logger.items():
+    for name, starts in _START_UP_NOISE.items():
         target = logging.getLogger(name)
         target.filters = [f for f in target.filters if not isinstance(f, _DropMessages)]
         target.addFilter(_DropMessages(starts))

@@ -308,13 +308,13 @@ class _Objective:
             return ra, rv
         return self.start_velocity.residuals(ra, rv)
 
-    def mse(self, angles: np.ndarray, vels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per candidate and channel mean squared residual plus its floor: (C, J) each."""
-        ra, rv = self.residuals(angles, vels)
+    @staticmethod
+    def mse(ra: np.ndarray, rv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per candidate and channel mean squared residual (from `residuals`) plus its floor: (C, J) each."""
         return (np.mean(ra**2, axis=(1, 2)) + _ANGLE_FLOOR_RAD**2, np.mean(rv**2, axis=(1, 2)) + _VEL_FLOOR_RAD_S**2)
 
     def loss(self, angles: np.ndarray, vels: np.ndarray) -> np.ndarray:
-        msa, msv = self.mse(angles, vels)
+        msa, msv = self.mse(*self.residuals(angles, vels))
         loss = 0.25 * (np.mean(np.log(msa), axis=1) + np.mean(np.log(msv), axis=1))
         return np.where(np.isfinite(loss), loss, np.inf)
 
@@ -439,6 +439,7 @@ def _refine(
     latency[g] = step
     held = np.ones(num, dtype=bool)
     held[g] = False  # the trials that hold the latency where it is
+    held_block = np.ix_(held, held)
     # as many trials as one replay batch holds (a second batch would cost a whole replay): all six dampings at the
     # default population (13), every other one below 12
     dampings = _DAMPINGS if 2 * len(_DAMPINGS) <= objective.batch else _DAMPINGS[1::2]
@@ -450,7 +451,7 @@ def _refine(
             if not np.isfinite(angles[0]).all():
                 raise FitError("the replay diverged (NaN) during the refinement; the partial result is the last good")
             ra, rv = objective.residuals(angles, vels)
-            msa, msv = objective.mse(angles[:1], vels[:1])
+            msa, msv = objective.mse(ra[:1], rv[:1])  # the base candidate's, already profiled
             residual = np.concatenate(
                 [(ra / np.sqrt(msa[0])).reshape(num + 2, -1), (rv / np.sqrt(msv[0])).reshape(num + 2, -1)], axis=1
             )
@@ -469,9 +470,8 @@ def _refine(
             trials = []
             for d in dampings:
                 trials.append(np.clip(theta - np.linalg.solve(information + d * scaled, gradient), 0.0, 1.0))
-                sub = np.ix_(held, held)
                 moved = theta.copy()
-                moved[held] -= np.linalg.solve((information + d * scaled)[sub], gradient[held])
+                moved[held] -= np.linalg.solve((information + d * scaled)[held_block], gradient[held])
                 trials.append(np.clip(moved, 0.0, 1.0))
             losses = objective.loss(*predict(np.stack(trials)))
             best = int(np.argmin(losses))
