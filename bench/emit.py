@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from ksim_entropy.bridge.jsonfile import write_json
+from ksim_entropy.formats.jsonfile import write_json
 
 
 def emit_json(result: dict, out: Path | None) -> None:

@@ -169,7 +169,7 @@ def test_bad_settings_are_refused(randomization, kwargs, match):
 
 
 def test_matched_mode_follows_the_seed_rule_on_a_real_profile(randomization, tmp_path):
-    from ksim_entropy.bridge.profile import EntropyProfile, GroupProfile
+    from ksim_entropy.formats.profile import EntropyProfile, GroupProfile
     from ksim_entropy.ppo.matching import EntropyTarget, MatchRule
 
     real = GroupProfile(channels=("x", "y"), unit="rad/s", mean=np.zeros(2), std=np.array([0.1, 0.2]), num_samples=9)

@@ -10,10 +10,10 @@ import pytest
 from matplotlib.image import imread
 
 import ksim_entropy.sim2real.fit as fit_module
-from ksim_entropy.bridge.fitted import FittedRandomization
 from ksim_entropy.bridge.logs import write_ndjson
-from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.cli.fit import EXIT_BAD_INPUT, main
+from ksim_entropy.formats.fitted import FittedRandomization
+from ksim_entropy.formats.schema import StepLog
 from ksim_entropy.kbot.robot import resolve_robot_files
 from ksim_entropy.sim2real.fit import FitError, FitOptions, fit_randomization
 from ksim_entropy.sim2real.fit_report import report_paths

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ksim_entropy.bridge.fitted import FittedParameter, FittedRandomization, FittedRandomizationError
+from ksim_entropy.formats.fitted import FittedParameter, FittedRandomization, FittedRandomizationError
 from ksim_entropy.kbot.fitted_ranges import PHYSICS_PARAMETERS
 from ksim_entropy.kbot.walk import SENSOR_NOISE
 from tests.walk_parts import walk_task
@@ -103,8 +103,8 @@ def test_a_fitted_file_of_another_robot_or_without_sim2real_is_refused(model_and
 def test_fitted_ranges_and_a_real_log_profile_work_together(model_and_joints, tmp_path):
     """randomization=fitted.json sets the ranges; entropy_target_path=profile.json then adapts their widths (the
     matched mode): the curriculum the task builds carries both."""
-    from ksim_entropy.bridge.profile import EntropyProfile
     from ksim_entropy.curriculum import RandomizationCurriculum
+    from ksim_entropy.formats.profile import EntropyProfile
     from ksim_entropy.testing.reality import HiddenRobot, reality_log
 
     mj_model, joints = model_and_joints

@@ -6,7 +6,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLING = ("ksim_entropy.sim2real", "ksim_entropy.deploy", "ksim_entropy.cli", "ksim_entropy.testing")
+TOOLING = (
+    "ksim_entropy.bridge",
+    "ksim_entropy.sim2real",
+    "ksim_entropy.deploy",
+    "ksim_entropy.cli",
+    "ksim_entropy.testing",
+)
 
 
 def loaded_by(code: str) -> list[str]:

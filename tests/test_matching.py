@@ -10,9 +10,9 @@ import pytest
 from mujoco import mjx
 from scipy.optimize import minimize_scalar
 
-from ksim_entropy.bridge.fitted import FittedParameter, FittedRandomization
-from ksim_entropy.bridge.profile import EntropyProfile, GroupProfile
 from ksim_entropy.curriculum import RandomizationCurriculum
+from ksim_entropy.formats.fitted import FittedParameter, FittedRandomization
+from ksim_entropy.formats.profile import EntropyProfile, GroupProfile
 from ksim_entropy.kbot.robot import load_robot_model, resolve_robot_files
 from ksim_entropy.ppo.matching import EntropyTarget, MatchRule, RandomizationTarget, load_target, uniform_w2
 from ksim_entropy.randomization import (

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from ksim_entropy.bridge.logs import LogReadError, read_ndjson
 from ksim_entropy.bridge.metrics import MetricInputError
-from ksim_entropy.bridge.profile import DEFAULT_GROUPS, EntropyProfile, EntropyProfileError
 from ksim_entropy.bridge.report import GapReportError, check_out_dir, gap_report, stderr_progress
-from ksim_entropy.bridge.schema import CHANNEL_GROUPS, LogReport, StepLog
+from ksim_entropy.formats.profile import DEFAULT_GROUPS, EntropyProfile, EntropyProfileError
+from ksim_entropy.formats.schema import CHANNEL_GROUPS, LogReport, StepLog
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "main"]
 

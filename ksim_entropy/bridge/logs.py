@@ -57,9 +57,9 @@ from typing import BinaryIO, Literal, TextIO
 
 import numpy as np
 
-from ksim_entropy.bridge.jsonfile import atomic_write
-from ksim_entropy.bridge.schema import CHANNEL_GROUPS, JOINT_GROUPS, VECTOR_GROUPS, GroupReport, LogReport, StepLog
 from ksim_entropy.constants import STANDARD_GRAVITY_MPS2
+from ksim_entropy.formats.jsonfile import atomic_write
+from ksim_entropy.formats.schema import CHANNEL_GROUPS, JOINT_GROUPS, VECTOR_GROUPS, GroupReport, LogReport, StepLog
 
 __all__ = ["AngleUnit", "LogReadError", "NdjsonReader", "NdjsonWriter", "iter_ndjson", "read_ndjson", "write_ndjson"]
 

@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from ksim_entropy.bridge.diagnose import DiagnosisError, fit_response_model, response_residuals
-from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.constants import GRAVITY_MPS2
+from ksim_entropy.formats.schema import StepLog
 
 __all__ = [
     "CRITERIA",

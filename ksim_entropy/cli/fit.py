@@ -4,7 +4,7 @@
         [--mass-scale 1.02 --mass-scale-std 0.01] [--generations 30 --windows 32 --horizon 10] [--overwrite]
 
 The logs are kinfer NDJSON of the robot on a stand (`--suspended`), e.g. from the excitation mode of the deploy
-loop. Writes `fitted.json` (`ksim_entropy.bridge.fitted`), `<stem>_convergence.png`, `<stem>_replay.png` and
+loop. Writes `fitted.json` (`ksim_entropy.formats.fitted`), `<stem>_convergence.png`, `<stem>_replay.png` and
 `<stem>_summary.json` beside it; train against it with ``python -m tasks.walk randomization=fitted.json``. While
 the fit runs, each finished stage is kept in `<stem>.partial.json`, which stays if the fit fails or is interrupted.
 
@@ -20,8 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ksim_entropy.bridge.fitted import FittedRandomizationError
 from ksim_entropy.bridge.logs import LogReadError, read_ndjson
+from ksim_entropy.formats.fitted import FittedRandomizationError
 from ksim_entropy.kbot.robot import RobotLoadError, load_robot_model, resolve_robot_files
 from ksim_entropy.sim2real.fit import FitError, FitOptions, fit_randomization
 from ksim_entropy.sim2real.fit_report import report_paths, write_fit_report

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf.errors import OmegaConfBaseException
 
-from ksim_entropy.bridge.fitted import FittedRandomizationError
+from ksim_entropy.formats.fitted import FittedRandomizationError
 from ksim_entropy.kbot.robot import RobotLoadError, load_robot_model
 from ksim_entropy.kbot.walk import (
     PRESET_LOCKS,

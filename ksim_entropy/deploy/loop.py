@@ -44,12 +44,12 @@ import grpc
 import numpy as np
 from pykos import KOS
 
-from ksim_entropy.bridge.jsonfile import write_json
 from ksim_entropy.bridge.logs import NdjsonWriter
 from ksim_entropy.constants import GRAVITY_MPS2
 from ksim_entropy.deploy.gyro_check import GYRO_UNITS, GyroUnitCheck
 from ksim_entropy.deploy.robot_map import DeployError, RobotMap
 from ksim_entropy.export import ExportError, KinferRunner, KinferSession
+from ksim_entropy.formats.jsonfile import write_json
 from ksim_entropy.kbot.robot import KBOT_NOMINAL_POSE_RAD, RobotFiles, load_robot_model
 from ksim_entropy.sim2real.sim_logs import COMMAND_NAMES, motion_script
 

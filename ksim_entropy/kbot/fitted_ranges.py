@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ksim_entropy.bridge.fitted import FittedRandomization, FittedRandomizationError
+from ksim_entropy.formats.fitted import FittedRandomization, FittedRandomizationError
 
 __all__ = ["PHYSICS_PARAMETERS", "FittedRanges", "load_fitted_ranges"]
 

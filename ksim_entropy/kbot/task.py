@@ -39,7 +39,7 @@ KBotConfigT = TypeVar("KBotConfigT", bound=KBotEntropyConfig)
 class EntropyBridgedKBotTask(EntropyBridgedTask[KBotConfigT], Generic[KBotConfigT]):
     """`EntropyBridgedTask` for the K-Bot.
 
-    Its four sensor groups as kinfer logs them (`ksim_entropy.bridge.schema`) are paired with the policy's noisy
+    Its four sensor groups as kinfer logs them (`ksim_entropy.formats.schema`) are paired with the policy's noisy
     observations, and the entropy range is that of `ksim_entropy.policy.RecurrentActor` (std in
     [min_std·var_scale, max_std] rad).
     """

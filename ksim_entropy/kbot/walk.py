@@ -26,11 +26,11 @@ from jaxtyping import Array, PyTree
 from omegaconf.errors import OmegaConfBaseException
 
 from ksim_entropy.actuation import DelayedActuators, NativePDActuators, use_native_pd
-from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.constants import GRAVITY_MPS2
 from ksim_entropy.curriculum import RandomizationCurriculum
 from ksim_entropy.events import ForcePushEvent, UprightAssistEvent, WindEvent
 from ksim_entropy.export import KinferPolicy, export_kinfer
+from ksim_entropy.formats.schema import StepLog
 from ksim_entropy.kbot.fitted_ranges import FittedRanges, load_fitted_ranges
 from ksim_entropy.kbot.robot import (
     KBOT_FOOT_BODIES,

@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ksim_entropy.bridge.fitted import FittedRandomization
 from ksim_entropy.distributions import Uniform
+from ksim_entropy.formats.fitted import FittedRandomization
 from ksim_entropy.ppo.temperature import gaussian_entropy
 from ksim_entropy.randomization import (
     ActuatorKdScale,
@@ -115,7 +115,7 @@ class EntropyTarget:
 
     @classmethod
     def load(cls, path: str | Path, observations: Mapping[str, str]) -> "EntropyTarget":
-        from ksim_entropy.bridge.profile import EntropyProfile  # pure NumPy; raises EntropyProfileError
+        from ksim_entropy.formats.profile import EntropyProfile  # pure NumPy; raises EntropyProfileError
 
         return cls.from_profile(EntropyProfile.load(path), observations)
 
@@ -359,8 +359,8 @@ def load_target(
     actuator_joints: Sequence[str],
 ) -> EntropyTarget | RandomizationTarget:
     """The target in `path`: an entropy profile (matched on `observations`) or a fitted randomization."""
-    from ksim_entropy.bridge.fitted import FORMAT as FITTED_FORMAT
-    from ksim_entropy.bridge.jsonfile import JsonFileError, read_json
+    from ksim_entropy.formats.fitted import FORMAT as FITTED_FORMAT
+    from ksim_entropy.formats.jsonfile import JsonFileError, read_json
 
     try:
         data = read_json(Path(path))

@@ -3,7 +3,7 @@
 Stages (a sysid engineer's order: closed forms first, then the global search, then the local refinement). After
 each, the result so far can be saved (`partial_path`), so a failed or interrupted fit keeps its last stage.
 
-1. **IMU, from moments** (`ksim_entropy.bridge.fitted.imu_moments`): a suspended robot is at rest, so gyro and
+1. **IMU, from moments** (`ksim_entropy.formats.fitted.imu_moments`): a suspended robot is at rest, so gyro and
    accelerometer biases and noise follow from the means and spreads of the log.
 2. **Global search, CMA-ES** (the `cmaes` package) over the global physics (friction loss, armature, damping,
    kp, kd scales) and the loop latency, each normalised to [0, 1] over its prior range. Every generation replays all
@@ -72,8 +72,8 @@ from cmaes import CMA
 
 from ksim_entropy import randomization as rnd
 from ksim_entropy.actuation import use_native_pd
-from ksim_entropy.bridge.fitted import FittedParameter, FittedRandomization, imu_moments
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.formats.fitted import FittedParameter, FittedRandomization, imu_moments
+from ksim_entropy.formats.schema import StepLog
 from ksim_entropy.kbot.robot import RobotFiles, load_metadata, load_robot_model
 from ksim_entropy.sim2real.replay import ReplayModel, Windows, make_windows
 from ksim_entropy.sim2real.sim import SimOptions

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ksim_entropy.bridge.jsonfile import atomic_write, write_json
 from ksim_entropy.bridge.metrics import mmd2_unbiased, w2_gaussian
+from ksim_entropy.formats.jsonfile import atomic_write, write_json
 from ksim_entropy.sim2real.fit import FitResult
 
 __all__ = ["fit_summary", "report_paths", "write_fit_report"]

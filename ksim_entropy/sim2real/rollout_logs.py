@@ -17,7 +17,7 @@ import numpy as np
 import xax
 from jaxtyping import PyTree
 
-from ksim_entropy.bridge.schema import CHANNEL_GROUPS, StepLog
+from ksim_entropy.formats.schema import CHANNEL_GROUPS, StepLog
 
 __all__ = ["ksim_rollout", "trajectory_to_step_log"]
 

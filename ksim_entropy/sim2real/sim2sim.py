@@ -33,8 +33,8 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from ksim_entropy.bridge.jsonfile import atomic_write, write_json
 from ksim_entropy.export import KinferRunner, KinferSession
+from ksim_entropy.formats.jsonfile import atomic_write, write_json
 from ksim_entropy.kbot.robot import RobotFiles
 from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
 from ksim_entropy.sim2real.sim_logs import SensorNoiseStds

@@ -1,4 +1,4 @@
-"""Step logs of the simulated K-Bot in the robot's NDJSON schema (`ksim_entropy.bridge.schema.StepLog`).
+"""Step logs of the simulated K-Bot in the robot's NDJSON schema (`ksim_entropy.formats.schema.StepLog`).
 
 Three sources, all recording what the robot's runtime records at each control step, in its order: read the sensors,
 compute the output (joint position targets), log, then apply the output for one control period.
@@ -37,7 +37,7 @@ import numpy as np
 from kinfer.rust_bindings import PyModelMetadata, PyModelRunner
 
 from ksim_entropy.bridge.logs import read_ndjson
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.formats.schema import StepLog
 from ksim_entropy.sim2real.sim import KBotSimProvider, KBotSimulator
 
 __all__ = [

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.formats.schema import StepLog
 from ksim_entropy.kbot.robot import RobotFiles, resolve_robot_files
 from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
 from ksim_entropy.sim2real.sim_logs import SensorNoiseStds, joint_limits, motion_script, random_commands

@@ -22,7 +22,7 @@ from ksim_entropy.bridge.diagnose import (
     diagnose,
     fit_response_model,
 )
-from ksim_entropy.bridge.schema import CHANNEL_GROUPS, StepLog
+from ksim_entropy.formats.schema import CHANNEL_GROUPS, StepLog
 from ksim_entropy.kbot.robot import resolve_robot_files
 from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
 from ksim_entropy.sim2real.sim_logs import (

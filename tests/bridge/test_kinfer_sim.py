@@ -15,7 +15,7 @@ import pytest
 
 from ksim_entropy.bridge.cli import main
 from ksim_entropy.bridge.logs import LogReadError, iter_ndjson, read_ndjson, write_ndjson
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.formats.schema import StepLog
 from ksim_entropy.kbot.robot import resolve_robot_files
 from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
 from ksim_entropy.sim2real.sim_logs import scripted_log

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ksim_entropy.bridge.logs import LogReadError, iter_ndjson, read_ndjson, write_ndjson
-from ksim_entropy.bridge.schema import CHANNEL_GROUPS, StepLog
+from ksim_entropy.formats.schema import CHANNEL_GROUPS, StepLog
 
 REPO = Path(__file__).resolve().parents[2]
 JOINT_NAMES = (
@@ -635,7 +635,7 @@ def test_bridge_never_imports_simulation_packages():
     code = (
         "import sys\n"
         "for name in ('ksim', 'mujoco', 'xax'): sys.modules[name] = None\n"
-        "import ksim_entropy.bridge.logs, ksim_entropy.bridge.schema\n"
+        "import ksim_entropy.bridge.logs, ksim_entropy.formats.schema\n"
         "heavy = sorted(m for m, mod in sys.modules.items() if mod is not None\n"
         "               and m.split('.')[0] in {'ksim', 'mujoco', 'xax', 'jax', 'kinfer', 'onnx'})\n"
         "assert not heavy, heavy\n"

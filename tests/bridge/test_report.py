@@ -30,7 +30,7 @@ from ksim_entropy.bridge.cli import main
 from ksim_entropy.bridge.logs import read_ndjson, write_ndjson
 from ksim_entropy.bridge.report import GapReportError, efficiency_band, gap_report
 from ksim_entropy.bridge.report import analysis as report_analysis
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.formats.schema import StepLog
 
 REPO = Path(__file__).resolve().parents[2]
 DIAGNOSE = "ksim_entropy.bridge.diagnose"

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ksim_entropy.bridge.schema import StepLog
 from ksim_entropy.bridge.verify import (
     CRITERIA,
     SCHEMA,
@@ -23,6 +22,7 @@ from ksim_entropy.bridge.verify import (
     transfer_events,
     verify,
 )
+from ksim_entropy.formats.schema import StepLog
 from ksim_entropy.kbot.robot import resolve_robot_files
 from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
 from ksim_entropy.sim2real.sim_logs import replay_open_loop, scripted_log

@@ -105,7 +105,7 @@ from ksim_entropy.bridge.diagnose.response import (
 from ksim_entropy.bridge.diagnose.temporal import detect_temporal
 from ksim_entropy.bridge.diagnose.units import detect_scale
 from ksim_entropy.bridge.diagnose.wiring import detect_swaps
-from ksim_entropy.bridge.schema import JOINT_GROUPS, StepLog
+from ksim_entropy.formats.schema import JOINT_GROUPS, StepLog
 
 __all__ = [
     "FINDING_KINDS",

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.formats.schema import StepLog
 
 FINDING_KINDS: tuple[str, ...] = (
     "swapped_channels",

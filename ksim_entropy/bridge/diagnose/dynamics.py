@@ -16,7 +16,7 @@ from ksim_entropy.bridge.diagnose.core import (
 from ksim_entropy.bridge.diagnose.delay import kernel_design
 from ksim_entropy.bridge.diagnose.noise import response_loss
 from ksim_entropy.bridge.diagnose.response import Dense, ResponseModel, design_matrix, least_squares_fit
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.formats.schema import StepLog
 
 
 @dataclass(frozen=True)

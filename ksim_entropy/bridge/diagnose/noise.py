@@ -14,7 +14,7 @@ from ksim_entropy.bridge.diagnose.core import (
     severity_of,
 )
 from ksim_entropy.bridge.diagnose.response import Dense, least_squares_fit
-from ksim_entropy.bridge.schema import CHANNEL_GROUPS
+from ksim_entropy.formats.schema import CHANNEL_GROUPS
 
 _FIR_LAGS = 15  # output lags of the input→output (FIR) model of a joint angle: the K-Bot's PD response settles in them
 

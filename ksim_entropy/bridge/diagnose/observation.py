@@ -13,7 +13,7 @@ from ksim_entropy.bridge.diagnose.core import (
 )
 from ksim_entropy.bridge.diagnose.dynamics import Comparison
 from ksim_entropy.bridge.metrics import ks_statistic, wasserstein_1d
-from ksim_entropy.bridge.schema import JOINT_GROUPS
+from ksim_entropy.formats.schema import JOINT_GROUPS
 
 _OBSERVATION_GROUPS = ("joint_angles", "joint_vels", "projected_g", "accel", "gyro")
 

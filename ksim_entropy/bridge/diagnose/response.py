@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ksim_entropy.bridge.diagnose.core import MAX_SPAN_FACTOR, Channels, DiagnosisError
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.formats.schema import StepLog
 
 
 @dataclass(frozen=True)

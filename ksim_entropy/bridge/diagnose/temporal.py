@@ -7,7 +7,7 @@ from ksim_entropy.bridge.diagnose.delay import loop_delays
 from ksim_entropy.bridge.diagnose.noise import response_loss
 from ksim_entropy.bridge.diagnose.response import Dense, ResponseModel
 from ksim_entropy.bridge.metrics import cross_correlation_lag
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.formats.schema import StepLog
 
 _LATE_FACTOR = 1.5  # an interval longer than this many nominal periods is late (a missed tick or an overrun)
 

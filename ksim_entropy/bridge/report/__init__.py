@@ -33,7 +33,6 @@ import json
 import os
 import time
 
-from ksim_entropy.bridge.jsonfile import atomic_write
 from ksim_entropy.bridge.report.analysis import (
     GapReport,
     GapReportError,
@@ -50,7 +49,8 @@ from ksim_entropy.bridge.report.analysis import (
 )
 from ksim_entropy.bridge.report.page import render_html
 from ksim_entropy.bridge.report.plots import write_plots
-from ksim_entropy.bridge.schema import LogReport, StepLog
+from ksim_entropy.formats.jsonfile import atomic_write
+from ksim_entropy.formats.schema import LogReport, StepLog
 
 __all__ = [
     "GapReport",

@@ -27,7 +27,7 @@ from ksim_entropy.bridge.metrics import (
     rmse,
     wasserstein_1d,
 )
-from ksim_entropy.bridge.schema import LogReport, StepLog
+from ksim_entropy.formats.schema import LogReport, StepLog
 
 Progress = Callable[[str], None]
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ksim_entropy.bridge.report.analysis import BAND_TEXT
-from ksim_entropy.bridge.schema import CHANNEL_GROUPS
+from ksim_entropy.formats.schema import CHANNEL_GROUPS
 
 _CSS = """
 :root { --ink: #1d2433; --muted: #5b6475; --line: #dfe3ea; --card: #ffffff; --bg: #f4f6f9; }

@@ -9,13 +9,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ksim_entropy.bridge.jsonfile import atomic_write
 from ksim_entropy.bridge.report.analysis import (
     ADVICE_GAP,
     TransferEfficiency,
     finite_values,
 )
-from ksim_entropy.bridge.schema import CHANNEL_GROUPS, StepLog
+from ksim_entropy.formats.jsonfile import atomic_write
+from ksim_entropy.formats.schema import CHANNEL_GROUPS, StepLog
 
 SIM_COLOR, REAL_COLOR, REPLAY_COLOR = "#1f77b4", "#d62728", "#2ca02c"
 TIMESERIES_WINDOW_S = 10.0

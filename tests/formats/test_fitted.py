@@ -1,4 +1,4 @@
-"""`fitted.json` (ksim_entropy.bridge.fitted): strict round trip, clear errors, IMU moments against closed forms."""
+"""`fitted.json` (ksim_entropy.formats.fitted): strict round trip, clear errors, IMU moments against closed forms."""
 
 import json
 import math
@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from ksim_entropy.bridge.fitted import FittedParameter, FittedRandomization, FittedRandomizationError, imu_moments
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.formats.fitted import FittedParameter, FittedRandomization, FittedRandomizationError, imu_moments
+from ksim_entropy.formats.schema import StepLog
 
 
 def _fitted() -> FittedRandomization:

@@ -1,4 +1,4 @@
-"""Strict JSON files for the bridge's formats: atomic writes that never replace a file unasked, strict reads.
+"""Strict JSON files for the shared formats: atomic writes that never replace a file unasked, strict reads.
 
 Pure standard library. Readers raise `JsonFileError` with a one-line reason; the format modules prefix it with
 the path and re-raise their own error type.

@@ -27,9 +27,9 @@ from typing import Any, NoReturn
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ksim_entropy.bridge.jsonfile import JsonFileError, read_json, write_json
-from ksim_entropy.bridge.schema import CHANNEL_GROUPS, StepLog
 from ksim_entropy.constants import HALF_LOG_2PI_E
+from ksim_entropy.formats.jsonfile import JsonFileError, read_json, write_json
+from ksim_entropy.formats.schema import CHANNEL_GROUPS, StepLog
 
 __all__ = ["DEFAULT_GROUPS", "FORMAT", "VERSION", "EntropyProfile", "EntropyProfileError", "GroupProfile"]
 
@@ -199,8 +199,8 @@ class EntropyProfile:
         `min_std` (in the group's unit): a constant channel (a locked joint, a fixed command) has σ = 0, i.e.
         entropy −∞ and a zero divisor for any normalised comparison. `source` defaults to `log.source`.
         """
-        # _metric_core imports SciPy (~0.8 s): imported here so that loading a profile (training code) stays NumPy.
-        from ksim_entropy.bridge._metric_core import MetricInputError, check_samples
+        # The bridge's metrics import SciPy (~0.8 s): imported here so that loading a profile (training) stays NumPy.
+        from ksim_entropy.bridge.metrics import MetricInputError, check_samples
 
         if not isinstance(log, StepLog):
             _fail(f"from_log needs a StepLog, got {type(log).__name__}", field="log")

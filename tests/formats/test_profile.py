@@ -13,8 +13,8 @@ from scipy import stats
 
 from ksim_entropy.bridge.cli import main
 from ksim_entropy.bridge.logs import read_ndjson, write_ndjson
-from ksim_entropy.bridge.profile import FORMAT, VERSION, EntropyProfile, EntropyProfileError, GroupProfile
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.formats.profile import FORMAT, VERSION, EntropyProfile, EntropyProfileError, GroupProfile
+from ksim_entropy.formats.schema import StepLog
 
 REPO = Path(__file__).resolve().parents[2]
 CLI_PREFIX = "python -m ksim_entropy.bridge"
@@ -403,7 +403,7 @@ def test_process_exit_and_profile_import_stays_numpy(logs: Path) -> None:
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     code = (
-        "import sys, ksim_entropy.bridge.profile; "
+        "import sys, ksim_entropy.formats.profile; "
         "print(sorted(m for m in ('jax', 'ksim', 'mujoco', 'xax', 'scipy', 'matplotlib') if m in sys.modules))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -24,8 +24,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ksim_entropy.bridge.jsonfile import JsonFileError, read_json, write_json
-from ksim_entropy.bridge.schema import StepLog
+from ksim_entropy.formats.jsonfile import JsonFileError, read_json, write_json
+from ksim_entropy.formats.schema import StepLog
 
 __all__ = ["FORMAT", "VERSION", "FittedParameter", "FittedRandomization", "FittedRandomizationError", "imu_moments"]
 
