@@ -60,3 +60,28 @@ def test_latency_off_the_1khz_grid_and_wrong_offset_count_are_refused():
         reality_log(HiddenRobot(action_latency_s=0.0105), seconds=0.2, seed=0)
     with pytest.raises(ValueError, match="3 zero offsets; the robot has 20"):
         reality_log(HiddenRobot(zero_offset_rad=(0.0, 0.0, 0.0)), seconds=0.2, seed=0)
+
+
+def test_a_standing_log_under_pushes_and_a_fall():
+    """The shipped standing policy closed-loop on the stand-in robot (its latency, offsets, biases, noise): it stands
+    10 s under 0.1 m/s pushes, which show in the gyro against an unpushed run of the same seed; the accelerometer
+    reads the body's motion, not −g alone. A 1.5 m/s push topples it, which is an error, not a log of standing."""
+    from tests.test_standing_policy import POLICY
+
+    hidden = HiddenRobot.random(0, 20)
+    quiet = reality_log(hidden, seconds=10.0, seed=3, suspended=False, policy=POLICY)
+    pushed = reality_log(hidden, seconds=10.0, seed=3, suspended=False, policy=POLICY, push_mps=0.1)
+    assert len(pushed) == 500 and "push_mps=0.1" in pushed.source
+    assert np.all(pushed.group("command") == 0.0)
+    gyro_rms = [
+        float(np.sqrt(np.mean((log.group("gyro")[100:] - hidden.gyro_bias_rad_s) ** 2))) for log in (quiet, pushed)
+    ]
+    assert gyro_rms[1] > 1.5 * gyro_rms[0]
+    specific = pushed.group("accel") + pushed.group("projected_g") - hidden.accel_bias_mps2
+    assert np.abs(specific).max() > 0.5  # m/s²: the pushed body accelerates
+    with pytest.raises(ValueError, match="fell at t"):
+        reality_log(hidden, seconds=10.0, seed=3, suspended=False, policy=POLICY, push_mps=1.5)
+    with pytest.raises(ValueError, match="0 for a suspended robot"):
+        reality_log(hidden, seconds=1.0, seed=3, policy=POLICY, push_mps=0.1)
+    with pytest.raises(FileNotFoundError, match="no such .kinfer"):
+        reality_log(hidden, seconds=1.0, seed=3, suspended=False, policy="missing.kinfer")

@@ -8,7 +8,7 @@ run an exported `.kinfer` policy through kinfer's own runtime (`KBotSimProvider`
 log the robot writes, and to replay a log's actions open-loop.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import mujoco
@@ -18,7 +18,7 @@ from kinfer.rust_bindings import ModelProviderABC, PyModelMetadata
 from ksim_entropy.constants import GRAVITY_MPS2
 from ksim_entropy.kbot.robot import KBOT_NOMINAL_POSE_RAD, RobotFiles, load_metadata, load_robot_model
 
-__all__ = ["KBotSimProvider", "KBotSimulator", "SimOptions"]
+__all__ = ["KINFER_INPUT_SENSORS", "KBotSimProvider", "KBotSimulator", "SimOptions", "kinfer_inputs"]
 
 GRAVITY_VECTOR_MPS2 = np.array([0.0, 0.0, -GRAVITY_MPS2])
 
@@ -138,14 +138,32 @@ class KBotSimulator:
             self.data.qvel[:6] = 0.0
 
 
-# kinfer input name -> sensor key (the NDJSON log uses the sensor keys)
-_KINFER_TO_SENSOR = {
+KINFER_INPUT_SENSORS: Mapping[str, str] = {  # kinfer input name -> sensor key (the NDJSON log uses the sensor keys)
     "joint_angles": "joint_angles",
     "joint_angular_velocities": "joint_vels",
     "projected_gravity": "projected_g",
     "accelerometer": "accel",
     "gyroscope": "gyro",
 }
+
+
+def kinfer_inputs(
+    sensors: Mapping[str, np.ndarray], command: np.ndarray, time_s: float, names: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """A kinfer policy's inputs (float32) from sensor readings (`KBotSimulator.sensors` keys), a command, a time (s).
+
+    `names`: the inputs the runtime asks for (default: every input this simulator provides).
+    """
+    names = (*KINFER_INPUT_SENSORS, "command", "time") if names is None else names
+    inputs: dict[str, np.ndarray] = {}
+    for name in names:
+        if name == "command":
+            inputs[name] = np.asarray(command, dtype=np.float32)
+        elif name == "time":
+            inputs[name] = np.array([time_s], dtype=np.float32)
+        elif name in KINFER_INPUT_SENSORS:
+            inputs[name] = np.asarray(sensors[KINFER_INPUT_SENSORS[name]], dtype=np.float32)
+    return inputs
 
 
 class KBotSimProvider(ModelProviderABC):
@@ -165,16 +183,7 @@ class KBotSimProvider(ModelProviderABC):
         self.actions: list[np.ndarray] = []
 
     def get_inputs(self, input_types: list[str], metadata: PyModelMetadata) -> Mapping[str, np.ndarray]:
-        sensors = self.sim.sensors()
-        inputs: dict[str, np.ndarray] = {}
-        for name in input_types:
-            if name == "command":
-                inputs[name] = np.asarray(self.command(self.sim.time_s), dtype=np.float32)
-            elif name == "time":
-                inputs[name] = np.array([self.sim.time_s], dtype=np.float32)
-            elif name in _KINFER_TO_SENSOR:
-                inputs[name] = sensors[_KINFER_TO_SENSOR[name]].astype(np.float32)
-        return inputs
+        return kinfer_inputs(self.sim.sensors(), self.command(self.sim.time_s), self.sim.time_s, input_types)
 
     def take_action(self, action: np.ndarray, metadata: PyModelMetadata) -> None:
         action = np.asarray(action, dtype=float)

@@ -36,7 +36,7 @@ import numpy as np
 from ksim_entropy.export import KinferRunner, KinferSession
 from ksim_entropy.formats.jsonfile import atomic_write, write_json
 from ksim_entropy.kbot.robot import RobotFiles
-from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
+from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions, kinfer_inputs
 from ksim_entropy.sim2real.sim_logs import SensorNoiseStds
 
 __all__ = [
@@ -209,17 +209,7 @@ def _episode(
     for _ in range(steps):
         sensors = sim.sensors()
         sensors = {k: v + rng.normal(0.0, stds[k], v.shape) if stds[k] > 0 else v for k, v in sensors.items()}
-        action = runner.step(
-            {
-                "joint_angles": sensors["joint_angles"].astype(np.float32),
-                "joint_angular_velocities": sensors["joint_vels"].astype(np.float32),
-                "projected_gravity": sensors["projected_g"].astype(np.float32),
-                "accelerometer": sensors["accel"].astype(np.float32),
-                "gyroscope": sensors["gyro"].astype(np.float32),
-                "command": command.astype(np.float32),
-                "time": np.array([sim.time_s], dtype=np.float32),
-            }
-        )
+        action = runner.step(kinfer_inputs(sensors, command, sim.time_s))
         if not np.isfinite(action).all():
             fell_at = sim.time_s
             break

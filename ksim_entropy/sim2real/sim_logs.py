@@ -38,7 +38,7 @@ from kinfer.rust_bindings import PyModelMetadata, PyModelRunner
 
 from ksim_entropy.bridge.logs import read_ndjson
 from ksim_entropy.formats.schema import StepLog
-from ksim_entropy.sim2real.sim import KBotSimProvider, KBotSimulator
+from ksim_entropy.sim2real.sim import KBotSimProvider, KBotSimulator, kinfer_inputs
 
 __all__ = [
     "COMMAND_NAMES",
@@ -54,13 +54,6 @@ __all__ = [
 COMMAND_NAMES = ("xvel", "yvel", "yawrate")  # the walking task's command vector (m/s, m/s, rad/s)
 _SENSOR_GROUPS = ("joint_angles", "joint_vels", "projected_g", "accel", "gyro")
 _JOINT_LIMIT_MARGIN_RAD = 0.05  # scripted targets stay this far inside each joint's range
-_KINFER_SENSOR = {  # kinfer input name -> sensor group (as in ksim_entropy.sim2real.sim)
-    "joint_angles": "joint_angles",
-    "joint_angular_velocities": "joint_vels",
-    "projected_gravity": "projected_g",
-    "accelerometer": "accel",
-    "gyroscope": "gyro",
-}
 
 
 @dataclass(frozen=True)
@@ -303,16 +296,7 @@ class _LoggedProvider(KBotSimProvider):
         self.actuation = actuation
 
     def get_inputs(self, input_types: list[str], metadata: PyModelMetadata) -> Mapping[str, np.ndarray]:
-        sensors = self.sensing.read()
-        inputs = {}
-        for name in input_types:
-            if name == "command":
-                inputs[name] = np.asarray(self.command(self.sim.time_s), dtype=np.float32)
-            elif name == "time":
-                inputs[name] = np.array([self.sim.time_s], dtype=np.float32)
-            elif name in _KINFER_SENSOR:
-                inputs[name] = sensors[_KINFER_SENSOR[name]].astype(np.float32)
-        return inputs
+        return kinfer_inputs(self.sensing.read(), self.command(self.sim.time_s), self.sim.time_s, input_types)
 
     def take_action(self, action: np.ndarray, metadata: PyModelMetadata) -> None:
         action = np.asarray(action, dtype=float)

@@ -15,18 +15,22 @@ writes to `fitted.json`:
 - `zero_offset/<joint>` (rad): the encoder reads q − δ and the servo closes its loop on that reading, so it drives
   the joint to target + δ (`JointZeroOffset`'s law);
 - `gyro_bias/<x|y|z>` (rad/s), `accel_bias/<x|y|z>` (m/s²): constant IMU biases;
+- `foot_friction`: the sliding friction coefficient of the foot capsules (None: the model's own, 0.64 on the K-Bot);
 - sensor noise: `ksim_entropy.sim2real.sim_logs.SensorNoiseStds`.
 """
 
 import math
+import os
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from ksim_entropy.export import KinferRunner, KinferSession
 from ksim_entropy.formats.schema import StepLog
-from ksim_entropy.kbot.robot import RobotFiles, resolve_robot_files
-from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
+from ksim_entropy.kbot.robot import KBOT_FOOT_COLLISION_GEOMS, RobotFiles, resolve_robot_files
+from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions, kinfer_inputs
 from ksim_entropy.sim2real.sim_logs import SensorNoiseStds, joint_limits, motion_script, random_commands
 
 __all__ = ["REALITY_DT_S", "HiddenRobot", "perturbed_simulator", "reality_log"]
@@ -51,6 +55,7 @@ class HiddenRobot:
     gyro_bias_rad_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
     accel_bias_mps2: tuple[float, float, float] = (0.0, 0.0, 0.0)
     noise: SensorNoiseStds = field(default_factory=SensorNoiseStds)
+    foot_friction: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("mass_scale", "frictionloss_scale", "armature_scale", "kp_scale", "kd_scale"):
@@ -66,6 +71,8 @@ class HiddenRobot:
             if not np.isfinite(values).all():
                 raise ValueError(f"HiddenRobot.{name} must be finite, got {getattr(self, name)!r}")
             object.__setattr__(self, name, tuple(float(v) for v in values))
+        if self.foot_friction is not None and not (math.isfinite(self.foot_friction) and self.foot_friction > 0):
+            raise ValueError(f"HiddenRobot.foot_friction must be finite and > 0, got {self.foot_friction!r}")
         if len(self.gyro_bias_rad_s) != 3 or len(self.accel_bias_mps2) != 3:
             raise ValueError("HiddenRobot: gyro_bias_rad_s and accel_bias_mps2 need 3 values (x, y, z)")
 
@@ -86,6 +93,7 @@ class HiddenRobot:
             gyro_bias_rad_s=tuple(rng.uniform(-0.02, 0.02, 3)),
             accel_bias_mps2=tuple(rng.uniform(-0.3, 0.3, 3)),
             noise=noise if noise is not None else SensorNoiseStds(),
+            foot_friction=float(rng.uniform(0.4, 1.0)),  # drawn last: the draws above are as before it was added
         )
 
     def values(self, joint_names: tuple[str, ...]) -> dict[str, float]:
@@ -107,6 +115,8 @@ class HiddenRobot:
         out.update({f"zero_offset/{joint}": float(v) for joint, v in zip(joint_names, offsets, strict=True)})
         out.update({f"gyro_bias/{a}": v for a, v in zip(_AXES, self.gyro_bias_rad_s, strict=True)})
         out.update({f"accel_bias/{a}": v for a, v in zip(_AXES, self.accel_bias_mps2, strict=True)})
+        if self.foot_friction is not None:
+            out["foot_friction"] = self.foot_friction
         return out
 
     def offsets(self, num_joints: int) -> np.ndarray:
@@ -118,7 +128,7 @@ class HiddenRobot:
 
 
 def perturbed_simulator(files: RobotFiles, hidden: HiddenRobot, suspended: bool) -> KBotSimulator:
-    """A 1 kHz CPU simulator of the K-Bot with `hidden`'s masses, joint friction, armature, damping and PD gains."""
+    """A 1 kHz CPU K-Bot with `hidden`'s masses, joint friction, armature, damping, PD gains and foot friction."""
     sim = KBotSimulator(files, SimOptions(dt_s=REALITY_DT_S, suspended=suspended))
     model = sim.model
     model.body_mass[1:] *= hidden.mass_scale
@@ -128,6 +138,9 @@ def perturbed_simulator(files: RobotFiles, hidden: HiddenRobot, suspended: bool)
     model.dof_damping[6:] += hidden.joint_damping
     sim.kp = sim.kp * hidden.kp_scale
     sim.kd = sim.kd * hidden.kd_scale
+    if hidden.foot_friction is not None:
+        feet = [model.geom(g).id for pair in KBOT_FOOT_COLLISION_GEOMS.values() for g in pair]
+        model.geom_friction[feet, 0] = hidden.foot_friction
     sim.reset()
     return sim
 
@@ -151,14 +164,22 @@ def reality_log(
     num_sines: int = 4,
     dither_rad: float = 0.02,
     ctrl_dt_s: float = 0.02,
+    policy: str | os.PathLike[str] | None = None,
+    push_mps: float = 0.0,
+    push_interval_s: tuple[float, float] = (2.0, 4.0),
 ) -> StepLog:
-    """A seeded excitation run of the hidden robot, logged like kinfer logs a real one (50 Hz, rad, m/s²).
+    """A seeded run of the hidden robot, logged like kinfer logs a real one (50 Hz, rad, m/s²).
 
-    The excitation is `sim_logs`' multi-sine script around the nominal pose plus white `dither_rad` per step,
-    clipped inside the joint ranges (the same script as `scripted_log`). At each control step: read the sensors as
-    they were `obs_latency_s` ago (encoder reading q − δ, IMU with biases, all with noise), compute and log the
-    targets; the servos receive them `action_latency_s` later and drive to target + δ at 1 kHz. Suspended: the base
-    is held (robot on a stand), its accelerometer reads −g in the IMU frame plus bias.
+    Targets: without `policy`, `sim_logs`' multi-sine excitation script around the nominal pose plus white
+    `dither_rad` per step, clipped inside the joint ranges (the same script as `scripted_log`); with `policy` (a
+    `.kinfer`), that policy closed-loop through kinfer's runtime at zero command, on the readings the log records.
+    At each control step: read the sensors as they were `obs_latency_s` ago (encoder reading q − δ, IMU with biases,
+    all with noise), compute and log the targets; the servos receive them `action_latency_s` later and drive to
+    target + δ at 1 kHz. Suspended: the base is held (robot on a stand), its accelerometer reads −g in the IMU frame
+    plus bias. Standing (`suspended=False`): the robot starts on the floor in the nominal pose; `push_mps` > 0 adds
+    a horizontal velocity impulse to the base in a random direction every U(`push_interval_s`) s (the sim-to-sim
+    gate's push), and a fall (base below 60 % of its start height or tilted over 45°) raises `ValueError`: the log
+    of a fallen robot (which sinks through the floor: only the feet collide) is no log of standing.
     """
     files = files if files is not None else resolve_robot_files("local")
     sim = perturbed_simulator(files, hidden, suspended)
@@ -168,6 +189,10 @@ def reality_log(
     steps = round(seconds / ctrl_dt_s) if math.isfinite(seconds) else 0
     if steps < 2:
         raise ValueError(f"seconds={seconds!r} gives {steps} control steps; need >= 2")
+    if push_mps < 0 or not math.isfinite(push_mps) or (push_mps > 0 and suspended):
+        raise ValueError(f"push_mps must be finite and >= 0, and 0 for a suspended robot; got {push_mps!r}")
+    if not (0 < push_interval_s[0] <= push_interval_s[1] < math.inf):
+        raise ValueError(f"push_interval_s must be (low, high) seconds with 0 < low <= high, got {push_interval_s!r}")
     action_delay, obs_delay = _substeps(hidden.action_latency_s), _substeps(hidden.obs_latency_s)
     offsets = hidden.offsets(sim.num_joints)
     rng = np.random.default_rng(seed)
@@ -186,6 +211,10 @@ def reality_log(
         sensors["gyro"] = sensors["gyro"] + np.asarray(hidden.gyro_bias_rad_s)
         return {k: v + noise_rng.normal(0.0, stds[k], v.shape) if stds[k] > 0 else v for k, v in sensors.items()}
 
+    controller = _PolicyTargets(policy, low, high) if policy is not None else None
+    push_rng = np.random.default_rng(int(rng.integers(2**63)))
+    next_push = push_rng.uniform(*push_interval_s) if push_mps > 0 else math.inf
+    start_height = float(sim.data.qpos[2])
     first = reading()
     readings: deque[dict[str, np.ndarray]] = deque()  # sensor readings taken obs_delay substeps before a log step
     pending: deque[tuple[int, np.ndarray]] = deque()  # (substep at which the servos get it, target)
@@ -197,20 +226,52 @@ def reality_log(
         for name, value in logged.items():
             columns[name].append(value)
         time_s = start * REALITY_DT_S
-        target = np.clip(script(time_s) + rng.normal(0.0, dither_rad, sim.num_joints), low, high)
-        columns["command"].append(commands(time_s))
+        if controller is None:
+            target = np.clip(script(time_s) + rng.normal(0.0, dither_rad, sim.num_joints), low, high)
+            columns["command"].append(commands(time_s))
+        else:
+            target = controller(logged, time_s)
+            columns["command"].append(controller.command)
         columns["output"].append(target)
         pending.append((start + action_delay, target))
         for sub in range(start, start + per_step):
             while pending and pending[0][0] <= sub:
                 applied = pending.popleft()[1]
+            if sub * REALITY_DT_S >= next_push:
+                angle = push_rng.uniform(0.0, 2 * math.pi)
+                sim.data.qvel[0:2] += push_mps * np.array([math.cos(angle), math.sin(angle)])
+                next_push += push_rng.uniform(*push_interval_s)
             sim.physics_step(applied + offsets)
             if (sub + 1 + obs_delay) % per_step == 0:  # the state a later log step reports
                 readings.append(reading())
+        if not suspended and (sim.data.qpos[2] < 0.6 * start_height or _tilt_deg(sim.data.qpos[3:7]) > 45.0):
+            raise ValueError(f"the stand-in robot fell at t = {sim.time_s:.2f} s (push_mps={push_mps}, seed={seed})")
     return StepLog(
         step_id=np.arange(steps, dtype=np.int64),
         t_us=np.arange(steps, dtype=np.int64) * round(ctrl_dt_s * 1e6),
         groups={name: np.stack(values) for name, values in columns.items()},
         joint_names=sim.joint_names,
-        source=f"reality_log(seed={seed}, seconds={seconds}, suspended={suspended})",
+        source=f"reality_log(seed={seed}, seconds={seconds}, suspended={suspended}"
+        + (f", policy={Path(policy).name}, push_mps={push_mps})" if policy is not None else ")"),
     )
+
+
+def _tilt_deg(quat: np.ndarray) -> float:
+    """Angle between a body's z axis and the world's (deg), from its (w, x, y, z) orientation."""
+    _, x, y, _ = quat
+    return math.degrees(math.acos(max(-1.0, min(1.0, 1 - 2 * (x * x + y * y)))))
+
+
+class _PolicyTargets:
+    """A `.kinfer` policy at zero command as a target source: readings (sensor keys) -> joint targets (rad)."""
+
+    def __init__(self, path: str | os.PathLike[str], low: np.ndarray, high: np.ndarray) -> None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such .kinfer file")
+        self.runner = KinferRunner(path)
+        self.command = np.zeros(len(KinferSession(path).metadata.get("command_names") or ()))
+        self.low, self.high = low, high
+
+    def __call__(self, reading: dict[str, np.ndarray], time_s: float) -> np.ndarray:
+        action = self.runner.step(kinfer_inputs(reading, self.command, time_s))
+        return np.clip(action[: len(self.low)], self.low, self.high)
