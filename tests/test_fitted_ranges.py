@@ -22,6 +22,7 @@ RANGES = {  # name: (low, high, prior)
     "gyro_bias/x": (0.019, 0.0193, (-1.0, 1.0)),
     "gyro_bias/y": (-0.031, -0.030, (-1.0, 1.0)),
     "gyro_bias/z": (0.005, 0.006, (-1.0, 1.0)),
+    "foot_friction": (0.556, 1.5, (0.2, 1.5)),  # a lower bound from standing logs
 }
 
 
@@ -75,6 +76,8 @@ def test_fitted_ranges_replace_the_defaults(model_and_joints, tmp_path):
         low, high = (np.asarray(b) for b in by_name[cls].dist.bounds(1.0))
         np.testing.assert_allclose(low, RANGES[name][0], rtol=1e-6, err_msg=name)
         np.testing.assert_allclose(high, RANGES[name][1], rtol=1e-6, err_msg=name)
+    low, high = (np.asarray(b) for b in by_name["GeomFriction"].dist.bounds(1.0))
+    np.testing.assert_allclose([low.min(), high.max()], RANGES["foot_friction"][:2], rtol=1e-6)
     low, high = (np.asarray(b) for b in by_name["JointZeroOffset"].dist.bounds(1.0))
     np.testing.assert_allclose(low, offsets - 0.005, atol=1e-7)
     np.testing.assert_allclose(high, offsets + 0.005, atol=1e-7)

@@ -204,3 +204,82 @@ def test_a_fractional_latency_is_the_target_switching_inside_a_physics_step(repl
     error = np.abs(half_step - (fine[1] - fine[0])).max()
     print(f"one step of latency: {one_step:.2e} rad; half a step, blended vs switched mid-step: {error:.2e} rad")
     assert error < 0.1 * one_step
+
+
+def _tilt_deg(quat: np.ndarray) -> float:
+    _, x, y, _ = quat
+    return float(np.degrees(np.arccos(np.clip(1 - 2 * (x * x + y * y), -1.0, 1.0))))
+
+
+def test_a_standing_windows_base_state_is_the_one_mujoco_had():
+    """The shipped standing policy on CPU MuJoCo (1 ms), pushed once: from each moment's readings alone (joint
+    angles and velocities, projected gravity, gyro) `floor_start` puts the base where MuJoCo had it: height within
+    0.5 mm, tilt within 0.05°, speed and vertical velocity within 0.015 m/s (yaw and the horizontal position are
+    arbitrary on a flat floor). Windows without the IMU readings are refused."""
+    from ksim_entropy.export import KinferRunner
+    from ksim_entropy.sim2real.fit import standing_parameters
+    from ksim_entropy.sim2real.replay import Windows
+    from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions, kinfer_inputs
+    from tests.test_standing_policy import POLICY
+
+    files = resolve_robot_files("local")
+    sim = KBotSimulator(files, SimOptions(dt_s=0.001))
+    runner = KinferRunner(POLICY)
+    moments = []
+    for step in range(120):
+        sensors = sim.sensors()
+        if step in (30, 52, 55, 60, 90, 119):
+            moments.append((sensors, sim.data.qpos[:7].copy(), sim.data.qvel[:6].copy()))
+        if step == 50:
+            sim.data.qvel[0:2] += [0.2, -0.1]  # a push
+        sim.step(runner.step(kinfer_inputs(sensors, np.zeros(3), sim.time_s))[: sim.num_joints])
+    count = len(moments)
+    windows = Windows(
+        angles0=np.stack([m[0]["joint_angles"] for m in moments]),
+        vels0=np.stack([m[0]["joint_vels"] for m in moments]),
+        targets=np.zeros((count, 3, 20)),
+        angles=np.zeros((count, 1, 20)),
+        vels=np.zeros((count, 1, 20)),
+        history=2,
+        projected_g0=np.stack([m[0]["projected_g"] for m in moments]),
+        gyro0=np.stack([m[0]["gyro"] for m in moments]),
+    )
+    options = SimOptions(dt_s=0.001)
+    replay = ReplayModel(files, standing_parameters(files), suspended=False, options=options, servo="explicit")
+    qpos, qvel = replay.floor_start(windows)
+    for (_, true_qpos, true_qvel), got_qpos, got_qvel in zip(moments, qpos, qvel, strict=True):
+        assert abs(got_qpos[2] - true_qpos[2]) < 5e-4
+        assert abs(_tilt_deg(got_qpos[3:]) - _tilt_deg(true_qpos[3:])) < 0.05
+        assert abs(np.linalg.norm(got_qvel[:2]) - np.linalg.norm(true_qvel[:2])) < 0.015
+        assert abs(got_qvel[2] - true_qvel[2]) < 0.015
+    assert max(np.linalg.norm(m[2][:2]) for m in moments) > 0.15  # the push moved the base
+    with pytest.raises(ValueError, match="projected gravity and gyro"):
+        replay.floor_start(Windows(windows.angles0, windows.vels0, windows.targets, windows.angles, windows.vels, 2))
+
+
+def test_a_standing_log_replays_on_the_floor_with_its_feet_holding_only_at_enough_friction():
+    """A noise-free standing log of the stand-in robot (the shipped policy, 1 kHz PD, 8 ms loop, foot μ 0.8)
+    replayed at the true values: its joint angles to a few mrad RMS over 0.5 s windows; at μ 0.25 the feet slide
+    apart and the replay misses by several times more."""
+    from ksim_entropy.sim2real.fit import standing_parameters
+    from ksim_entropy.sim2real.sim import SimOptions
+    from ksim_entropy.sim2real.sim_logs import SensorNoiseStds
+    from tests.test_standing_policy import POLICY
+
+    files = resolve_robot_files("local")
+    hidden = HiddenRobot(
+        action_latency_s=0.005, obs_latency_s=0.003, foot_friction=0.8, noise=SensorNoiseStds(0, 0, 0, 0, 0)
+    )
+    log = reality_log(hidden, seconds=6.0, seed=2, suspended=False, policy=POLICY)
+    groups = [np.asarray(log.group(g), dtype=np.float64) for g in ("joint_angles", "joint_vels", "output")]
+    imu = (log.group("projected_g"), log.group("gyro"))
+    windows = make_windows(*groups, starts=[40, 100, 160, 240], horizon=25, history=HISTORY, imu=imu)
+    replay = ReplayModel(
+        files, standing_parameters(files), suspended=False, options=SimOptions(dt_s=0.001), servo="explicit"
+    )
+    values = [np.concatenate(p) for p in zip(_values(1), _values(1), strict=True)] + [np.array([[0.8], [0.25]])]
+    angles, _ = replay.replay(values, np.array([8.0, 8.0]), windows)
+    rms = np.sqrt(np.mean((angles - windows.angles[None]) ** 2, axis=(1, 2, 3)))
+    print(f"RMS joint-angle residual: μ 0.8 (truth) {rms[0] * 1e3:.2f} mrad, μ 0.25 {rms[1] * 1e3:.2f} mrad")
+    assert rms[0] < 3e-3
+    assert rms[1] > 3 * rms[0]

@@ -147,7 +147,8 @@ class FittedRandomization:
     def summary(self) -> str:
         lines = [f"fitted randomization of {self.robot} (final loss {self.final_loss:.4g})"]
         for p in self.parameters:
-            flag = "" if p.identifiable else "  (unidentifiable: prior range kept)"
+            kept = "prior range kept" if (p.low, p.high) == tuple(p.prior) else "the data bound its range"
+            flag = "" if p.identifiable else f"  (unidentifiable: {kept})"
             lines.append(
                 f"  {p.name:36s} {p.mean:+.5g} ± {p.uncertainty:.2g} {p.unit:10s} "
                 f"range [{p.low:+.5g}, {p.high:+.5g}]{flag}"

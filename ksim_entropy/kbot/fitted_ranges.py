@@ -6,6 +6,7 @@ draws uniformly from those ranges, scaled by the task's randomization widths lik
 - `mass_scale`, `frictionloss_scale`, `armature_scale`, `joint_damping` (N·m·s/rad, added), `kp_scale`, `kd_scale`
   → the ranges of the matching shared randomizers (`BodyMassScale`, `JointFrictionLoss`, ...);
 - `zero_offset/<joint>` (rad) → `JointZeroOffset`, one range per joint;
+- `foot_friction` (from standing logs; a lower bound when the feet never slid) → the feet's `GeomFriction` range;
 - `action_latency_s`, `obs_latency_s` (s) → the actuator and observation delay ranges;
 - IMU: `noise_std/gyro` and `noise_std/projected_g` → the uniform noise of the same variance (half-width √3·σ);
   `gyro_bias/<axis>` → the gyro's per-episode bias half-width, the largest |bound| over the axes.
@@ -35,6 +36,7 @@ class FittedRanges:
     zero_offset_rad: tuple[np.ndarray, np.ndarray] | None = None  # per joint, in the robot's joint order
     action_latency_s: tuple[float, float] | None = None
     obs_latency_s: tuple[float, float] | None = None
+    foot_friction: tuple[float, float] | None = None  # the foot capsules' sliding friction coefficient
     sensor_noise: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)  # obs -> (noise, bias)
 
 
@@ -67,6 +69,7 @@ def fitted_ranges(fitted: FittedRandomization, joint_names: Sequence[str]) -> Fi
         zero_offset_rad=zero_offset,
         action_latency_s=_range(fitted, "action_latency_s"),
         obs_latency_s=_range(fitted, "obs_latency_s"),
+        foot_friction=_range(fitted, "foot_friction"),
         sensor_noise=sensor,
     )
 

@@ -337,6 +337,7 @@ class KBotWalkingTask(
         fitted = self.fitted_ranges(physics_model)
         r = {k: {"low": lo, "high": hi} for k, (lo, hi) in {**DEFAULT_PHYSICS_RANGES, **fitted.physics}.items()}
         offset_lo, offset_hi = fitted.zero_offset_rad or (-0.03, 0.03)  # Playground qpos0 is ±0.05
+        friction_lo, friction_hi = fitted.foot_friction or (0.4, 1.0)  # Playground's floor
         return DomainRandomization(
             parameters=[
                 BodyMassScale.create(physics_model, **r["mass_scale"], **w),
@@ -345,7 +346,7 @@ class KBotWalkingTask(
                 JointFrictionLoss.create(physics_model, **r["frictionloss_scale"], **w),
                 JointDamping.create(physics_model, **r["joint_damping"], mode="add", **w),
                 JointArmature.create(physics_model, **r["armature_scale"], **w),
-                GeomFriction.create(physics_model, geom_names=feet, low=0.4, high=1.0, **w),  # Playground floor
+                GeomFriction.create(physics_model, geom_names=feet, low=friction_lo, high=friction_hi, **w),
                 ImuMisalignment.create(physics_model, **w),  # ksim's 2 deg
                 ActuatorKpScale.create(physics_model, **r["kp_scale"], **w),
                 ActuatorKdScale.create(physics_model, **r["kd_scale"], **w),

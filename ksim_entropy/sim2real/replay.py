@@ -9,6 +9,13 @@ The model is the one `tasks.walk` trains on (MuJoCo PD servos from `use_native_p
 `ksim_entropy.sim2real.sim.SimOptions`; 4 ms physics unless `options` say otherwise). A suspended robot has its base
 pinned after every physics step and its contacts disabled (its feet hang clear of the floor).
 
+A standing robot (`suspended=False`) stands on the floor with its contacts on. A log does not record where the base is
+or how fast it moves, so each window's base state is reconstructed from the readings at its start
+(`ReplayModel.floor_start`): the orientation from the projected gravity (yaw is arbitrary on a flat floor), the
+angular velocity from the gyroscope, the height from the joint angles with the lowest foot point on the floor, and
+the linear velocity from the joint velocities with the feet's contact points at rest (the feet do not slide). These
+windows need the logged `projected_g` and `gyro` (`make_windows(..., imu=...)`).
+
 Servos: `servo="native"` steps MuJoCo's own PD actuators, whose damping term the implicit integrator treats
 implicitly (as training does). `servo="explicit"` computes the same law, clip(kp·(target + δ − q) − kd·q̇), from
 the (randomized) actuator fields once per physics step and applies it as a motor force, the way a servo's firmware
@@ -23,6 +30,7 @@ time-weighted mean of the old and the new one, which makes the replay, and the f
 """
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,7 +42,7 @@ from jaxtyping import Array
 from mujoco import mjx
 
 from ksim_entropy.actuation import use_native_pd
-from ksim_entropy.kbot.robot import RobotFiles, load_metadata, load_robot_model
+from ksim_entropy.kbot.robot import KBOT_FOOT_COLLISION_GEOMS, RobotFiles, load_metadata, load_robot_model
 from ksim_entropy.randomization import RandomizedParameter, with_updates
 from ksim_entropy.sim2real.sim import SimOptions
 
@@ -51,6 +59,8 @@ class Windows:
     angles: np.ndarray  # (W, horizon, J) rad: readings at s+1 … s+horizon
     vels: np.ndarray  # (W, horizon, J) rad/s
     history: int
+    projected_g0: np.ndarray | None = None  # (W, 3) m/s², IMU frame, at each window's start (standing replay only)
+    gyro0: np.ndarray | None = None  # (W, 3) rad/s, IMU frame, at each window's start (standing replay only)
 
     @property
     def horizon(self) -> int:
@@ -58,9 +68,19 @@ class Windows:
 
 
 def make_windows(
-    angles: np.ndarray, vels: np.ndarray, outputs: np.ndarray, starts: Sequence[int], horizon: int, history: int
+    angles: np.ndarray,
+    vels: np.ndarray,
+    outputs: np.ndarray,
+    starts: Sequence[int],
+    horizon: int,
+    history: int,
+    imu: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Windows:
-    """Cut windows at control steps `starts` out of one log's (T, J) arrays (rows must be consecutive steps)."""
+    """Cut windows at control steps `starts` out of one log's (T, J) arrays (rows must be consecutive steps).
+
+    `imu`: the log's (T, 3) projected gravity (m/s²) and gyroscope (rad/s, biases removed if known), which a standing
+    replay needs for each window's base state.
+    """
     starts = np.asarray(starts, dtype=int)
     if horizon < 1 or history < 1:
         raise ValueError(f"need horizon >= 1 and history >= 1, got {horizon}, {history}")
@@ -75,6 +95,8 @@ def make_windows(
         angles=angles[ahead],
         vels=vels[ahead],
         history=history,
+        projected_g0=None if imu is None else np.asarray(imu[0], dtype=float)[starts],
+        gyro0=None if imu is None else np.asarray(imu[1], dtype=float)[starts],
     )
 
 
@@ -116,6 +138,9 @@ class ReplayModel:
         base = data.qpos[:7].copy()
         base[2] += 0.3  # as ksim_entropy.sim2real.sim: the suspended robot's feet hang clear of the floor
         self._base = jnp.asarray(base)
+        imu_site = int(mj_model.sensor("imu_gyro").objid[0])
+        self._imu_in_base = data.xmat[1].reshape(3, 3).T @ data.site_xmat[imu_site].reshape(3, 3)
+        self._feet = tuple(mj_model.geom(g).id for pair in KBOT_FOOT_COLLISION_GEOMS.values() for g in pair)
         self._mjx_model = mjx.put_model(mj_model)
         self._offset_index = next(
             (i for i, p in enumerate(self.parameters) if type(p).__name__ == "JointZeroOffset"), None
@@ -125,6 +150,48 @@ class ReplayModel:
     @property
     def num_joints(self) -> int:
         return len(self.joint_names)
+
+    def floor_start(self, windows: Windows) -> tuple[np.ndarray, np.ndarray]:
+        """Each standing window's base state: qpos (W, 7) (m, quaternion) and qvel (W, 6) (m/s world, rad/s local).
+
+        Orientation: the rotation nearest the identity that takes the measured down direction (the projected
+        gravity, turned from the IMU frame to the base's) to the world's; the height puts the lowest point of the
+        foot capsules on the floor (z = 0); the linear velocity makes the mean velocity of the foot points within
+        5 mm of the floor zero, given the gyro's angular velocity and the logged joint velocities. Joint zero offsets
+        are not applied here (mrad: sub-millimetre heights).
+        """
+        if windows.projected_g0 is None or windows.gyro0 is None:
+            raise ValueError("a standing replay needs each window's projected gravity and gyro (make_windows(imu=...))")
+        model, data = self.mj_model, mujoco.MjData(self.mj_model)
+        qpos, qvel = np.zeros((len(windows.angles0), 7)), np.zeros((len(windows.angles0), 6))
+        jac = np.zeros((3, model.nv))
+        for w, (angles, vels, gravity, gyro) in enumerate(
+            zip(windows.angles0, windows.vels0, windows.projected_g0, windows.gyro0, strict=True)
+        ):
+            down = self._imu_in_base @ (gravity / np.linalg.norm(gravity))  # in the base frame
+            quat = np.zeros(4)
+            axis = np.cross(down, [0.0, 0.0, -1.0])
+            angle = math.atan2(np.linalg.norm(axis), -down[2])
+            mujoco.mju_axisAngle2Quat(quat, axis / max(np.linalg.norm(axis), 1e-12), angle)
+            data.qpos[:] = np.concatenate([[0.0, 0.0, 0.0], quat, angles])
+            data.qvel[:] = np.concatenate([[0.0, 0.0, 0.0], self._imu_in_base @ gyro, vels])
+            mujoco.mj_kinematics(model, data)
+            mujoco.mj_comPos(model, data)
+            points = []
+            for g in self._feet:
+                axis_z, half = data.geom_xmat[g].reshape(3, 3)[:, 2], model.geom_size[g, 1]
+                ends = data.geom_xpos[g] + np.outer([-half, half], axis_z)
+                low = ends[np.argmin(ends[:, 2])] - [0.0, 0.0, model.geom_size[g, 0]]
+                points.append((g, low))
+            floor = min(p[2] for _, p in points)
+            velocity = []
+            for g, point in points:
+                if point[2] - floor < 0.005:
+                    mujoco.mj_jac(model, data, jac, None, point, int(model.geom_bodyid[g]))
+                    velocity.append(jac @ data.qvel)
+            qpos[w] = np.concatenate([[0.0, 0.0, -floor], quat])
+            qvel[w] = np.concatenate([-np.mean(velocity, axis=0), data.qvel[3:6]])
+        return qpos, qvel
 
     def _model(self, values: tuple[Array, ...]) -> mjx.Model:
         model = self._mjx_model
@@ -158,6 +225,8 @@ class ReplayModel:
         delay: Array,
         offsets: Array,
         dvels0: Array,
+        base_qpos: Array,
+        base_qvel: Array,
         angles0: Array,
         vels0: Array,
         targets: Array,
@@ -165,8 +234,8 @@ class ReplayModel:
     ) -> tuple[Array, Array]:
         data = mjx.make_data(model)
         servo_step = self._servo_step(model)
-        qpos = jnp.concatenate([self._base, angles0 + offsets])
-        qvel = jnp.concatenate([jnp.zeros(6), vels0 + dvels0])
+        qpos = jnp.concatenate([base_qpos, angles0 + offsets])
+        qvel = jnp.concatenate([base_qvel, vels0 + dvels0])
         data = data.replace(qpos=qpos, qvel=qvel)
         substeps = self.substeps
 
@@ -195,6 +264,8 @@ class ReplayModel:
         values: tuple[Array, ...],
         delay: Array,
         dvels0: Array,
+        base_qpos: Array,
+        base_qvel: Array,
         angles0: Array,
         vels0: Array,
         targets: Array,
@@ -204,8 +275,8 @@ class ReplayModel:
         model = self._model(values)
         offsets = jnp.zeros(self.num_joints) if self._offset_index is None else values[self._offset_index]
         offsets = jnp.broadcast_to(offsets, (self.num_joints,))
-        window = jax.vmap(self._window, in_axes=(None, None, None, None, 0, 0, 0, None))
-        return window(model, delay, offsets, dvels0, angles0, vels0, targets, history)
+        window = jax.vmap(self._window, in_axes=(None, None, None, None, 0, 0, 0, 0, 0, None))
+        return window(model, delay, offsets, dvels0, base_qpos, base_qvel, angles0, vels0, targets, history)
 
     def replay(
         self,
@@ -227,10 +298,19 @@ class ReplayModel:
         if start_vels is None:
             start_vels = np.zeros((len(delays), self.num_joints))
         values = tuple(jnp.asarray(v, dtype=jnp.float32) for v in values)
-        args = (jnp.asarray(windows.angles0), jnp.asarray(windows.vels0), jnp.asarray(windows.targets))
+        if self.suspended:
+            count = len(windows.angles0)
+            base_qpos, base_qvel = np.tile(np.asarray(self._base), (count, 1)), np.zeros((count, 6))
+        else:
+            base_qpos, base_qvel = self.floor_start(windows)
+        args = tuple(
+            jnp.asarray(a, dtype=jnp.float32)
+            for a in (base_qpos, base_qvel, windows.angles0, windows.vels0, windows.targets)
+        )
         if windows.history not in self._runs:
             batched = jax.vmap(
-                functools.partial(self._candidate, history=windows.history), in_axes=(0, 0, 0, None, None, None)
+                functools.partial(self._candidate, history=windows.history),
+                in_axes=(0, 0, 0, None, None, None, None, None),
             )
             self._runs[windows.history] = jax.jit(batched)
         dvels0 = jnp.asarray(start_vels, dtype=jnp.float32)
