@@ -48,6 +48,41 @@ from ksim_entropy.sim2real.sim import SimOptions
 
 __all__ = ["ReplayModel", "Windows", "make_windows"]
 
+_CONTACT_BAND_M = 0.005  # a foot capsule's end this close to the floor at a window's start is standing on it
+_CONTACT_HEIGHT_SIGMA_M = 5e-4  # how level the ends of flat feet lie (encoder noise, contact)
+_IMU_TILT_PRIOR_RAD = 0.01  # how far the projected gravity's tilt may be off (0.02 m/s² of noise is 2 mrad)
+
+
+def _levelling_rotation(points: np.ndarray) -> np.ndarray:
+    """The small world-frame rotation (w, x, y, z) that lays `points` (n, 3) m flat.
+
+    The plane through them is fitted by least squares with the IMU's tilt as a prior (`_IMU_TILT_PRIOR_RAD`) and
+    turned horizontal. Points on one line (a foot on an edge) leave the tilt across it to the prior.
+    """
+    rows = np.column_stack([points[:, 0], points[:, 1], np.ones(len(points))]) / _CONTACT_HEIGHT_SIGMA_M
+    prior = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]) / _IMU_TILT_PRIOR_RAD
+    slope = np.linalg.lstsq(np.vstack([rows, prior]), np.concatenate([points[:, 2] / _CONTACT_HEIGHT_SIGMA_M, [0, 0]]))
+    normal = np.array([-slope[0][0], -slope[0][1], 1.0])
+    normal /= np.linalg.norm(normal)
+    axis = np.cross(normal, [0.0, 0.0, 1.0])
+    quat = np.zeros(4)
+    mujoco.mju_axisAngle2Quat(
+        quat, axis / max(np.linalg.norm(axis), 1e-12), math.atan2(np.linalg.norm(axis), normal[2])
+    )
+    return quat
+
+
+def _at_rest_where(jacobian: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    """The qvel nearest `qvel` (the base's linear part free) with `jacobian @ qvel = 0` (points at rest).
+
+    Minimises ‖qvel − measured‖ over every coordinate but the base's linear velocity, which is unmeasured; the
+    constraint rows may be redundant (several points of one rigid foot), so the solve is a pseudo-inverse.
+    """
+    spread = np.ones(qvel.size)
+    spread[:3] = 1e6  # the base's linear velocity: unmeasured, so it moves first
+    gram = (jacobian * spread) @ jacobian.T
+    return qvel - spread * (jacobian.T @ (np.linalg.pinv(gram, rcond=1e-9) @ (jacobian @ qvel)))
+
 
 @dataclass(frozen=True)
 class Windows:
@@ -151,20 +186,25 @@ class ReplayModel:
     def num_joints(self) -> int:
         return len(self.joint_names)
 
-    def floor_start(self, windows: Windows) -> tuple[np.ndarray, np.ndarray]:
-        """Each standing window's base state: qpos (W, 7) (m, quaternion) and qvel (W, 6) (m/s world, rad/s local).
+    def floor_start(self, windows: Windows, offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each standing window's start: base qpos (W, 7) (m, quaternion) and qvel (W, 6 + J) (m/s world, rad/s).
 
         Orientation: the rotation nearest the identity that takes the measured down direction (the projected
-        gravity, turned from the IMU frame to the base's) to the world's; the height puts the lowest point of the
-        foot capsules on the floor (z = 0); the linear velocity makes the mean velocity of the foot points within
-        5 mm of the floor zero, given the gyro's angular velocity and the logged joint velocities. Joint zero offsets
-        are not applied here (mrad: sub-millimetre heights).
+        gravity, turned from the IMU frame to the base's) to the world's, then turned so that the foot capsules'
+        ends standing on the floor lie flat (`_levelling_rotation`: a flat foot tells the tilt better than a noisy
+        IMU; 0.12° of projected-gravity noise made the fitted friction 0.3 too high). The height puts the lowest
+        point of the foot capsules on the floor (z = 0). Velocity: the base's linear velocity is free; it, the
+        gyro's angular velocity and the logged joint velocities move as little as they must (least squares) for the
+        capsule ends within `_CONTACT_BAND_M` of the floor to be at rest: noisy joint velocities would otherwise start
+        the feet sliding against each other. The legs' pose is the logged angles plus the encoders' zero `offsets`
+        (J,) rad: 30 mrad at an ankle tilts a foot by as much.
         """
         if windows.projected_g0 is None or windows.gyro0 is None:
             raise ValueError("a standing replay needs each window's projected gravity and gyro (make_windows(imu=...))")
         model, data = self.mj_model, mujoco.MjData(self.mj_model)
-        qpos, qvel = np.zeros((len(windows.angles0), 7)), np.zeros((len(windows.angles0), 6))
+        qpos, qvel = np.zeros((len(windows.angles0), 7)), np.zeros((len(windows.angles0), model.nv))
         jac = np.zeros((3, model.nv))
+        offsets = np.zeros(self.num_joints) if offsets is None else np.asarray(offsets, dtype=float)
         for w, (angles, vels, gravity, gyro) in enumerate(
             zip(windows.angles0, windows.vels0, windows.projected_g0, windows.gyro0, strict=True)
         ):
@@ -173,25 +213,36 @@ class ReplayModel:
             axis = np.cross(down, [0.0, 0.0, -1.0])
             angle = math.atan2(np.linalg.norm(axis), -down[2])
             mujoco.mju_axisAngle2Quat(quat, axis / max(np.linalg.norm(axis), 1e-12), angle)
-            data.qpos[:] = np.concatenate([[0.0, 0.0, 0.0], quat, angles])
+            data.qpos[:] = np.concatenate([[0.0, 0.0, 0.0], quat, angles + offsets])
             data.qvel[:] = np.concatenate([[0.0, 0.0, 0.0], self._imu_in_base @ gyro, vels])
-            mujoco.mj_kinematics(model, data)
-            mujoco.mj_comPos(model, data)
-            points = []
-            for g in self._feet:
-                axis_z, half = data.geom_xmat[g].reshape(3, 3)[:, 2], model.geom_size[g, 1]
-                ends = data.geom_xpos[g] + np.outer([-half, half], axis_z)
-                low = ends[np.argmin(ends[:, 2])] - [0.0, 0.0, model.geom_size[g, 0]]
-                points.append((g, low))
-            floor = min(p[2] for _, p in points)
-            velocity = []
-            for g, point in points:
-                if point[2] - floor < 0.005:
-                    mujoco.mj_jac(model, data, jac, None, point, int(model.geom_bodyid[g]))
-                    velocity.append(jac @ data.qvel)
+            ends = self._capsule_ends(data)
+            floor = min(point[2] for _, point in ends)
+            standing = [point for _, point in ends if point[2] - floor < _CONTACT_BAND_M]
+            level = np.zeros(4)  # the rotation that lays the standing capsule ends flat on the floor
+            mujoco.mju_mulQuat(level, _levelling_rotation(np.array(standing)), quat)
+            quat = level
+            data.qpos[3:7] = quat
+            ends = self._capsule_ends(data)
+            floor = min(point[2] for _, point in ends)
+            rows = []
+            for body, point in ends:
+                if point[2] - floor < _CONTACT_BAND_M:
+                    mujoco.mj_jac(model, data, jac, None, point, body)
+                    rows.append(jac.copy())
             qpos[w] = np.concatenate([[0.0, 0.0, -floor], quat])
-            qvel[w] = np.concatenate([-np.mean(velocity, axis=0), data.qvel[3:6]])
+            qvel[w] = _at_rest_where(np.vstack(rows), data.qvel.copy())
         return qpos, qvel
+
+    def _capsule_ends(self, data: mujoco.MjData) -> list[tuple[int, np.ndarray]]:
+        """(body, world point) of the bottom of each end of each foot capsule, after forward kinematics of `data`."""
+        mujoco.mj_kinematics(self.mj_model, data)
+        mujoco.mj_comPos(self.mj_model, data)
+        ends = []
+        for g in self._feet:
+            axis_z, half = data.geom_xmat[g].reshape(3, 3)[:, 2], self.mj_model.geom_size[g, 1]
+            for end in data.geom_xpos[g] + np.outer([-half, half], axis_z):
+                ends.append((int(self.mj_model.geom_bodyid[g]), end - [0.0, 0.0, self.mj_model.geom_size[g, 0]]))
+        return ends
 
     def _model(self, values: tuple[Array, ...]) -> mjx.Model:
         model = self._mjx_model
@@ -298,14 +349,20 @@ class ReplayModel:
         if start_vels is None:
             start_vels = np.zeros((len(delays), self.num_joints))
         values = tuple(jnp.asarray(v, dtype=jnp.float32) for v in values)
+        vels0 = windows.vels0
         if self.suspended:
             count = len(windows.angles0)
             base_qpos, base_qvel = np.tile(np.asarray(self._base), (count, 1)), np.zeros((count, 6))
         else:
-            base_qpos, base_qvel = self.floor_start(windows)
+            offsets = np.zeros((len(delays), self.num_joints))
+            if self._offset_index is not None:
+                offsets = np.broadcast_to(np.asarray(values[self._offset_index]), (len(delays), self.num_joints))
+            if not np.allclose(offsets, offsets[:1]):
+                raise ValueError("a standing replay needs the same zero offsets for every candidate (one floor start)")
+            base_qpos, qvel = self.floor_start(windows, offsets[0])
+            base_qvel, vels0 = qvel[:, :6], qvel[:, 6:]
         args = tuple(
-            jnp.asarray(a, dtype=jnp.float32)
-            for a in (base_qpos, base_qvel, windows.angles0, windows.vels0, windows.targets)
+            jnp.asarray(a, dtype=jnp.float32) for a in (base_qpos, base_qvel, windows.angles0, vels0, windows.targets)
         )
         if windows.history not in self._runs:
             batched = jax.vmap(
