@@ -206,6 +206,17 @@ def test_a_fractional_latency_is_the_target_switching_inside_a_physics_step(repl
     assert error < 0.1 * one_step
 
 
+def _standing_parameters(files: object) -> list:
+    """The fit's parameters, then the foot capsules' sliding friction (one coefficient)."""
+    from ksim_entropy.actuation import use_native_pd
+    from ksim_entropy.kbot.robot import KBOT_FOOT_COLLISION_GEOMS, load_metadata, load_robot_model
+    from ksim_entropy.randomization import GeomFriction
+
+    model = use_native_pd(load_robot_model(files), load_metadata(files))
+    feet = [g for pair in KBOT_FOOT_COLLISION_GEOMS.values() for g in pair]
+    return [*fit_parameters(files), GeomFriction.create(model, geom_names=feet, low=0.2, high=1.5)]
+
+
 def _tilt_deg(quat: np.ndarray) -> float:
     _, x, y, _ = quat
     return float(np.degrees(np.arccos(np.clip(1 - 2 * (x * x + y * y), -1.0, 1.0))))
@@ -218,7 +229,6 @@ def test_a_standing_windows_base_state_is_the_one_mujoco_had():
     0.016 m/s right after the push; yaw and the horizontal position are arbitrary on a flat floor). Windows without
     the IMU readings are refused."""
     from ksim_entropy.export import KinferRunner
-    from ksim_entropy.sim2real.fit import standing_parameters
     from ksim_entropy.sim2real.replay import Windows
     from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions, kinfer_inputs
     from tests.test_standing_policy import POLICY
@@ -246,7 +256,7 @@ def test_a_standing_windows_base_state_is_the_one_mujoco_had():
         gyro0=np.stack([m[0]["gyro"] for m in moments]),
     )
     options = SimOptions(dt_s=0.001)
-    replay = ReplayModel(files, standing_parameters(files), suspended=False, options=options, servo="explicit")
+    replay = ReplayModel(files, _standing_parameters(files), suspended=False, options=options, servo="explicit")
     qpos, qvel = replay.floor_start(windows)
     for (_, true_qpos, true_qvel), got_qpos, got_qvel in zip(moments, qpos, qvel, strict=True):
         assert abs(got_qpos[2] - true_qpos[2]) < 1.5e-3
@@ -262,7 +272,6 @@ def test_a_standing_log_replays_on_the_floor_with_its_feet_holding_only_at_enoug
     """A noise-free standing log of the stand-in robot (the shipped policy, 1 kHz PD, 8 ms loop, foot μ 0.8)
     replayed at the true values: its joint angles to a few mrad RMS over 0.5 s windows; at μ 0.25 the feet slide
     apart and the replay misses by several times more."""
-    from ksim_entropy.sim2real.fit import standing_parameters
     from ksim_entropy.sim2real.sim import SimOptions
     from ksim_entropy.sim2real.sim_logs import SensorNoiseStds
     from tests.test_standing_policy import POLICY
@@ -276,7 +285,7 @@ def test_a_standing_log_replays_on_the_floor_with_its_feet_holding_only_at_enoug
     imu = (log.group("projected_g"), log.group("gyro"))
     windows = make_windows(*groups, starts=[40, 100, 160, 240], horizon=25, history=HISTORY, imu=imu)
     replay = ReplayModel(
-        files, standing_parameters(files), suspended=False, options=SimOptions(dt_s=0.001), servo="explicit"
+        files, _standing_parameters(files), suspended=False, options=SimOptions(dt_s=0.001), servo="explicit"
     )
     values = [np.concatenate(p) for p in zip(_values(1), _values(1), strict=True)] + [np.array([[0.8], [0.25]])]
     angles, _ = replay.replay(values, np.array([8.0, 8.0]), windows)

@@ -1,15 +1,12 @@
 """Fit the randomization to real robot logs: ``python -m tasks.fit --real LOG.ndjson [LOG ...] --out fitted.json``.
 
     python -m tasks.fit --real excite1.ndjson excite2.ndjson --robot local --suspended --out fitted.json \
-        [--standing stand1.ndjson] [--mass-scale 1.02 --mass-scale-std 0.01] [--generations 30 --windows 32] \
-        [--horizon 10] [--overwrite]
+        [--mass-scale 1.02 --mass-scale-std 0.01] [--generations 30 --windows 32 --horizon 10] [--overwrite]
 
-The `--real` logs are kinfer NDJSON of the robot on a stand (`--suspended`), e.g. from the excitation mode of the deploy
-loop; `--standing` logs, of the robot standing on the floor (a standing policy, pushes allowed), add the foot friction.
-Writes `fitted.json` (`ksim_entropy.formats.fitted`), `<stem>_convergence.png`, `<stem>_replay.png`,
-`<stem>_foot_friction.png` (with `--standing`) and `<stem>_summary.json` beside it; train against it with ``python -m
-tasks.walk randomization=fitted.json``. While the fit runs, each finished stage is kept in `<stem>.partial.json`, which
-stays if the fit fails or is interrupted.
+The logs are kinfer NDJSON of the robot on a stand (`--suspended`), e.g. from the excitation mode of the deploy
+loop. Writes `fitted.json` (`ksim_entropy.formats.fitted`), `<stem>_convergence.png`, `<stem>_replay.png` and
+`<stem>_summary.json` beside it; train against it with ``python -m tasks.walk randomization=fitted.json``. While
+the fit runs, each finished stage is kept in `<stem>.partial.json`, which stays if the fit fails or is interrupted.
 
 Exit status: 0 on success, 2 on bad input or a failed fit (one `error: ...` line, no traceback), 130 on Ctrl-C.
 """
@@ -41,14 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="the fitted.json to write")
     parser.add_argument("--robot", default="local", help="'local' (assets/kbot), a model folder, or kscale:<name>")
     parser.add_argument("--suspended", action="store_true", help="the logs are of the robot on a stand (required)")
-    parser.add_argument(
-        "--standing",
-        type=Path,
-        nargs="+",
-        default=[],
-        metavar="LOG",
-        help="logs of the robot standing on the floor: fit the foot friction, the physics held at the suspended fit",
-    )
     parser.add_argument("--angle-unit", choices=("rad", "deg", "auto"), default="rad", help="unit of the logs' angles")
     parser.add_argument("--mass-scale", type=float, default=defaults.mass_scale, help="weighed mass / model mass")
     parser.add_argument("--mass-scale-std", type=float, default=None, help="one-sigma error of --mass-scale")
@@ -72,14 +61,11 @@ def run(args: argparse.Namespace) -> int:
     """Read the logs, fit, write fitted.json and its report; returns the exit status."""
     _check_outputs(args.out, args.overwrite)
     if not args.suspended:
-        raise FitError(
-            "pass --suspended: --real takes logs of the robot on a stand; logs of it standing go to --standing"
-        )
+        raise FitError("pass --suspended: only logs of the robot on a stand are fitted so far (standing logs: not yet)")
     files = resolve_robot_files(args.robot)
     model = load_robot_model(files)
     joints = tuple(model.joint(i).name for i in range(1, model.njnt))
     logs = [read_ndjson(path, joint_names=joints, angle_unit=args.angle_unit)[0] for path in args.real]
-    standing = [read_ndjson(path, joint_names=joints, angle_unit=args.angle_unit)[0] for path in args.standing]
     options = FitOptions(
         **{name: getattr(args, name) for name in ("generations", "population", "windows", "horizon", "seed")},
         refine_iterations=args.refine_iterations,
@@ -89,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
     )
     partial = args.out.with_suffix(".partial.json")
     try:
-        result = fit_randomization(
-            logs, files, suspended=True, options=options, partial_path=partial, standing_logs=standing
-        )
+        result = fit_randomization(logs, files, suspended=True, options=options, partial_path=partial)
     except (FitError, KeyboardInterrupt) as err:
         if partial.exists():
             print(f"the fit's last finished stage is saved in {partial}", file=sys.stderr)

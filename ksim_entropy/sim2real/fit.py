@@ -21,16 +21,6 @@ each, the result so far can be saved (`partial_path`), so a failed or interrupte
    refined with the physics because they trade off (a later loop reads like a heavier joint): fitted one after the
    other, they zig-zag to a wrong pair (measured: 10 ms and armature 1.17 for a true 12 ms and 0.82). The curvature,
    plus the prior as a Gaussian of the uniform's variance, gives each parameter's posterior standard deviation σ.
-5. **Foot friction, from standing logs** (optional, `standing_logs`): with everything above held at the fit, the
-   standing robot's windows are replayed on the floor (`ReplayModel(suspended=False)`) over a grid of the foot
-   capsules' sliding friction coefficient, then a finer grid at the edges of the frictions the windows cannot tell
-   from the best (a paired test over windows, `_foot_friction`); the range spans those frictions.
-   The signal: a standing K-Bot presses its two capsules per foot apart, and some of those contact points sit at
-   the edge of MuJoCo's friction cone, so the joint angles move with μ while the feet stand (measured on the stand-in
-   robot: a 20 s noise-free log replays at 0.46 mrad RMS at the true 0.64, 0.54 at 0.8 and 0.62 at 0.5). That is a
-   property of the simulated contact; how much of it a real foot shows is what a real log will tell. Windows the
-   model cannot replay at any friction (a push or a stumble: forces the log does not record) are dropped: those
-   whose best RMS angle residual exceeds `_OUTLIER_WINDOW_RATIO` × the median window's.
 
 Start velocity (errors in variables): each window starts from the logged joint velocity, which carries the
 encoder's velocity noise, and a heavy, slowly settling joint (hip roll) keeps that error through the window, which
@@ -84,21 +74,11 @@ from ksim_entropy import randomization as rnd
 from ksim_entropy.actuation import use_native_pd
 from ksim_entropy.formats.fitted import FittedParameter, FittedRandomization, imu_moments
 from ksim_entropy.formats.schema import StepLog
-from ksim_entropy.kbot.robot import KBOT_FOOT_COLLISION_GEOMS, RobotFiles, load_metadata, load_robot_model
+from ksim_entropy.kbot.robot import RobotFiles, load_metadata, load_robot_model
 from ksim_entropy.sim2real.replay import ReplayModel, Windows, make_windows
 from ksim_entropy.sim2real.sim import SimOptions
 
-__all__ = [
-    "FOOT_FRICTION_PRIOR",
-    "GLOBAL_PRIORS",
-    "FitError",
-    "FitOptions",
-    "FitResult",
-    "Prior",
-    "fit_parameters",
-    "fit_randomization",
-    "standing_parameters",
-]
+__all__ = ["GLOBAL_PRIORS", "FitError", "FitOptions", "FitResult", "Prior", "fit_randomization"]
 
 _ANGLE_FLOOR_RAD = 1e-4  # below an encoder's quantisation: a residual this small is noise, not signal
 _VEL_FLOOR_RAD_S = 1e-3
@@ -154,11 +134,6 @@ _EDGE_FRACTION = 0.01  # a fitted value this close to its prior's edge (fraction
 _UNCONVERGED_GAIN = 1e-4  # the refinement's last step lowered the loss by this much or more: not converged
 _DAMPINGS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # Levenberg-Marquardt dampings tried at once (see `_refine`)
 _RESIDUAL_NOISE_RATIO = 3.0  # median replay residual over the log's own noise floor above this: reality is not fitted
-# The foot capsules' sliding friction coefficient: training's U(0.4, 1.0) (Playground's floor) widened as the priors
-# above are; below ~0.3 the standing K-Bot's feet slide apart.
-FOOT_FRICTION_PRIOR = (0.2, 1.5)
-_OUTLIER_WINDOW_RATIO = 4.0  # a standing window replaying this many times the median's RMS at its best: dropped
-_EXCLUDE_Z = 3.0  # a foot friction whose windows replay this many standard errors worse than the best is excluded
 
 
 @dataclass(frozen=True)
@@ -218,38 +193,26 @@ def _check_logs(logs: Sequence[StepLog], joint_names: tuple[str, ...], need: int
             raise FitError(f"{name}: {len(log)} control steps is too short; the fit needs >= {need}")
 
 
-def _windows(
-    logs: Sequence[StepLog], options: FitOptions, history: int, gyro_bias: np.ndarray | None = None
-) -> Windows:
-    """`options.windows` windows spread evenly over all logs (rows with NaN skipped).
-
-    `gyro_bias` (3,) rad/s given: standing windows, which also carry each start's projected gravity and gyro (bias
-    removed) for the base state.
-    """
+def _windows(logs: Sequence[StepLog], options: FitOptions, history: int) -> Windows:
+    """`options.windows` windows spread evenly over all logs (rows with NaN skipped)."""
     parts = []
     per_log = np.diff(np.linspace(0, options.windows, len(logs) + 1).round().astype(int))
     for log, count in zip(logs, per_log, strict=True):
         angles, vels, outputs = (
             np.asarray(log.group(g), dtype=float) for g in ("joint_angles", "joint_vels", "output")
         )
-        imu = None
-        if gyro_bias is not None:
-            imu = (np.asarray(log.group("projected_g"), dtype=float), log.group("gyro") - gyro_bias)
         finite = np.isfinite(angles).all(1) & np.isfinite(vels).all(1) & np.isfinite(outputs).all(1)
-        if imu is not None:
-            finite &= np.isfinite(imu[0]).all(1) & np.isfinite(imu[1]).all(1)
         candidates = np.arange(history, len(log) - options.horizon - 1)
         ok = np.array([finite[s - history : s + options.horizon + 1].all() for s in candidates], dtype=bool)
         candidates = candidates[ok]
         if candidates.size < count:
             raise FitError(f"{log.source or 'log'}: only {candidates.size} windows without NaN; need {count}")
         starts = candidates[np.linspace(0, candidates.size - 1, count).round().astype(int)]
-        parts.append(make_windows(angles, vels, outputs, starts, options.horizon, history, imu))
-    fields = ("angles0", "vels0", "targets", "angles", "vels")
-    imu_fields = {}
-    if gyro_bias is not None:
-        imu_fields = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("projected_g0", "gyro0")}
-    return Windows(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields), history=history, **imu_fields)
+        parts.append(make_windows(angles, vels, outputs, starts, options.horizon, history))
+    return Windows(
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in ("angles0", "vels0", "targets", "angles", "vels")),
+        history=history,
+    )
 
 
 @dataclass(frozen=True)
@@ -373,14 +336,6 @@ def fit_parameters(files: RobotFiles) -> list[rnd.RandomizedParameter]:
     parameters += [p.make(pd_model, p.low, p.high) for p in GLOBAL_PRIORS]
     parameters.append(rnd.JointZeroOffset.create(pd_model, low=-ZERO_OFFSET_PRIOR_RAD, high=ZERO_OFFSET_PRIOR_RAD))
     return parameters
-
-
-def standing_parameters(files: RobotFiles) -> list[rnd.RandomizedParameter]:
-    """`fit_parameters`, then the foot capsules' sliding friction (one shared coefficient, `FOOT_FRICTION_PRIOR`)."""
-    pd_model = use_native_pd(load_robot_model(files), load_metadata(files))
-    feet = [g for pair in KBOT_FOOT_COLLISION_GEOMS.values() for g in pair]
-    low, high = FOOT_FRICTION_PRIOR
-    return [*fit_parameters(files), rnd.GeomFriction.create(pd_model, geom_names=feet, low=low, high=high)]
 
 
 @dataclass
@@ -689,88 +644,6 @@ def _kept_replay_model(files: RobotFiles, stamps: tuple[int, ...], options: SimO
     return ReplayModel(files, fit_parameters(files), suspended=suspended, options=options, servo="explicit")
 
 
-@functools.lru_cache(maxsize=1)
-def _kept_standing_model(files: RobotFiles, stamps: tuple[int, ...], options: SimOptions) -> ReplayModel:
-    """The standing replay (contacts on) of `standing_parameters`, kept like `_kept_replay_model`."""
-    del stamps  # part of the cache key only
-    return ReplayModel(files, standing_parameters(files), suspended=False, options=options, servo="explicit")
-
-
-def _foot_friction(
-    standing: ReplayModel,
-    windows: Windows,
-    at_fit: list[np.ndarray],
-    delay: float,
-    options: FitOptions,
-) -> tuple[FittedParameter, dict]:
-    """Stage 5: the foot friction from standing windows, everything else held at `at_fit` (see the docstring).
-
-    A friction is excluded when its windows replay worse than the best friction's by more than `_EXCLUDE_Z` standard
-    errors of the per-window difference (the windows are the independent samples, so the test's noise scale holds the
-    model's own error too, not only the sensors'); the fitted range spans the frictions not excluded.
-    """
-    low, high = FOOT_FRICTION_PRIOR
-    count = options.population
-    keep = np.ones(len(windows.angles), dtype=bool)
-
-    def window_loss(mu: np.ndarray) -> np.ndarray:
-        """(C, W): each window's ½ mean over channels of log(mean squared residual + floor²)."""
-        values = [np.repeat(v, len(mu), 0) for v in at_fit] + [mu[:, None]]
-        angles, vels = standing.replay(values, np.full(len(mu), delay), windows)
-        if not (np.isfinite(angles).all() and np.isfinite(vels).all()):
-            raise FitError("the standing replay diverged (NaN); check the standing logs' units and IMU channels")
-        msa = np.mean((angles - windows.angles[None]) ** 2, axis=2) + _ANGLE_FLOOR_RAD**2
-        msv = np.mean((vels - windows.vels[None]) ** 2, axis=2) + _VEL_FLOOR_RAD_S**2
-        return 0.25 * (np.mean(np.log(msa), axis=2) + np.mean(np.log(msv), axis=2))
-
-    grid = np.linspace(low, high, count)
-    per_window = window_loss(grid)
-    best_per_window = per_window.min(axis=0)  # windows no friction replays (unlogged forces: a push) are dropped
-    keep = best_per_window - np.median(best_per_window) <= math.log(_OUTLIER_WINDOW_RATIO)
-    if keep.sum() < 3:
-        raise FitError(f"only {int(keep.sum())} standing windows replay at any foot friction; need >= 3")
-
-    def retained(table: np.ndarray) -> np.ndarray:
-        difference = table[:, keep] - table[np.argmin(table[:, keep].mean(1))][None, keep]
-        error = difference.std(axis=1, ddof=1) / math.sqrt(int(keep.sum())) + 1e-12
-        return difference.mean(axis=1) <= _EXCLUDE_Z * error
-
-    ok = retained(per_window)
-    first, last = int(np.argmax(ok)), count - 1 - int(np.argmax(ok[::-1]))
-    refined = [grid]
-    if first > 0:  # refine each excluded edge between its last excluded and first retained grid point
-        refined.append(np.linspace(grid[first - 1], grid[first], count // 2 + 2)[1:-1])
-    if last < count - 1:
-        refined.append(np.linspace(grid[last], grid[last + 1], count // 2 + 2)[1:-1])
-    mus = np.concatenate(refined)
-    if len(mus) > count:
-        per_window = np.concatenate([per_window, window_loss(mus[count:])])
-    order = np.argsort(mus)
-    mus, per_window = mus[order], per_window[order]
-    ok = retained(per_window)
-    mean_loss = per_window[:, keep].mean(axis=1)
-    best = float(mus[np.argmin(mean_loss)])
-    lo, hi = float(mus[ok].min()), float(mus[ok].max())
-    identifiable = hi - lo <= options.identifiable_ratio * (high - low)
-    note = "from standing logs: the joint motion of the feet's contacts at the friction cone's edge"
-    if identifiable:
-        value = best
-    elif hi >= high and lo > low:
-        value = 0.5 * (lo + hi)
-        note += f"; a lower bound only: below {lo:.3g} the replayed feet slide where the logged ones held"
-    else:
-        value = 0.5 * (lo + hi)
-        note += f"; unidentifiable: the frictions {lo:.3g}-{hi:.3g} replay the logs alike"
-    sigma = (hi - lo) / math.sqrt(12.0)
-    parameter = FittedParameter("foot_friction", value, lo, hi, "1", sigma, identifiable, FOOT_FRICTION_PRIOR, note)
-    coverage = {
-        "windows": int(keep.sum()),
-        "dropped_windows": int((~keep).sum()),
-        "profile": {"foot_friction": mus.round(4).tolist(), "loss": mean_loss.round(5).tolist()},
-    }
-    return parameter, coverage
-
-
 def _convergence_warnings(state: _State) -> list[str]:
     """A refinement stopped by its iteration cap while still descending.
 
@@ -792,17 +665,16 @@ def fit_randomization(
     options: FitOptions = FitOptions(),
     robot_name: str = "kbot",
     partial_path: str | Path | None = None,
-    standing_logs: Sequence[StepLog] = (),
 ) -> FitResult:
-    """Fit the randomization to suspended `logs`, then the foot friction to `standing_logs` if any (see above).
+    """Fit the randomization to `logs` (see the module docstring).
 
     `partial_path`: the result so far is written there (overwriting) after every stage, so a fit that fails or is
     interrupted leaves its last complete stage on disk; coverage["stage"] says which.
     """
     if not suspended:
         raise FitError(
-            "the physics is fitted to suspended logs (robot on a stand, base fixed); pass logs of the robot standing "
-            "on the floor as standing_logs (--standing), which fit the foot friction with the physics held"
+            "only suspended logs (robot on a stand, base fixed) are fitted; the replay can stand the robot on the "
+            "floor, but a fit to standing logs is not yet reliable (docs/fit.md)"
         )
     started = time.perf_counter()
     if not (math.isfinite(options.mass_scale) and MASS_SCALE_PRIOR[0] <= options.mass_scale <= MASS_SCALE_PRIOR[1]):
@@ -817,11 +689,6 @@ def fit_randomization(
     max_delay = round(latency_high_s / replay.dt_s)
     history = max_delay // replay.substeps + 1
     _check_logs(logs, joints, need=history + options.horizon + options.windows)
-    if standing_logs:
-        _check_logs(standing_logs, joints, need=history + options.horizon + options.windows)
-        missing = [log.source or "log" for log in standing_logs if not {"projected_g", "gyro"} <= set(log.groups)]
-        if missing:
-            raise FitError(f"standing logs need projected_g and gyro (the base state of each window): {missing}")
     windows = _windows(logs, options, history)
     objective = _Objective(replay, windows, options.mass_scale, batch=options.population)
     imu = next((imu_moments(log) for log in logs if {"gyro", "accel", "projected_g"} <= set(log.groups)), {})
@@ -833,12 +700,8 @@ def fit_randomization(
         for i, j in enumerate(joints)
     }
 
-    standing: dict = {}  # stage 5's parameter and coverage, once it ran
-
     def fitted_of(state: _State, replayed: tuple[np.ndarray, np.ndarray] | None = None) -> FittedRandomization:
         params = _fitted_parameters(state, options, joints, replay.dt_s, latency_high_s) + _imu_parameters(imu)
-        if standing:
-            params.append(standing["parameter"])
         checks = {}
         if replayed is not None:
             ratio = _residual_over_noise(windows, replayed[0])
@@ -857,8 +720,6 @@ def fit_randomization(
             "fit_seconds": time.perf_counter() - started,
             **checks,
         }
-        if standing:
-            coverage["standing"] = {"logs": [log.source or "log" for log in standing_logs], **standing["coverage"]}
         return FittedRandomization(robot_name, joints, tuple(params), state.loss, coverage)
 
     def checkpoint(state: _State) -> None:
@@ -897,16 +758,6 @@ def fit_randomization(
         checkpoint(state)
     ra, rv = objective.residuals(*predicted(state))
     after = (windows.angles + ra[0], windows.vels + rv[0])  # the replay at the fit, its start velocity profiled
-
-    # 3. the foot friction from standing logs, everything above held
-    if standing_logs:
-        bias = np.array([imu.get(f"gyro_bias/{a}", (0.0, 0.0))[0] for a in "xyz"])
-        stamps = tuple(path.stat().st_mtime_ns for path in (files.mjcf, files.metadata))
-        model = _kept_standing_model(files, stamps, sim_options)
-        at_fit = objective.values(state.globals_[None], state.offsets[None])
-        standing_windows = _windows(standing_logs, options, history, gyro_bias=bias)
-        parameter, coverage = _foot_friction(model, standing_windows, at_fit, state.delay, options)
-        standing.update(parameter=parameter, coverage=coverage)
     state.stage = "complete"
     fitted = fitted_of(state, after)
     if partial_path is not None:

@@ -5,8 +5,6 @@ Written next to `fitted.json` by ``python -m tasks.fit``:
 - ``<stem>_convergence.png``: the best loss per CMA-ES generation and per refinement step, stages marked;
 - ``<stem>_replay.png``: for the joints the prior fitted worst, the logged joint angles against the replay at the
   prior's centre (before) and at the fit (after), over the first log windows, plus every joint's RMS residual;
-- ``<stem>_foot_friction.png`` (a fit with standing logs): the standing windows' loss against the foot friction,
-  the range kept shaded;
 - ``<stem>_summary.json``: loss history, stages, per-joint RMS residuals before and after (rad, rad/s), and the
   distribution distances between logged and replayed encoder readings (the bridge's Gaussian W2 over all joints,
   rad and rad/s, and the unbiased MMD² with a median-bandwidth Gaussian kernel) before and after.
@@ -39,7 +37,6 @@ def report_paths(fitted_path: str | Path) -> dict[str, Path]:
     return {
         "convergence": Path(f"{stem}_convergence.png"),
         "replay": Path(f"{stem}_replay.png"),
-        "foot_friction": Path(f"{stem}_foot_friction.png"),
         "summary": Path(f"{stem}_summary.json"),
     }
 
@@ -146,34 +143,13 @@ def _plot_replay(result: FitResult, path: Path, overwrite: bool) -> None:
     _save(fig, path, overwrite)
 
 
-def _plot_foot_friction(result: FitResult, path: Path, overwrite: bool) -> None:
-    standing = result.fitted.coverage["standing"]
-    friction = result.fitted["foot_friction"]
-    fig = Figure(figsize=(7, 3.5), layout="constrained")
-    ax = fig.subplots()
-    ax.axvspan(friction.low, friction.high, color="#55a868", alpha=0.2, label="fitted range")
-    ax.plot(standing["profile"]["foot_friction"], standing["profile"]["loss"], "o-", ms=3, color="#4c72b0")
-    ax.set_xlabel("foot friction coefficient μ")
-    ax.set_ylabel("mean window loss (½·log MSE)")
-    ax.set_title(f"Standing logs, {standing['windows']} windows ({standing['dropped_windows']} dropped)", fontsize=10)
-    ax.legend(fontsize=8)
-    _save(fig, path, overwrite)
-
-
 def write_fit_report(result: FitResult, fitted_path: str | Path, *, overwrite: bool = False) -> dict[str, Path]:
-    """Write the PNGs and the summary JSON beside `fitted_path`; returns the paths written.
-
-    The foot-friction plot is written only for a fit with standing logs.
-    """
+    """Write the convergence and replay PNGs and the summary JSON beside `fitted_path`; returns their paths."""
     paths = report_paths(fitted_path)
-    if "standing" not in result.fitted.coverage:
-        paths.pop("foot_friction")
     taken = [str(p) for p in paths.values() if p.exists()]
     if taken and not overwrite:
         raise FileExistsError(f"{', '.join(taken)} exist; pass --overwrite to replace them")
     _plot_convergence(result, paths["convergence"], overwrite)
     _plot_replay(result, paths["replay"], overwrite)
-    if "foot_friction" in paths:
-        _plot_foot_friction(result, paths["foot_friction"], overwrite)
     write_json(fit_summary(result), paths["summary"], overwrite=overwrite)
     return paths
