@@ -217,11 +217,6 @@ def _standing_parameters(files: object) -> list:
     return [*fit_parameters(files), GeomFriction.create(model, geom_names=feet, low=0.2, high=1.5)]
 
 
-def _tilt_deg(quat: np.ndarray) -> float:
-    _, x, y, _ = quat
-    return float(np.degrees(np.arccos(np.clip(1 - 2 * (x * x + y * y), -1.0, 1.0))))
-
-
 def test_a_standing_windows_base_state_is_the_one_mujoco_had():
     """The shipped standing policy on CPU MuJoCo (1 ms), pushed once: from each moment's readings alone (joint
     angles and velocities, projected gravity, gyro) `floor_start` puts the base where MuJoCo had it: height within
@@ -230,7 +225,7 @@ def test_a_standing_windows_base_state_is_the_one_mujoco_had():
     the IMU readings are refused."""
     from ksim_entropy.export import KinferRunner
     from ksim_entropy.sim2real.replay import Windows
-    from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions, kinfer_inputs
+    from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions, kinfer_inputs, tilt_deg
     from tests.test_standing_policy import POLICY
 
     files = resolve_robot_files("local")
@@ -260,7 +255,7 @@ def test_a_standing_windows_base_state_is_the_one_mujoco_had():
     qpos, qvel = replay.floor_start(windows)
     for (_, true_qpos, true_qvel), got_qpos, got_qvel in zip(moments, qpos, qvel, strict=True):
         assert abs(got_qpos[2] - true_qpos[2]) < 1.5e-3
-        assert abs(_tilt_deg(got_qpos[3:]) - _tilt_deg(true_qpos[3:])) < 0.06
+        assert abs(tilt_deg(got_qpos[3:]) - tilt_deg(true_qpos[3:])) < 0.06
         assert abs(np.linalg.norm(got_qvel[:2]) - np.linalg.norm(true_qvel[:2])) < 0.02
         assert abs(got_qvel[2] - true_qvel[2]) < 0.005
     assert max(np.linalg.norm(m[2][:2]) for m in moments) > 0.15  # the push moved the base

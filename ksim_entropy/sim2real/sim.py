@@ -8,6 +8,7 @@ run an exported `.kinfer` policy through kinfer's own runtime (`KBotSimProvider`
 log the robot writes, and to replay a log's actions open-loop.
 """
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ from kinfer.rust_bindings import ModelProviderABC, PyModelMetadata
 from ksim_entropy.constants import GRAVITY_MPS2
 from ksim_entropy.kbot.robot import KBOT_NOMINAL_POSE_RAD, RobotFiles, load_metadata, load_robot_model
 
-__all__ = ["KINFER_INPUT_SENSORS", "KBotSimProvider", "KBotSimulator", "SimOptions", "kinfer_inputs"]
+__all__ = ["KINFER_INPUT_SENSORS", "KBotSimProvider", "KBotSimulator", "SimOptions", "kinfer_inputs", "tilt_deg"]
 
 GRAVITY_VECTOR_MPS2 = np.array([0.0, 0.0, -GRAVITY_MPS2])
 
@@ -164,6 +165,12 @@ def kinfer_inputs(
         elif name in KINFER_INPUT_SENSORS:
             inputs[name] = np.asarray(sensors[KINFER_INPUT_SENSORS[name]], dtype=np.float32)
     return inputs
+
+
+def tilt_deg(quat: np.ndarray) -> float:
+    """Angle between a body's z axis and the world's (deg), from its (w, x, y, z) orientation (e.g. qpos[3:7])."""
+    _, x, y, _ = quat
+    return math.degrees(math.acos(max(-1.0, min(1.0, 1 - 2 * (x * x + y * y)))))
 
 
 class KBotSimProvider(ModelProviderABC):

@@ -36,7 +36,7 @@ import numpy as np
 from ksim_entropy.export import KinferRunner, KinferSession
 from ksim_entropy.formats.jsonfile import atomic_write, write_json
 from ksim_entropy.kbot.robot import RobotFiles
-from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions, kinfer_inputs
+from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions, kinfer_inputs, tilt_deg
 from ksim_entropy.sim2real.sim_logs import SensorNoiseStds
 
 __all__ = [
@@ -176,12 +176,6 @@ def _heading_velocity(sim: KBotSimulator) -> tuple[np.ndarray, float]:
     return np.array([c * vx + s * vy, -s * vx + c * vy]), float(sim.data.qvel[5])
 
 
-def _tilt_deg(sim: KBotSimulator) -> float:
-    """Angle between the base's z axis and the world's (deg)."""
-    _, x, y, _ = sim.data.qpos[3:7]
-    return math.degrees(math.acos(max(-1.0, min(1.0, 1 - 2 * (x * x + y * y)))))
-
-
 def _episode(
     model_path: Path,
     files: RobotFiles,
@@ -222,7 +216,10 @@ def _episode(
                 sim.data.qvel[0:2] += level.push_mps * np.array([math.cos(angle), math.sin(angle)])
             sim.physics_step(applied)
             substep += 1
-        if sim.data.qpos[2] < options.fall_height_fraction * start_height or _tilt_deg(sim) > options.fall_tilt_deg:
+        if (
+            sim.data.qpos[2] < options.fall_height_fraction * start_height
+            or tilt_deg(sim.data.qpos[3:7]) > options.fall_tilt_deg
+        ):
             fell_at = sim.time_s
             break
         velocity, yaw_rate = _heading_velocity(sim)

@@ -30,7 +30,7 @@ import numpy as np
 from ksim_entropy.export import KinferRunner, KinferSession
 from ksim_entropy.formats.schema import StepLog
 from ksim_entropy.kbot.robot import KBOT_FOOT_COLLISION_GEOMS, RobotFiles, resolve_robot_files
-from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions, kinfer_inputs
+from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions, kinfer_inputs, tilt_deg
 from ksim_entropy.sim2real.sim_logs import SensorNoiseStds, joint_limits, motion_script, random_commands
 
 __all__ = ["REALITY_DT_S", "HiddenRobot", "perturbed_simulator", "reality_log"]
@@ -244,7 +244,7 @@ def reality_log(
             sim.physics_step(applied + offsets)
             if (sub + 1 + obs_delay) % per_step == 0:  # the state a later log step reports
                 readings.append(reading())
-        if not suspended and (sim.data.qpos[2] < 0.6 * start_height or _tilt_deg(sim.data.qpos[3:7]) > 45.0):
+        if not suspended and (sim.data.qpos[2] < 0.6 * start_height or tilt_deg(sim.data.qpos[3:7]) > 45.0):
             raise ValueError(f"the stand-in robot fell at t = {sim.time_s:.2f} s (push_mps={push_mps}, seed={seed})")
     return StepLog(
         step_id=np.arange(steps, dtype=np.int64),
@@ -254,12 +254,6 @@ def reality_log(
         source=f"reality_log(seed={seed}, seconds={seconds}, suspended={suspended}"
         + (f", policy={Path(policy).name}, push_mps={push_mps})" if policy is not None else ")"),
     )
-
-
-def _tilt_deg(quat: np.ndarray) -> float:
-    """Angle between a body's z axis and the world's (deg), from its (w, x, y, z) orientation."""
-    _, x, y, _ = quat
-    return math.degrees(math.acos(max(-1.0, min(1.0, 1 - 2 * (x * x + y * y)))))
 
 
 class _PolicyTargets:
