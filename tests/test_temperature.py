@@ -287,6 +287,43 @@ def test_pi_rule_is_proportional_plus_clamped_integral():
     np.testing.assert_array_equal(np.asarray(states.bound_updates), [0, 0, 0, 0, 1, 2, 0])
 
 
+def test_pi_rule_counts_the_error_from_the_dead_band_edge():
+    kp, ki, band = 2.0, 0.3, 0.05
+    temperature = EntropyTemperature(mode="pi", target_entropy=-1.0, averaging=1.0, pi_gains=(kp, ki), tolerance=band)
+    entropies = np.array([-0.97, -1.04, -0.8, -1.3, -1.0, -0.95])
+    states = _run_controller(temperature, entropies)
+    lo, hi = math.log(1e-4), math.log(0.1)
+    integral, expected = math.log(4e-3), []
+    for h in entropies:
+        error = -1.0 - h
+        error = math.copysign(max(abs(error) - band, 0.0), error)
+        integral = min(max(integral + ki * error, lo), hi)
+        expected.append(min(max(integral + kp * error, lo), hi))
+    np.testing.assert_allclose(np.asarray(states.log_alpha), expected, rtol=1e-5, atol=1e-5)
+    # Inside the band α holds exactly where it was.
+    assert float(states.log_alpha[0]) == pytest.approx(math.log(4e-3), abs=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["pi", "damped", "dual"])
+def test_dead_band_keeps_alpha_off_its_floor_when_the_entropy_sits_just_above_target(mode):
+    # The K-Bot case (docs/training.md): the entropy sits 0.00-0.05 above the target with no bonus needed, for
+    # hundreds of updates. Without a band each controller walks α onto its floor (pi: ~550 updates at 0.02 above);
+    # with a 0.05 band it holds.
+    entropies = -1.0 + np.random.default_rng(0).uniform(0.0, 0.045, size=1000)
+    plain = EntropyTemperature(mode=mode, target_entropy=-1.0)
+    banded = EntropyTemperature(mode=mode, target_entropy=-1.0, tolerance=0.05)
+    assert int(np.asarray(_run_controller(plain, entropies).bound_updates)[-1]) > 100
+    held = _run_controller(banded, entropies)
+    np.testing.assert_allclose(np.asarray(banded.alpha(held)), 4e-3, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(held.bound_updates), 0)
+
+
+@pytest.mark.parametrize("tolerance", [-0.1, float("nan"), float("inf")])
+def test_bad_tolerance_is_refused(tolerance):
+    with pytest.raises(ValueError, match="tolerance"):
+        EntropyTemperature(tolerance=tolerance)
+
+
 def test_annealed_target_starts_at_the_first_entropy():
     temperature = EntropyTemperature(mode="pi", target_entropy=-1.0, anneal_updates=10)
     states = _run_controller(temperature, np.full(15, 0.5))

@@ -64,6 +64,7 @@ def test_default_run_directory_is_new(tmp_path, monkeypatch):
         (["target_entropy=-5.0"], "out of reach: the policy's action distribution spans"),
         (["temperature_mode=sac"], "entropy temperature: temperature mode must be one of"),
         (["temperature_pi_gains=[1.0,0.0]"], "pi_gains"),
+        (["temperature_tolerance=-0.1"], "tolerance must be a finite number of nats/dim >= 0"),
         (["init_std=2.0"], r"init_std=2.0 rad is outside .*\(0.005, 1\)"),
         (["head_init_scale=0"], "head_init_scale must be in"),
         (["policy_body=gru"], "policy_body='gru'; choose from lstm, mlp"),

@@ -902,6 +902,9 @@ class EntropyBridgedConfig(ksim.PPOConfig):
     temperature_pi_gains: tuple[float, float] = xax.field(
         value=(2.0, 0.3), help="pi: (proportional, integral) gain on log α per nat/dim of entropy error."
     )
+    temperature_tolerance: float = xax.field(
+        value=0.05, help="Dead band (nats/dim): α holds while the entropy is within this of the target."
+    )
     temperature_rate: float = xax.field(value=0.6931, help="damped: step on log α (ln 2, ALF).")
     temperature_rate_decay: float = xax.field(value=1.0, help="damped: step × this at each target crossing (ALF).")
     temperature_min_rate: float = xax.field(value=0.01, help="damped: smallest step on log α (ALF).")
@@ -967,6 +970,7 @@ class EntropyBridgedTask(
             dual_learning_rate=cfg.temperature_dual_lr,
             pi_gains=tuple(cfg.temperature_pi_gains),
             anneal_updates=cfg.target_entropy_anneal_updates,
+            tolerance=cfg.temperature_tolerance,
             entropy_range=self.get_action_entropy_range(),
         )
 

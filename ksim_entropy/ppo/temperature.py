@@ -18,6 +18,13 @@ policy entropy H of that update:
 - ``"dual"``: SAC's dual descent (Haarnoja et al., arXiv 1812.05905): minimise ``log α · (H − H̄)`` with Adam
   (`dual_learning_rate`); its Adam moments are part of the state and are checkpointed with it.
 
+`tolerance` (nats/dim, default 0) is a dead band: an averaged entropy within ±tolerance of the target counts as on
+target, and outside it the error counts from the band's edge, so α holds rather than drifts. Without it, a policy
+whose own gradient keeps the entropy a few hundredths of a nat above the target walks α down onto its floor, where
+it stays: measured on the K-Bot stand preset (target −1.5), 359 updates in a row on the 1e-4 floor with the entropy
+0.00-0.05 above the target (docs/training.md). α cannot go below zero, so no controller can pull such an entropy
+lower; the band stops it from trying.
+
 α is clamped to [`min_alpha`, `max_alpha`] (ALF's floor 1e-4; 0.1 is ALF's initial α, ten times the top of the
 1e-3…1e-2 range locomotion PPO stacks use, anchors §4.3). Defaults: α₀ = 4e-3 (kbot-joystick's entropy_coef),
 H̄ = −1.0 nats/dim (SAC's −dim(A) convention, σ ≈ 0.089 for a Gaussian: anchors §4.4).
@@ -102,6 +109,7 @@ class EntropyTemperature:
     dual_learning_rate: float = attrs.field(default=0.05)
     pi_gains: tuple[float, float] = attrs.field(default=(2.0, 0.3))
     anneal_updates: int = attrs.field(default=0)
+    tolerance: float = attrs.field(default=0.0)
     entropy_range: tuple[float, float] | None = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -134,6 +142,8 @@ class EntropyTemperature:
             raise ValueError(f"pi_gains (kp, ki) need kp >= 0 and ki > 0, got {self.pi_gains}")
         if isinstance(self.anneal_updates, bool) or not isinstance(self.anneal_updates, int) or self.anneal_updates < 0:
             raise ValueError(f"anneal_updates must be an integer >= 0, got {self.anneal_updates!r}")
+        if not (np.isfinite(self.tolerance) and self.tolerance >= 0.0):
+            raise ValueError(f"tolerance must be a finite number of nats/dim >= 0, got {self.tolerance}")
         if self.entropy_range is not None:
             low, high = self.entropy_range
             if not low < self.target_entropy < high:
@@ -175,6 +185,10 @@ class EntropyTemperature:
         progress = jnp.minimum(state.num_updates.astype(jnp.float32) / self.anneal_updates, 1.0)
         return state.target_start + (final - state.target_start) * progress
 
+    def _banded(self, error: Array) -> Array:
+        """An entropy error (nats/dim) counted from the edge of the ±`tolerance` dead band; zero inside it."""
+        return jnp.sign(error) * jnp.maximum(jnp.abs(error) - self.tolerance, 0.0)
+
     def update(self, state: TemperatureState, entropy_per_dim: ArrayLike) -> TemperatureState:
         """One controller step on the mean per-dimension policy entropy (nats) of the last PPO update."""
         h = jnp.asarray(entropy_per_dim, dtype=jnp.float32)
@@ -183,12 +197,12 @@ class EntropyTemperature:
         state = replace(state, target_start=target_start)
         target = self.target(replace(state, num_updates=state.num_updates + 1))
         avg = jnp.where(first, h, (1.0 - self.averaging) * state.entropy_avg + self.averaging * h)
-        error = target - avg  # > 0: entropy too low, raise α
+        error = self._banded(target - avg)  # > 0: entropy too low, raise α
         lo, hi = float(np.log(self.min_alpha)), float(np.log(self.max_alpha))
         opt_state, rate, integral = state.opt_state, state.rate, state.integral
         sign = jnp.sign(error)
         if self.mode == "dual":
-            grad = h - target  # d/d log α of log α · (H − H̄)
+            grad = self._banded(h - target)  # d/d log α of log α · (H − H̄)
             step, opt_state = self._optimizer.update(grad, state.opt_state, state.log_alpha)
             log_alpha = jnp.clip(optax.apply_updates(state.log_alpha, step), lo, hi)
         elif self.mode == "pi":
