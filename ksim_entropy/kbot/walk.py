@@ -221,6 +221,8 @@ PRESETS["stand"] = {
     # policy's own entropy drifts down, so a target below it needs α → 0. At −1.5 α has a bonus to hold against that
     # drift: over an hour α stayed within [1e-4, 0.01] (39 updates in a row at most on the floor), entropy within
     # 0.16 nats/dim of the target (mean +0.004), and the mean action stood 20 s from minute 20 (docs/training.md).
+    # When the entropy drifts up instead, the task's 0.05 nats/dim dead band (`temperature_tolerance`) keeps α off its
+    # floor: seeds 0 and 1, 30 minutes each, never on a bound (one had spent 359 updates there without it).
     "target_entropy": -1.5,
     "target_entropy_anneal_updates": 0,
     "base_height_reward": 0.5,
