@@ -6,7 +6,8 @@ draws uniformly from those ranges, scaled by the task's randomization widths lik
 - `mass_scale`, `frictionloss_scale`, `armature_scale`, `joint_damping` (N·m·s/rad, added), `kp_scale`, `kd_scale`
   → the ranges of the matching shared randomizers (`BodyMassScale`, `JointFrictionLoss`, ...);
 - `zero_offset/<joint>` (rad) → `JointZeroOffset`, one range per joint;
-- `foot_friction` → the feet's `GeomFriction` range (no fit stage writes it yet: docs/fit.md);
+- `foot_friction` → the feet's `GeomFriction` range (the fit does not write it: standing logs bound it from below
+  only, docs/fit.md; a friction measured by a slip test can be added by hand);
 - `action_latency_s`, `obs_latency_s` (s) → the actuator and observation delay ranges;
 - IMU: `noise_std/gyro` and `noise_std/projected_g` → the uniform noise of the same variance (half-width √3·σ);
   `gyro_bias/<axis>` → the gyro's per-episode bias half-width, the largest |bound| over the axes.

@@ -673,8 +673,8 @@ def fit_randomization(
     """
     if not suspended:
         raise FitError(
-            "only suspended logs (robot on a stand, base fixed) are fitted; the replay can stand the robot on the "
-            "floor, but a fit to standing logs is not yet reliable (docs/fit.md)"
+            "only suspended logs (robot on a stand, base fixed) are fitted; standing logs do not identify the foot "
+            "friction (they bound it from below, and small offset errors move that bound: docs/fit.md)"
         )
     started = time.perf_counter()
     if not (math.isfinite(options.mass_scale) and MASS_SCALE_PRIOR[0] <= options.mass_scale <= MASS_SCALE_PRIOR[1]):
