@@ -35,9 +35,10 @@ import numpy as np
 from emit import emit_json
 
 from ksim_entropy.actuation import use_native_pd
+from ksim_entropy.formats.schema import StepLog
 from ksim_entropy.kbot.robot import KBOT_FOOT_COLLISION_GEOMS, load_metadata, load_robot_model, resolve_robot_files
 from ksim_entropy.randomization import GeomFriction
-from ksim_entropy.sim2real.fit import fit_parameters
+from ksim_entropy.sim2real.fit import GLOBAL_PRIORS, fit_parameters
 from ksim_entropy.sim2real.replay import ReplayModel, Windows, make_windows
 from ksim_entropy.sim2real.sim import SimOptions
 from ksim_entropy.testing.reality import HiddenRobot, reality_log
@@ -50,7 +51,7 @@ OUTLIER_RATIO, EXCLUDE_Z = 4.0, 3.0
 CASES = ("truth", "offsets+2mrad", "offsets+5mrad", "hip_yaw_offsets_0")
 
 
-def standing_windows(log: object, hidden: HiddenRobot, count: int, horizon: int, history: int) -> Windows:
+def standing_windows(log: StepLog, hidden: HiddenRobot, count: int, horizon: int, history: int) -> Windows:
     """`count` windows spread evenly over a standing log, with the IMU readings (gyro bias removed) for the start."""
     angles, vels, outputs = (np.asarray(log.group(g), dtype=float) for g in ("joint_angles", "joint_vels", "output"))
     imu = (np.asarray(log.group("projected_g"), dtype=float), log.group("gyro") - np.asarray(hidden.gyro_bias_rad_s))
@@ -73,14 +74,8 @@ def profile(replay: ReplayModel, windows: Windows, hidden: HiddenRobot, offsets:
     """The loss per window over `MU_GRID` with the physics at the truth and `offsets`, and the μ it keeps."""
     mu = np.array(MU_GRID)
     count = len(mu)
-    held = [
-        hidden.mass_scale,
-        hidden.frictionloss_scale,
-        hidden.armature_scale,
-        hidden.joint_damping,
-        hidden.kp_scale,
-        hidden.kd_scale,
-    ]
+    truth = hidden.values(replay.joint_names)
+    held = [hidden.mass_scale] + [truth[prior.name] for prior in GLOBAL_PRIORS]  # `fit_parameters`' order
     values = [np.full((count, 1), v) for v in held] + [np.repeat(offsets[None], count, 0), mu[:, None]]
     delay = (hidden.action_latency_s + hidden.obs_latency_s) / replay.dt_s
     angles, vels = replay.replay(values, np.full(count, delay), windows)
