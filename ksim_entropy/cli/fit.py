@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     """Read the logs, fit, write fitted.json and its report; returns the exit status."""
     _check_outputs(args.out, args.overwrite)
     if not args.suspended:
-        raise FitError("pass --suspended: only logs of the robot on a stand are fitted so far (standing logs: not yet)")
+        raise FitError(
+            "pass --suspended: only logs of the robot on a stand are fitted (standing logs do not identify the foot "
+            "friction: docs/fit.md)"
+        )
     files = resolve_robot_files(args.robot)
     model = load_robot_model(files)
     joints = tuple(model.joint(i).name for i in range(1, model.njnt))
