@@ -13,12 +13,20 @@ nominal pose (`KBOT_NOMINAL_POSE_RAD`). Three measurements:
    (pitch rate −0.3, 0, +0.3 rad/s) with 8 ms of command latency. The best mean is then run for 20 s.
 3. That controller from random starts (joint angles + U(±0.02, ±0.05, ±0.1) rad, the task's reset noise is 0.1):
    mean standing time and the fraction that stand 10 s.
+4. Which of the stand preset's pushes a robot that does not step can survive at all (`push_capture`): a linear
+   inverted pendulum of the measured mass and centre-of-mass height, whose centre of pressure can move as far as the
+   ankles' torque limits allow (1), recovers from a horizontal velocity up to v = reach × √(g / h). Each push of the
+   task's own `ForcePushEvent` gives the body F·t / m; per curriculum level: the fraction of pushes within v (closed
+   form and Monte Carlo), and the mean episode length (s) of a robot that survives every push within v and falls
+   1 s after the first one beyond it (20 s episodes, the event's onset times): what the training curve could show
+   at that level without a step.
 
 Standing is a balance problem, not a posture one: if (2) stands, a policy with these inputs can; the gains say how
 strong its feedback has to be. A scripted controller is a measurement here, never a policy we ship.
 """
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -29,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from emit import emit_json
 
+from ksim_entropy.events import ForcePushEvent
 from ksim_entropy.kbot.robot import KBOT_FOOT_BODIES, resolve_robot_files
 from ksim_entropy.sim2real.sim import KBotSimulator
 
@@ -45,6 +54,9 @@ PARAMETERS = (
 INITIAL_STD = np.array([5.0, 0.7, 5.0, 0.7, 0.2, 0.2, 0.2, 3.0])
 LATENCY_SUBSTEPS = 2  # of the 5 physics steps per control period: 8 ms on the previous targets
 MIN_BASE_HEIGHT_M = 0.45  # `tasks.walk`'s fall termination
+GRAVITY_MPS2 = 9.81
+CAPTURE_LEVELS = (0.25, 0.5, 0.67, 1.0)
+FALL_AFTER_PUSH_S = 1.0  # how long an uncapturable push takes to end the episode (the PD-alone fall takes 1.28 s)
 
 
 class Balancer:
@@ -108,12 +120,66 @@ class Balancer:
         feet = [model.body(name).id for name in KBOT_FOOT_BODIES]
         return {
             "mass_kg": float(model.body_subtreemass[1]),
+            "com_height_m": float(data.subtree_com[1][2]),
             "com_ahead_of_ankles_cm": 100 * com_ahead_m,
             "ankle_torque_limit_total_nm": float(limit),
             "com_range_the_ankles_can_hold_cm": 100 * float(limit) / weight_n,
             "forward_margin_cm": 100 * (float(limit) / weight_n - com_ahead_m),
             "foot_bodies": len(feet),
         }
+
+
+def fraction_within(speed_mps: float, mass_kg: float, max_force_n: float, duration_s: tuple[float, float]) -> float:
+    """P(F·t / m ≤ speed), F ~ U(0, max_force_n), t ~ U(a, b): ∫ min(1, k / t) dt / (b − a) with k = speed·m / F_max."""
+    a, b = duration_s
+    if max_force_n <= 0:
+        return 1.0
+    k = speed_mps * mass_kg / max_force_n
+    if k >= b:
+        return 1.0
+    if k <= a:
+        return k * math.log(b / a) / (b - a)
+    return ((k - a) + k * math.log(b / k)) / (b - a)
+
+
+def push_capture(balance: dict, push: ForcePushEvent, *, samples: int, seed: int, episode_s: float = 20.0) -> dict:
+    """Which of `push`'s pushes an ankle strategy recovers from, per curriculum level (see the module docstring)."""
+    mass, reach_m = balance["mass_kg"], balance["com_range_the_ankles_can_hold_cm"] / 100
+    capture_mps = reach_m * math.sqrt(GRAVITY_MPS2 / balance["com_height_m"])
+    rng = np.random.default_rng(seed)
+    lo, hi = push.interval_s
+    per_level = {}
+    for level in CAPTURE_LEVELS:
+        max_force = push.max_force_n * level
+        impulse = rng.uniform(0, max_force, samples) * rng.uniform(*push.duration_s, samples) / mass
+        length = np.full(samples, episode_s)
+        onset, alive = rng.uniform(lo, hi, samples), np.ones(samples, dtype=bool)
+        while alive.any():
+            force, duration = rng.uniform(0, max_force, samples), rng.uniform(*push.duration_s, samples)
+            fails = alive & (onset < episode_s) & (force * duration / mass > capture_mps)
+            length[fails] = np.minimum(episode_s, onset[fails] + duration[fails] + FALL_AFTER_PUSH_S)
+            alive &= ~fails & (onset < episode_s)
+            onset = onset + rng.uniform(lo, hi, samples)
+        per_level[f"{level:g}"] = {
+            "max_push_mps": float(max_force * push.duration_s[1] / mass),
+            "fraction_within_closed_form": fraction_within(capture_mps, mass, max_force, push.duration_s),
+            "fraction_within_monte_carlo": float(np.mean(impulse <= capture_mps)),
+            "mean_episode_s_without_stepping": float(length.mean()),
+            "fraction_20s_without_stepping": float(np.mean(length >= episode_s)),
+        }
+    return {
+        "capture_speed_mps": capture_mps,
+        "push": {"max_force_n": push.max_force_n, "duration_s": push.duration_s, "interval_s": push.interval_s},
+        "levels": per_level,
+    }
+
+
+def stand_preset_push(physics_model: object) -> ForcePushEvent:
+    """The push event the stand preset trains with (`tasks.walk`'s own `get_events`)."""
+    from ksim_entropy.kbot.walk import KBotWalkingTask, WalkConfig, preset_config
+
+    task = KBotWalkingTask(WalkConfig(**preset_config("stand")))
+    return task.get_events(physics_model)["push"]
 
 
 def cross_entropy(
@@ -152,6 +218,8 @@ def main() -> None:
 
     start = time.monotonic()
     balancer = Balancer()
+    balance = balancer.balance_margin()
+    capture = push_capture(balance, stand_preset_push(balancer.sim.model), samples=200_000, seed=args.seed)
     zeros = np.zeros(len(PARAMETERS))
     pd_alone_s = balancer.stand_time(zeros, seconds=20.0)
     search = cross_entropy(balancer, args.iterations, args.population, args.elite, args.seed, log)
@@ -168,7 +236,8 @@ def main() -> None:
         "bench": "balance_feedback",
         "command": "python bench/balance_feedback.py " + " ".join(sys.argv[1:]),
         "pd_alone_stand_s": pd_alone_s,
-        "balance": balancer.balance_margin(),
+        "balance": balance,
+        "push_capture": capture,
         "feedback": {name: float(v) for name, v in zip(PARAMETERS, best, strict=True)},
         "feedback_stand_s_20s_run": balancer.stand_time(best, seconds=20.0),
         "feedback_score_s_of_8": balancer.score(best),

@@ -88,3 +88,36 @@ def test_standing_eval_refuses_a_run_without_checkpoints(tmp_path):
     assert standing_eval.curve_position(None, 3) == {"wall_s": None, "env_steps": None}
     only_earlier = {"runs": [{"points": [{"update": 1, "wall_s": 4.0, "env_steps": 2}]}]}
     assert standing_eval.curve_position(only_earlier, 3) == {"wall_s": 4.0, "env_steps": 2}  # the last point
+
+
+@pytest.mark.parametrize("speed", [0.01, 0.1, 0.25, 0.6, 2.0])
+def test_push_fraction_within_a_speed_is_the_integral_scipy_computes(speed):
+    from scipy import integrate, stats
+
+    mass, max_force, (a, b) = 36.3, 150.0, (0.1, 0.3)
+
+    def inside(t: float) -> float:  # P(F <= speed·m / t) for F ~ U(0, max_force), times the density of t
+        return stats.uniform(0, max_force).cdf(speed * mass / t) / (b - a)
+
+    expected, _ = integrate.quad(inside, a, b, points=[speed * mass / max_force])
+    assert balance_feedback.fraction_within(speed, mass, max_force, (a, b)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_push_capture_uses_the_stand_presets_push_and_the_pendulum_formula():
+    balancer = balance_feedback.Balancer()
+    balance = balancer.balance_margin()
+    push = balance_feedback.stand_preset_push(balancer.sim.model)
+    assert (push.max_force_n, push.interval_s) == (150.0, (3.0, 8.0))
+    capture = balance_feedback.push_capture(balance, push, samples=20_000, seed=0)
+    reach_m = 2 * 11.9 / (balance["mass_kg"] * 9.81)
+    assert capture["capture_speed_mps"] == pytest.approx(reach_m * math.sqrt(9.81 / balance["com_height_m"]))
+    levels = capture["levels"]
+    for level, row in levels.items():
+        # 20,000 pushes: the Monte Carlo fraction within 4 binomial standard errors of the closed form.
+        p = row["fraction_within_closed_form"]
+        assert abs(row["fraction_within_monte_carlo"] - p) <= 4 * math.sqrt(p * (1 - p) / 20_000) + 1e-12
+        assert row["max_push_mps"] == pytest.approx(150.0 * float(level) * 0.3 / balance["mass_kg"])
+        assert 0 < row["mean_episode_s_without_stepping"] <= 20.0
+    # Harder pushes, shorter episodes for a robot that cannot step.
+    means = [levels[k]["mean_episode_s_without_stepping"] for k in sorted(levels, key=float)]
+    assert means == sorted(means, reverse=True)
