@@ -14,9 +14,10 @@ config from the checkpoint, `--envs` environments, one episode each) under:
 - `randomized`: level 1 (every randomized range at its full width, the full reset noise), no pushes, no wind;
 - `training`: level 1 with the task's pushes and wind at full strength, as at the end of the stand preset's ramp;
 
-for each Newton iteration count of `--iterations` (the physics solver's; the CPU presets use 4, the GPU preset and
-kbot-joystick 8). Per condition: the fraction of environments that stood `--seconds`, quantiles of the others' fall
-times (s) and how many ended on each termination. `--sampled` also rolls out sampled actions (the curve's policy).
+for each Newton iteration count of `--iterations` (the physics solver's; the cpu preset uses 4, the stand and gpu
+presets and kbot-joystick 8). Per condition: the fraction of environments that stood `--seconds`, quantiles of the
+others' fall times (s) and how many ended on each termination (a fall can trip two). `--sampled` also rolls out
+sampled actions (the curve's policy).
 """
 
 import argparse
