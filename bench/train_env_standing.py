@@ -31,7 +31,8 @@ import numpy as np
 from emit import emit_json
 
 import ksim_entropy  # noqa: F401  (headless rendering defaults before anything imports mujoco)
-from ksim_entropy.kbot.walk import KBotWalkingTask
+from ksim_entropy.kbot.walk import KBotWalkingTask, WalkConfig
+from ksim_entropy.ppo.checkpoint import CheckpointError
 from ksim_entropy.sim2real.rollout_logs import ksim_rollout
 
 CONDITIONS: dict[str, dict[str, object]] = {
@@ -58,8 +59,8 @@ def quantiles(values: list[float]) -> dict[str, float] | None:
     return {name: round(float(v), 3) for name, v in zip(("min", "p10", "median", "p90", "max"), found, strict=True)}
 
 
-def evaluate(ckpt: Path, overrides: dict[str, object], seconds: float, argmax: bool) -> dict:
-    config = dataclasses.replace(KBotWalkingTask.load_config(ckpt), **overrides)
+def evaluate(ckpt: Path, base: WalkConfig, overrides: dict[str, object], seconds: float, argmax: bool) -> dict:
+    config = dataclasses.replace(base, **overrides)
     task = KBotWalkingTask(config)
     model = task.load_policy_model(ckpt)
     start = time.perf_counter()
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no checkpoint at {args.ckpt}")
     if args.seconds <= 0 or args.envs < 1 or min(args.iterations) < 1:
         parser.error("--seconds must be > 0, --envs and --iterations >= 1")
+    try:
+        base = KBotWalkingTask.from_checkpoint(args.ckpt).config
+    except CheckpointError as err:
+        parser.error(str(err))
 
     rows = []
     for iterations in args.iterations:
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
                 overrides = {**COMMON, **CONDITIONS[condition], "iterations": iterations, "num_envs": args.envs}
                 overrides["batch_size"] = args.envs  # no update here; ksim only needs num_envs % batch_size == 0
                 row = {"iterations": iterations, "condition": condition, "action": "mean" if argmax else "sampled"}
-                row.update(evaluate(args.ckpt, overrides, args.seconds, argmax))
+                row.update(evaluate(args.ckpt, base, overrides, args.seconds, argmax))
                 print(f"[train_env_standing] {row}", file=sys.stderr, flush=True)
                 rows.append(row)
     result = {

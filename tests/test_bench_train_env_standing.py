@@ -70,14 +70,18 @@ def test_smoke_shipped_policy_stands_half_a_second_at_nominal(tmp_path):
     assert sum(row["first_episode_ends"].values()) == 0
 
 
-def test_missing_checkpoint_is_a_one_line_error(tmp_path):
+@pytest.mark.parametrize("content, message", [(None, "no checkpoint at"), (b"not a checkpoint", "nope.bin")])
+def test_a_missing_or_foreign_checkpoint_is_a_one_line_error(tmp_path, content, message):
+    path = tmp_path / "nope.bin"
+    if content is not None:
+        path.write_bytes(content)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "train_env_standing.py"), str(tmp_path / "nope.bin")],
+        [sys.executable, str(ROOT / "bench" / "train_env_standing.py"), str(path)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         cwd=ROOT,
     )
-    assert proc.returncode == 2
-    assert "no checkpoint at" in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr
     assert "Traceback" not in proc.stderr
