@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from emit import emit_json
+from jaxtyping import PyTree
 
 import ksim_entropy  # noqa: F401  (headless rendering defaults before anything imports mujoco)
 from ksim_entropy.kbot.walk import KBotWalkingTask, WalkConfig
@@ -59,16 +60,16 @@ def quantiles(values: list[float]) -> dict[str, float] | None:
     return {name: round(float(v), 3) for name, v in zip(("min", "p10", "median", "p90", "max"), found, strict=True)}
 
 
-def evaluate(ckpt: Path, base: WalkConfig, overrides: dict[str, object], seconds: float, argmax: bool) -> dict:
+def evaluate(model: PyTree, base: WalkConfig, overrides: dict[str, object], seconds: float, argmax: bool) -> dict:
     config = dataclasses.replace(base, **overrides)
     task = KBotWalkingTask(config)
-    model = task.load_policy_model(ckpt)
     start = time.perf_counter()
     trajectory = ksim_rollout(task, model, num_steps=round(seconds / config.ctrl_dt), seed=0, argmax=argmax)
     done, success = np.asarray(trajectory.done), np.asarray(trajectory.success)
     stood, fell, first = first_episodes(done, success, config.ctrl_dt)
+    ended = np.flatnonzero(first < done.shape[1])
     ends = {
-        name: int(sum(bool(np.asarray(flags)[i, f]) for i, f in enumerate(first) if f < done.shape[1]))
+        name: int(np.asarray(flags)[ended, first[ended]].astype(bool).sum())
         for name, flags in trajectory.termination_components.items()
     }
     return {
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.seconds <= 0 or args.envs < 1 or min(args.iterations) < 1:
         parser.error("--seconds must be > 0, --envs and --iterations >= 1")
     try:
-        base = KBotWalkingTask.from_checkpoint(args.ckpt).config
+        task = KBotWalkingTask.from_checkpoint(args.ckpt)
+        model = task.load_policy_model(args.ckpt)  # the weights do not depend on the overrides below: load once
     except CheckpointError as err:
         parser.error(str(err))
 
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                 overrides = {**COMMON, **CONDITIONS[condition], "iterations": iterations, "num_envs": args.envs}
                 overrides["batch_size"] = args.envs  # no update here; ksim only needs num_envs % batch_size == 0
                 row = {"iterations": iterations, "condition": condition, "action": "mean" if argmax else "sampled"}
-                row.update(evaluate(args.ckpt, base, overrides, args.seconds, argmax))
+                row.update(evaluate(model, task.config, overrides, args.seconds, argmax))
                 print(f"[train_env_standing] {row}", file=sys.stderr, flush=True)
                 rows.append(row)
     result = {
