@@ -8,7 +8,7 @@
     python3 bootstrap.py test [args]     # run the test suite:   python -m pytest [args]
     python3 bootstrap.py export CKPT [OUT] [--overwrite]   # checkpoint -> .kinfer
     python3 bootstrap.py view CKPT       # watch a checkpoint in the MuJoCo viewer (needs a display)
-    python3 bootstrap.py fit|deploy|sim2sim ...   # python -m tasks.fit / tasks.deploy / tasks.sim2sim
+    python3 bootstrap.py fit|deploy|sim2sim|windows ...   # python -m tasks.fit / .deploy / .sim2sim / .windows
     python3 bootstrap.py bench           # bench/walk_throughput.py (JSON on stdout)
     python3 bootstrap.py gpu-walk --out F  # bench/gpu_walk.py: GPU throughput, then walking trained and gated
     python3 bootstrap.py run CMD ...     # any command inside the environment
@@ -61,6 +61,7 @@ COMMANDS = {
     "fit": ["-m", "tasks.fit"],
     "deploy": ["-m", "tasks.deploy"],
     "sim2sim": ["-m", "tasks.sim2sim"],
+    "windows": ["-m", "tasks.windows"],
     "bench": ["bench/walk_throughput.py"],
     "gpu-walk": ["bench/gpu_walk.py"],
 }

@@ -11,10 +11,12 @@ from scipy import special
 
 from ksim_entropy.bridge.metrics import classifier_two_sample_test
 from ksim_entropy.ppo.domain_adversarial import (
+    DomainAdversarial,
     DomainClassifier,
     ReversalSchedule,
     domain_adversarial_loss,
     gradient_reversal,
+    sample_windows,
 )
 
 
@@ -160,3 +162,51 @@ def test_reversal_makes_features_domain_invariant_while_the_control_stays_separa
     assert c2st_dann < 0.6
     # ... and the task is still solved (fraction of the target's variance left unexplained).
     assert mse_dann < 0.1 and mse_ctrl < 0.1
+
+
+def test_sample_windows_weights_the_windows_that_cross_a_reset_zero() -> None:
+    rng = np.random.default_rng(3)
+    obs = rng.normal(size=(3, 10, 2)).astype(np.float32)
+    done = np.zeros((3, 10), bool)
+    done[0, 4] = done[2, 9] = done[1, 0] = True
+    windows, weights = sample_windows(jnp.asarray(obs), jnp.asarray(done), 4, 200, jax.random.key(0))
+    windows, weights = np.asarray(windows), np.asarray(weights)
+    assert windows.shape == (200, 4, 2)
+    for window, weight in zip(windows, weights, strict=True):
+        # Locate the window in obs (values are distinct), then the oracle: no episode end before its last step.
+        env, start = (int(v[0]) for v in np.nonzero(obs[:, :, 0] == window[0, 0]))
+        np.testing.assert_array_equal(window, obs[env, start : start + 4])
+        assert weight == float(not done[env, start : start + 3].any())
+    assert 0 < weights.sum() < 200
+    with pytest.raises(ValueError, match="does not fit trajectories of 10"):
+        sample_windows(jnp.asarray(obs), jnp.asarray(done), 11, 4, jax.random.key(0))
+
+
+@pytest.mark.parametrize(
+    ("windows", "kwargs", "match"),
+    [
+        (np.zeros((10, 4)), {}, r"float array \(N, W, D\), got shape \(10, 4\)"),
+        (np.zeros((10, 4, 3), dtype=np.int32), {}, "float array"),
+        (np.full((10, 4, 3), np.nan), {}, "120 non-finite values"),
+        (np.zeros((2, 4, 3)), {"held_out_fraction": 0.1}, "at least one window on each side"),
+        (np.zeros((10, 4, 3)), {"held_out_fraction": 1.0}, "held_out_fraction"),
+        (np.zeros((10, 4, 3)), {"weight": 0.0}, "weight must be finite and > 0"),
+        (np.zeros((10, 4, 3)), {"classifier_learning_rate": -1e-3}, "classifier_learning_rate"),
+        (np.zeros((10, 4, 3)), {"windows_per_update": 0}, "windows_per_update >= 1"),
+    ],
+)
+def test_domain_adversarial_refuses_bad_windows_and_settings(windows: np.ndarray, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DomainAdversarial(real_windows=windows, **kwargs)
+
+
+def test_the_held_out_split_is_fixed_by_the_seed_and_disjoint() -> None:
+    windows = np.arange(20 * 2 * 1, dtype=np.float64).reshape(20, 2, 1)
+    dann = DomainAdversarial(real_windows=windows, held_out_fraction=0.25, seed=4)
+    train, held = dann.split()
+    assert train.dtype == np.float32 and (train.shape[0], held.shape[0]) == (15, 5)
+    firsts = sorted(train[:, 0, 0].tolist() + held[:, 0, 0].tolist())
+    assert firsts == windows[:, 0, 0].tolist()
+    np.testing.assert_array_equal(
+        DomainAdversarial(real_windows=windows, held_out_fraction=0.25, seed=4).split()[1], held
+    )

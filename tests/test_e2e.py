@@ -1,9 +1,13 @@
 """End to end through the real command line: train the K-Bot for 2 PPO updates, checkpoint, resume into a new run
 directory, export `.kinfer`, load and step it in kinfer's runtime and onnxruntime, and match the JAX policy.
 
+The runs train with domain-adversarial features (DANN, `dann_windows`) on windows of a stand-in robot's log, so the
+same two compilations check that path too: its metrics, its classifier beside (not in) the policy, its resume.
+
 Each training run compiles the MJX step (~1.5-3 min cold on 2 CPU cores; JAX's cache makes the resume faster).
 """
 
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -15,18 +19,27 @@ import sys
 import tarfile
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from kinfer.rust_bindings import ModelProviderABC, PyModelRunner
 from mujoco import mjx
 
+from ksim_entropy.bridge.logs import write_ndjson
 from ksim_entropy.cli.export import export_checkpoint
+from ksim_entropy.cli.windows import make_windows
 from ksim_entropy.export import KinferSession
-from ksim_entropy.kbot.walk import KBotWalkingTask
+from ksim_entropy.formats.windows import write_windows
+from ksim_entropy.kbot.walk import KBotWalkingTask, WalkConfig, preset_config
 from ksim_entropy.ppo.checkpoint import CheckpointError, inspect_checkpoint
+from ksim_entropy.ppo.domain_adversarial import DANN_KEY, DomainAdversarialState, DomainClassifier
+from ksim_entropy.ppo.finetune import SOURCE_KEY
+from ksim_entropy.ppo.mixins import read_checkpoint_aux
 from ksim_entropy.progress import METRICS_FILE
+from ksim_entropy.testing.reality import HiddenRobot, reality_log
 
 pytestmark = pytest.mark.slow
 
@@ -78,9 +91,22 @@ def tree_digest(directory: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory) -> Path:
+def real_windows(tmp_path_factory) -> str:
+    """`dann_windows=` for windows of 4 steps of the shipped standing policy on a stand-in robot with a gyro bias."""
+    folder = tmp_path_factory.mktemp("real")
+    policy = ROOT / "assets" / "policies" / "kbot-stand" / "policy.kinfer"
+    log = reality_log(
+        HiddenRobot(gyro_bias_rad_s=(0.05, -0.05, 0.0)), seconds=2.0, seed=0, suspended=False, policy=policy
+    )
+    real = write_ndjson(log, folder / "real.ndjson")
+    windows, meta = make_windows([real], KBotWalkingTask(WalkConfig(**preset_config("cpu"))), window_steps=4, stride=2)
+    return f"dann_windows={write_windows(folder / 'real_windows.npz', windows, meta)}"
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, real_windows) -> Path:
     run_dir = tmp_path_factory.mktemp("e2e") / "first"
-    proc = walk("max_steps=2", f"exp_dir={run_dir}", *ADAPTIVE)
+    proc = walk("max_steps=2", f"exp_dir={run_dir}", *ADAPTIVE, real_windows)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     (run_dir.parent / "first.stdout").write_text(proc.stdout)
     return run_dir
@@ -121,17 +147,57 @@ def test_the_console_has_progress_lines_and_the_records_go_to_the_metrics_file(f
     assert any(r.get("status", {}).get("message", "").startswith("Step 1 time") for r in records)
 
 
-def test_resume_continues_in_a_new_directory_and_keeps_the_old_one(first_run, tmp_path):
+def test_dann_logs_its_metrics_and_keeps_its_classifier_beside_the_policy(first_run):
+    records = [json.loads(line) for line in (first_run / METRICS_FILE).read_text().splitlines()]
+    train = [r["train"] for r in records if "domain_held_out_accuracy" in r.get("train", {})]
+    assert train, "no update logged the DANN metrics"
+    for key in ("domain_held_out_accuracy", "domain_held_out_loss", "domain_loss", "domain_accuracy", "domain_lambda"):
+        assert np.isfinite(train[-1][key]), key
+    assert 0.0 <= train[-1]["domain_held_out_accuracy"] <= 1.0
+    assert train[0]["domain_lambda"] == 0.0  # Ganin et al.'s schedule starts at 0
+    # The classifier (trained: no longer its initial weights) is in the checkpoint's aux data, with its clock.
+    ckpt = first_run / "checkpoints" / "ckpt.bin"
+    initial = DomainClassifier(jax.random.key(0), num_features=16)
+    template = DomainAdversarialState(initial, optax.adam(1e-3).init(initial), jnp.int32(0))
+    saved = read_checkpoint_aux(ckpt, {DANN_KEY: template})[DANN_KEY]
+    assert int(saved.updates) == 1  # ksim's burn-in update on the validation rollout does not count
+    assert not np.allclose(saved.classifier.layers[0].weight, initial.layers[0].weight)
+    # The policy is the plain task's: it loads with DANN off.
+    task = KBotWalkingTask.from_checkpoint(ckpt)
+    assert task.config.dann_windows
+    plain = KBotWalkingTask(dataclasses.replace(task.config, dann_windows=""))
+    assert plain.load_policy_model(ckpt).actor.head.weight.shape[1] == 16
+
+
+def test_resume_continues_in_a_new_directory_and_keeps_the_old_one(first_run, tmp_path, real_windows):
     before = tree_digest(first_run)
     resumed = tmp_path / "resumed"
     ckpt = first_run / "checkpoints" / "ckpt.bin"
-    proc = walk("max_steps=4", f"load_from_ckpt_path={ckpt}", f"exp_dir={resumed}", *ADAPTIVE)
+    # Resumed as a fine-tune: a KL penalty holds the policy near the checkpoint's (ksim_entropy.ppo.finetune).
+    args = ("max_steps=4", f"load_from_ckpt_path={ckpt}", f"exp_dir={resumed}", "finetune_kl=0.1")
+    proc = walk(*args, *ADAPTIVE, real_windows)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "its policy is the KL anchor" in proc.stdout + proc.stderr
+    records = [json.loads(line) for line in (resumed / METRICS_FILE).read_text().splitlines()]
+    kl = [r["train"]["source_kl"] for r in records if "source_kl" in r.get("train", {})]
+    assert kl and all(0.0 <= v < 1.0 for v in kl), kl  # nats; the policy starts on its anchor
+    # The anchor saved with the resumed run is the first run's policy, not the updated one.
+    resumed_task = KBotWalkingTask.from_checkpoint(resumed / "checkpoints" / "ckpt.bin")
+    first_model = resumed_task.load_policy_model(ckpt)
+    first_arrays = eqx.filter(first_model, eqx.is_inexact_array)
+    anchor = read_checkpoint_aux(resumed / "checkpoints" / "ckpt.bin", {SOURCE_KEY: first_arrays})[SOURCE_KEY]
+    for a, b in zip(jax.tree.leaves(anchor), jax.tree.leaves(first_arrays), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    updated = jax.tree.leaves(
+        eqx.filter(resumed_task.load_policy_model(resumed / "checkpoints" / "ckpt.bin"), eqx.is_inexact_array)
+    )
+    assert any(not np.array_equal(a, b) for a, b in zip(updated, jax.tree.leaves(first_arrays), strict=True))
     # The curriculum state (ADR widths) is saved with the weights and restored on resume (ksim saves none).
     first = saved_widths(ckpt)
     assert (first > 1.0).any(), f"no width moved in the first run: {first}"
     assert "restored randomization widths" in proc.stdout + proc.stderr
     assert "restored entropy temperature" in proc.stdout + proc.stderr  # α and its controller state
+    assert "restored the domain classifier (update 1)" in proc.stdout + proc.stderr
     resumed_widths = saved_widths(resumed / "checkpoints" / "ckpt.bin")
     assert (resumed_widths >= first - 1e-6).all() and (resumed_widths > first).any()
     # Resumed at step 2; ksim's first loop iteration of every run makes two updates (a burn-in update on the

@@ -1,4 +1,7 @@
-"""RecurrentActor initialisation: the output-layer scale and the initial std, against their closed forms."""
+"""RecurrentActor initialisation: the output-layer scale and the initial std, against their closed forms; the actor
+over windows, against stepping it by hand."""
+
+import types
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +9,7 @@ import numpy as np
 import pytest
 
 from ksim_entropy.policy import RecurrentActor
+from ksim_entropy.ppo.recurrent import RecurrentActorCriticMixin
 from ksim_entropy.ppo.temperature import gaussian_entropy
 
 NOMINAL = (0.3, -0.5, 0.0, 1.2)
@@ -65,3 +69,21 @@ def test_mlp_body_is_feedforward_and_carries_its_placeholder():
     np.testing.assert_allclose(np.asarray(std_a), 0.1, rtol=0.03)
     with pytest.raises(ValueError, match="policy body must be one of"):
         _actor(body="gru")
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_actor_over_windows_is_the_actor_stepped_from_a_zero_state(depth):
+    """The window helper DANN and the source KL read, against the actor stepped one input at a time in Python."""
+    actor = _actor(depth=depth)
+    model = types.SimpleNamespace(actor=actor)
+    windows = jax.random.normal(jax.random.PRNGKey(2), (3, 5, 6))
+    features, mean, std = RecurrentActorCriticMixin.actor_over_windows(model, windows)
+    for i in range(3):
+        carry = jnp.zeros(actor.body.carry_shape)
+        for x in windows[i, :-1]:
+            _, _, carry = actor.mean_and_std(x, carry)
+        last_features, _ = actor.body(windows[i, -1], carry)
+        last_mean, last_std, _ = actor.mean_and_std(windows[i, -1], carry)
+        np.testing.assert_allclose(features[i], last_features, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(mean[i], last_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(std[i], last_std, rtol=1e-5, atol=1e-6)

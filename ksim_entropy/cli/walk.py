@@ -158,6 +158,16 @@ def build_config(args: list[str]) -> WalkConfig:
             task.get_curriculum(task.get_mujoco_model())
         except ValueError as err:
             raise SystemExit(f"error: entropy_target_path={config.entropy_target_path}: {err}") from err
+    if config.finetune_kl != 0.0:
+        try:
+            KBotWalkingTask(config).get_source_kl()
+        except ValueError as err:
+            raise SystemExit(f"error: finetune_kl={config.finetune_kl}: {err}") from err
+    if config.dann_windows:
+        try:
+            KBotWalkingTask(config).get_domain_adversarial()
+        except ValueError as err:  # WindowError, and bad DANN settings
+            raise SystemExit(f"error: dann_windows={config.dann_windows}: {err}") from err
     if config.sim2sim_gate:
         try:
             GateOptions(episodes=config.sim2sim_episodes, seconds=config.sim2sim_seconds)

@@ -4,6 +4,7 @@
 - `profile`: a log's entropy profile (per-channel mean/std, diagonal-Gaussian entropy), a training target.
 - `fitted`: `fitted.json`, the randomization ranges a fit to real logs produced.
 - `jsonfile`: strict JSON reading (duplicate keys, NaN) and atomic writing.
+- `windows`: real logs as windows of the policy's input vector (`.npz`), for domain-adversarial training.
 
 The tooling that makes and compares them lives in `ksim_entropy.bridge` and `ksim_entropy.sim2real`.
 """

@@ -31,6 +31,7 @@ from ksim_entropy.curriculum import RandomizationCurriculum
 from ksim_entropy.events import ForcePushEvent, UprightAssistEvent, WindEvent
 from ksim_entropy.export import KinferPolicy, export_kinfer
 from ksim_entropy.formats.schema import StepLog
+from ksim_entropy.formats.windows import WindowError, read_windows
 from ksim_entropy.kbot.fitted_ranges import FittedRanges, load_fitted_ranges
 from ksim_entropy.kbot.robot import (
     KBOT_FOOT_BODIES,
@@ -47,6 +48,8 @@ from ksim_entropy.kbot.task import EntropyBridgedKBotTask, KBotEntropyConfig
 from ksim_entropy.observation import DelayedObservation, SensorNoise
 from ksim_entropy.policy import RecurrentActorCritic
 from ksim_entropy.ppo.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
+from ksim_entropy.ppo.domain_adversarial import DomainAdversarial, DomainAdversarialMixin, ReversalSchedule
+from ksim_entropy.ppo.finetune import SourceKL, SourceKLMixin
 from ksim_entropy.ppo.recurrent import RecurrentActorCriticMixin
 from ksim_entropy.randomization import (
     ActuatorKdScale,
@@ -164,6 +167,23 @@ class WalkConfig(KBotEntropyConfig):
         value="", help="fitted.json from `python -m tasks.fit`: its ranges replace the defaults (sim2real only)."
     )
 
+    # Domain-adversarial training on real logs (ksim_entropy.ppo.domain_adversarial; docs/transfer.md).
+    dann_windows: str = xax.field(
+        value="", help="real_windows.npz from `python -m tasks.windows`: DANN on the actor's encoder ('': off)."
+    )
+    dann_lambda: float = xax.field(value=0.1, help="DANN: largest gradient-reversal strength λ (>= 0).")
+    dann_lambda_updates: int = xax.field(value=500, help="DANN: PPO updates for λ's ramp (Ganin et al.'s schedule).")
+    dann_weight: float = xax.field(value=1.0, help="DANN: scale of the domain loss in the PPO loss.")
+    dann_classifier_lr: float = xax.field(value=1e-3, help="DANN: the domain classifier's Adam learning rate.")
+    dann_windows_per_update: int = xax.field(value=64, help="DANN: sim and real windows per PPO minibatch.")
+
+    # Fine-tuning (ksim_entropy.ppo.finetune; docs/transfer.md): with load_from_ckpt_path, hold the policy near the
+    # checkpoint's while it adapts (e.g. to randomization=fitted.json at a lower learning_rate).
+    finetune_kl: float = xax.field(
+        value=0.0, help="KL(source ‖ policy) penalty to the policy load_from_ckpt_path loaded (nats; 0: off)."
+    )
+    finetune_kl_window_steps: int = xax.field(value=8, help="Fine-tuning KL: control steps per window.")
+
 
 PRESETS: dict[str, dict[str, object]] = {
     # CPU: a smoke-sized run that finishes in minutes on 2 cores (~500 env-steps/s after a ~2 min compile).
@@ -238,6 +258,9 @@ PRESETS["stand"] = {
     "randomization_mode": "curriculum",
     "randomization_width": 0.0,
     "randomization_max_width": 1.0,
+    # Screened, not kept: pushes ≤ 40 N (all but 5 % within the ankles' capture speed) with an 800-update ramp
+    # reached full width in the hour, where the curve sat at 3-4 s; 1500 updates ends at level 0.65 and 5.9 s
+    # (bench/results/learning_stand_push40_cpu.json; docs/training.md).
     "randomization_ramp_updates": 1500,
 }
 
@@ -288,7 +311,11 @@ DEFAULT_PHYSICS_RANGES: dict[str, tuple[float, float]] = {
 
 
 class KBotWalkingTask(
-    EntropyBridgedKBotTask[WalkConfig], RecurrentActorCriticMixin[WalkConfig], ksim.PPOTask[WalkConfig]
+    DomainAdversarialMixin[WalkConfig],
+    SourceKLMixin[WalkConfig],
+    EntropyBridgedKBotTask[WalkConfig],
+    RecurrentActorCriticMixin[WalkConfig],
+    ksim.PPOTask[WalkConfig],
 ):
     """K-Bot velocity tracking on ksim 0.2.10's PPO with a recurrent actor-critic.
 
@@ -650,6 +677,48 @@ class KBotWalkingTask(
             command_names=COMMAND_NAMES,
             carry_size=carry_size,
         )
+
+    # ---------------------------------------------------------------- domain-adversarial training (DANN)
+    def get_domain_adversarial(self) -> DomainAdversarial | None:
+        cfg = self.config
+        if not cfg.dann_windows:
+            return None
+        windows, _ = read_windows(cfg.dann_windows, task_id=cfg.task_id, num_inputs=self.num_actor_inputs)
+        # ksim's first update trains on the validation rollout (render_length_seconds) too.
+        frames = min(self.rollout_length_frames, self.render_length_frames)
+        if windows.shape[1] > frames:
+            raise WindowError(
+                f"{cfg.dann_windows}: windows of {windows.shape[1]} steps do not fit rollouts of {frames} frames; "
+                "make shorter ones (`python -m tasks.windows --window-steps`)"
+            )
+        return DomainAdversarial(
+            real_windows=windows,
+            schedule=ReversalSchedule(max_lambda=cfg.dann_lambda, updates=cfg.dann_lambda_updates),
+            weight=cfg.dann_weight,
+            classifier_learning_rate=cfg.dann_classifier_lr,
+            windows_per_update=cfg.dann_windows_per_update,
+        )
+
+    def policy_input_sequences(self, model: RecurrentActorCritic, trajectories: ksim.Trajectory) -> Array:
+        return self.actor_observation(model, trajectories.obs, trajectories.command)
+
+    def domain_features(self, model: RecurrentActorCritic, windows: Array) -> Array:
+        return self.actor_over_windows(model, windows)[0]
+
+    def domain_feature_size(self) -> int:
+        return self.config.hidden_size
+
+    def get_source_kl(self) -> SourceKL | None:
+        cfg = self.config
+        if cfg.finetune_kl == 0.0:
+            return None
+        if cfg.load_from_ckpt_path is None:
+            raise ValueError("finetune_kl holds the policy near the one it starts from: it needs load_from_ckpt_path")
+        return SourceKL(coef=cfg.finetune_kl, window_steps=cfg.finetune_kl_window_steps)
+
+    def policy_over_windows(self, model: RecurrentActorCritic, windows: Array) -> tuple[Array, Array]:
+        _, mean, std = self.actor_over_windows(model, windows)
+        return mean, std
 
     # What the robot's runtime logs (kinfer NDJSON groups) correspond to in this task's observations.
     LOG_OBSERVATIONS: ClassVar[dict[str, str]] = {

@@ -24,7 +24,7 @@ import tarfile
 import time
 import zlib
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
@@ -386,6 +386,36 @@ class TrainingStateMixin(ksim.RLTask[Config], Generic[Config]):
         self, constants: RLLoopConstants, carry: RLLoopCarry, state: xax.State, ckpt_path: Path
     ) -> RLLoopCarry:
         return carry
+
+    def saved_aux_values(self, carry: RLLoopCarry, *keys: str) -> dict[str, PyTree]:
+        """The carry's aux values under `keys` that this run keeps (for `checkpoint_aux`)."""
+        aux = carry.shared_state.aux_values
+        return {key: aux[key] for key in keys if key in aux}
+
+    def restore_aux_value(
+        self,
+        carry: RLLoopCarry,
+        ckpt_path: Path,
+        key: str,
+        *,
+        restored: Callable[[PyTree], str],
+        missing: str,
+        missing_level: int = logging.WARNING,
+    ) -> RLLoopCarry:
+        """Put the checkpoint's aux data under `key` back into the carry, when this run keeps such a value.
+
+        Logs ``restored(saved) from <ckpt>``, or `missing` at `missing_level` when the checkpoint has none.
+        """
+        aux = carry.shared_state.aux_values
+        if key not in aux:
+            return carry
+        saved = read_checkpoint_aux(ckpt_path, {key: aux[key]}).get(key)
+        if saved is None:
+            logger.log(missing_level, "%s: %s", ckpt_path, missing)
+            return carry
+        logger.info("%s from %s", restored(saved), ckpt_path)
+        shared = replace(carry.shared_state, aux_values=xax.FrozenDict({**aux, key: saved}))
+        return replace(carry, shared_state=shared)
 
     def _save(self, constants: RLLoopConstants, carry: RLLoopCarry, state: xax.State) -> None:
         aux = self.checkpoint_aux(constants, carry)
@@ -777,7 +807,8 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
         rng: jax.Array,
     ) -> tuple[RLLoopCarry, xax.FrozenDict[str, jax.Array]]:
         temperature = self.get_entropy_temperature()
-        if temperature is None:
+        aux_params = self.auxiliary_parameters(carry)
+        if temperature is None and not aux_params:
             return super()._single_step(
                 trajectories=trajectories,
                 rewards=rewards,
@@ -786,12 +817,17 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
                 on_policy_variables=on_policy_variables,
                 rng=rng,
             )
-        alpha = jax.lax.stop_gradient(temperature.alpha(carry.shared_state.aux_values[TEMPERATURE_KEY]))
+        if temperature is None:  # an auxiliary loss with ksim's fixed coefficient
+            alpha = jnp.float32(self.config.entropy_coef)
+        else:
+            alpha = jax.lax.stop_gradient(temperature.alpha(carry.shared_state.aux_values[TEMPERATURE_KEY]))
         model_arr = carry.shared_state.model_arrs[0]
         model_static = constants.constants.model_statics[0]
+        if aux_params:
+            rng, aux_rng = jax.random.split(rng)
 
-        def loss_fn(arr: PyTree) -> tuple[jax.Array, xax.FrozenDict[str, jax.Array]]:
-            return self._ppo_loss_at_alpha(
+        def loss_fn(arr: PyTree, params: dict[str, PyTree]) -> tuple[jax.Array, xax.FrozenDict[str, jax.Array]]:
+            loss, metrics = self._ppo_loss_at_alpha(
                 arr,
                 model_static,
                 trajectories,
@@ -801,12 +837,49 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
                 rng,
                 alpha,
             )
+            if not params:
+                return loss, metrics
+            model = eqx.combine(arr, model_static)
+            extra, extra_metrics = self.auxiliary_loss(model, params, trajectories, carry, aux_rng)
+            return loss + extra, xax.FrozenDict({**metrics, **extra_metrics})
 
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(model_arr)
+        if not aux_params:
+            grads, metrics = jax.grad(loss_fn, has_aux=True)(model_arr, {})
+        else:
+            (grads, aux_grads), metrics = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(model_arr, aux_params)
+            carry = self.apply_auxiliary_gradients(carry, aux_grads)
         updates, opt_state = constants.optimizer[0].update(grads, carry.opt_state[0], model_arr)
         model_arr = eqx.apply_updates(model_arr, updates)
         shared = replace(carry.shared_state, model_arrs=xax.tuple_insert(carry.shared_state.model_arrs, 0, model_arr))
         return replace(carry, shared_state=shared, opt_state=xax.tuple_insert(carry.opt_state, 0, opt_state)), metrics
+
+    # Auxiliary losses beside PPO's, off by default. A mixin that adds one extends all three, calling super() first
+    # and keeping to its own key of the dicts (ksim_entropy.ppo.domain_adversarial does).
+    def auxiliary_parameters(self, carry: RLLoopCarry) -> dict[str, PyTree]:
+        """Per auxiliary loss, the parameters outside the policy it trains (kept in the carry; `()` for none).
+
+        An empty dict: no auxiliary loss, PPO's alone.
+        """
+        return {}
+
+    def auxiliary_loss(
+        self,
+        model: PyTree,
+        params: dict[str, PyTree],
+        trajectories: ksim.Trajectory,
+        carry: RLLoopCarry,
+        rng: jax.Array,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The auxiliary losses summed on one minibatch, and their metrics; gradients reach the policy and `params`."""
+        return jnp.float32(0.0), {}
+
+    def apply_auxiliary_gradients(self, carry: RLLoopCarry, grads: dict[str, PyTree]) -> RLLoopCarry:
+        """Step each auxiliary loss's parameters with their gradient (their own optimizers)."""
+        return carry
+
+    def policy_input_sequences(self, model: PyTree, trajectories: ksim.Trajectory) -> jax.Array:
+        """The actor's input vectors (B, T, D) along trajectories (B, T): what auxiliary losses on windows read."""
+        raise NotImplementedError(f"{type(self).__name__} has an auxiliary loss but no policy_input_sequences")
 
     def after_update(
         self,
@@ -860,25 +933,19 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
         return values
 
     def checkpoint_aux(self, constants: RLLoopConstants, carry: RLLoopCarry) -> dict[str, PyTree]:
-        aux = super().checkpoint_aux(constants, carry)
-        if TEMPERATURE_KEY in carry.shared_state.aux_values:
-            aux[TEMPERATURE_KEY] = carry.shared_state.aux_values[TEMPERATURE_KEY]
-        return aux
+        return {**super().checkpoint_aux(constants, carry), **self.saved_aux_values(carry, TEMPERATURE_KEY)}
 
     def restore_checkpoint_aux(
         self, constants: RLLoopConstants, carry: RLLoopCarry, state: xax.State, ckpt_path: Path
     ) -> RLLoopCarry:
         carry = super().restore_checkpoint_aux(constants, carry, state, ckpt_path)
-        aux = carry.shared_state.aux_values
-        if TEMPERATURE_KEY not in aux:
-            return carry
-        saved = read_checkpoint_aux(ckpt_path, {TEMPERATURE_KEY: aux[TEMPERATURE_KEY]}).get(TEMPERATURE_KEY)
-        if saved is None:
-            logger.warning("%s has no entropy temperature state; α starts from its initial value", ckpt_path)
-            return carry
-        logger.info("restored entropy temperature α=%.6g from %s", float(jnp.exp(saved.log_alpha)), ckpt_path)
-        shared = replace(carry.shared_state, aux_values=xax.FrozenDict({**aux, TEMPERATURE_KEY: saved}))
-        return replace(carry, shared_state=shared)
+        return self.restore_aux_value(
+            carry,
+            ckpt_path,
+            TEMPERATURE_KEY,
+            restored=lambda saved: f"restored entropy temperature α={float(jnp.exp(saved.log_alpha)):.6g}",
+            missing="no entropy temperature state; α starts from its initial value",
+        )
 
 
 # ====================================================================== the entropy-bridged task

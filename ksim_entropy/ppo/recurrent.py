@@ -94,3 +94,24 @@ class RecurrentActorCriticMixin(ksim.PPOTask[Config], Generic[Config]):
 
         next_carry, variables = xax.scan(step, model_carry, trajectory, jit_level=ksim.JitLevel.RL_CORE)
         return variables, next_carry
+
+    @staticmethod
+    def actor_over_windows(model: RecurrentActorCritic, windows: Array) -> tuple[Array, Array, Array]:
+        """The actor over windows (N, W, D) of its inputs, each from a zero state, at each window's last step.
+
+        Returns its body's output (N, H), the action mean (N, A, rad) and std (N, A, rad).
+        """
+        actor = model.actor
+
+        def one(window: Array) -> tuple[Array, Array, Array]:
+            def step(carry: Array, x: Array) -> tuple[Array, None]:
+                _, next_carry = actor.body(x, carry)
+                return next_carry, None
+
+            carry = jnp.zeros(actor.body.carry_shape, dtype=window.dtype)
+            carry, _ = jax.lax.scan(step, carry, window[:-1])
+            features, _ = actor.body(window[-1], carry)
+            mean, std, _ = actor.mean_and_std(window[-1], carry)
+            return features, mean, std
+
+        return jax.vmap(one)(windows)
