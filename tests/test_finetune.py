@@ -1,5 +1,7 @@
 """The fine-tuning KL: the Gaussian KL against numerical integration, and its settings' one-line errors."""
 
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -45,4 +47,14 @@ def test_a_source_kl_without_a_checkpoint_is_a_one_line_error(tmp_path):
         build_config(["preset=cpu", "finetune_kl=0.1", f"exp_dir={tmp_path / 'r'}"])
     assert str(exc.value) == (
         "error: finetune_kl=0.1: finetune_kl holds the policy near the one it starts from: it needs load_from_ckpt_path"
+    )
+
+
+def test_kl_windows_longer_than_the_rollouts_are_a_one_line_error(tmp_path):
+    ckpt = Path(__file__).resolve().parents[1] / "assets" / "policies" / "kbot-stand" / "ckpt.bin"
+    args = ["preset=cpu", "finetune_kl=0.1", f"load_from_ckpt_path={ckpt}", "rollout_length_frames=6"]
+    with pytest.raises(SystemExit) as exc:
+        build_config([*args, f"exp_dir={tmp_path / 'r'}"])
+    assert str(exc.value) == (
+        "error: finetune_kl=0.1: windows of 8 steps do not fit rollouts of 6 frames; lower finetune_kl_window_steps"
     )

@@ -684,13 +684,7 @@ class KBotWalkingTask(
         if not cfg.dann_windows:
             return None
         windows, _ = read_windows(cfg.dann_windows, task_id=cfg.task_id, num_inputs=self.num_actor_inputs)
-        # ksim's first update trains on the validation rollout (render_length_seconds) too.
-        frames = min(self.rollout_length_frames, self.render_length_frames)
-        if windows.shape[1] > frames:
-            raise WindowError(
-                f"{cfg.dann_windows}: windows of {windows.shape[1]} steps do not fit rollouts of {frames} frames; "
-                "make shorter ones (`python -m tasks.windows --window-steps`)"
-            )
+        self._check_window_fits(windows.shape[1], "make shorter ones (`python -m tasks.windows --window-steps`)")
         return DomainAdversarial(
             real_windows=windows,
             schedule=ReversalSchedule(max_lambda=cfg.dann_lambda, updates=cfg.dann_lambda_updates),
@@ -698,6 +692,15 @@ class KBotWalkingTask(
             classifier_learning_rate=cfg.dann_classifier_lr,
             windows_per_update=cfg.dann_windows_per_update,
         )
+
+    def _check_window_fits(self, steps: int, remedy: str) -> None:
+        """Windows of `steps` control steps must fit the rollouts and the validation rollout (ksim's first update).
+
+        ksim's first update also trains on the validation rollout (`render_length_seconds`).
+        """
+        frames = min(self.rollout_length_frames, self.render_length_frames)
+        if steps > frames:
+            raise WindowError(f"windows of {steps} steps do not fit rollouts of {frames} frames; {remedy}")
 
     def policy_input_sequences(self, model: RecurrentActorCritic, trajectories: ksim.Trajectory) -> Array:
         return self.actor_observation(model, trajectories.obs, trajectories.command)
@@ -714,6 +717,7 @@ class KBotWalkingTask(
             return None
         if cfg.load_from_ckpt_path is None:
             raise ValueError("finetune_kl holds the policy near the one it starts from: it needs load_from_ckpt_path")
+        self._check_window_fits(cfg.finetune_kl_window_steps, "lower finetune_kl_window_steps")
         return SourceKL(coef=cfg.finetune_kl, window_steps=cfg.finetune_kl_window_steps)
 
     def policy_over_windows(self, model: RecurrentActorCritic, windows: Array) -> tuple[Array, Array]:

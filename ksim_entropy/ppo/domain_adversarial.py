@@ -218,11 +218,6 @@ class DomainAdversarial:
         return int(self.real_windows.shape[1])
 
     @property
-    def num_inputs(self) -> int:
-        """D, the actor's input size the windows hold."""
-        return int(self.real_windows.shape[2])
-
-    @property
     def num_held_out(self) -> int:
         """Real windows never trained on."""
         return round(self.held_out_fraction * self.real_windows.shape[0])
