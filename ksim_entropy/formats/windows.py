@@ -68,20 +68,12 @@ def observation_windows(
             )
     rows = np.asarray(actor_inputs(*(log.groups[g] for g in WINDOW_GROUPS)), dtype=np.float64)
     finite = np.isfinite(rows).all(axis=1)
-    # A new run of usable rows starts after a missing value or a jump in step_id.
+    # A new run of rows starts at a jump in step_id and after a missing value (which ends its run, and is dropped).
     consecutive = np.concatenate([[False], np.diff(log.step_id) == 1])
+    cuts = np.flatnonzero(~consecutive | np.concatenate([[True], ~finite[:-1]]))[1:]
     windows = []
-    run_start = None
-    for i in range(rows.shape[0] + 1):
-        usable = i < rows.shape[0] and bool(finite[i])
-        if usable and run_start is not None and not consecutive[i]:
-            windows += _slide(rows[run_start:i], window_steps, stride)
-            run_start = i
-        elif usable and run_start is None:
-            run_start = i
-        elif not usable and run_start is not None:
-            windows += _slide(rows[run_start:i], window_steps, stride)
-            run_start = None
+    for run, usable in zip(np.split(rows, cuts), np.split(finite, cuts), strict=True):
+        windows += _slide(run[usable], window_steps, stride)
     counts = {
         "rows": int(rows.shape[0]),
         "rows_with_missing_values": int(np.sum(~finite)),

@@ -336,7 +336,7 @@ class DomainAdversarialMixin(AutoTemperatureMixin[PPOConfigT], Generic[PPOConfig
         aux = carry.shared_state.aux_values
         state: DomainAdversarialState = aux[DANN_KEY]
         updates, opt_state = dann.optimizer().update(grads[DANN_KEY], state.opt_state, state.classifier)
-        state = DomainAdversarialState(eqx.apply_updates(state.classifier, updates), opt_state, state.updates)
+        state = replace(state, classifier=eqx.apply_updates(state.classifier, updates), opt_state=opt_state)
         shared = replace(carry.shared_state, aux_values=xax.FrozenDict({**aux, DANN_KEY: state}))
         return replace(carry, shared_state=shared)
 
@@ -364,7 +364,7 @@ class DomainAdversarialMixin(AutoTemperatureMixin[PPOConfigT], Generic[PPOConfig
             return new_state, new_carry, metrics
         aux = new_carry.shared_state.aux_values
         clock: DomainAdversarialState = aux[DANN_KEY]
-        clock = DomainAdversarialState(clock.classifier, clock.opt_state, clock.updates + 1)
+        clock = replace(clock, updates=clock.updates + 1)
         shared = replace(new_carry.shared_state, aux_values=xax.FrozenDict({**aux, DANN_KEY: clock}))
         train = xax.FrozenDict({**metrics.train, **held_out_metrics})
         return new_state, replace(new_carry, shared_state=shared), replace(metrics, train=train)

@@ -843,11 +843,8 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
             extra, extra_metrics = self.auxiliary_loss(model, params, trajectories, carry, aux_rng)
             return loss + extra, xax.FrozenDict({**metrics, **extra_metrics})
 
-        if not aux_params:
-            grads, metrics = jax.grad(loss_fn, has_aux=True)(model_arr, {})
-        else:
-            (grads, aux_grads), metrics = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(model_arr, aux_params)
-            carry = self.apply_auxiliary_gradients(carry, aux_grads)
+        (grads, aux_grads), metrics = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(model_arr, aux_params)
+        carry = self.apply_auxiliary_gradients(carry, aux_grads)
         updates, opt_state = constants.optimizer[0].update(grads, carry.opt_state[0], model_arr)
         model_arr = eqx.apply_updates(model_arr, updates)
         shared = replace(carry.shared_state, model_arrs=xax.tuple_insert(carry.shared_state.model_arrs, 0, model_arr))
