@@ -62,8 +62,8 @@ def _leg(name: str, x: float, y: float) -> str:
       </body>"""
 
 
-def robot_xml() -> str:
-    """The quadruped's MJCF (meters, kilograms, radians)."""
+def robot_xml(on_torso: str = "", in_world: str = "") -> str:
+    """The quadruped's MJCF (meters, kilograms, radians); `on_torso` and `in_world` are MJCF elements added there."""
     legs = "".join(_leg(name, x, y) for name, (x, y) in LEGS.items())
     servos = "".join(
         f'<position name="{name}_{joint}_ctrl" joint="{name}_{joint}" kp="20" kv="0.5" forcerange="-4 4" '
@@ -80,8 +80,8 @@ def robot_xml() -> str:
     <body name="torso" pos="0 0 0.3">
       <freejoint name="root"/>
       <geom type="box" size="0.1 0.06 0.025" mass="2.0"/>
-      <site name="imu" pos="0 0 0"/>{legs}
-    </body>
+      <site name="imu" pos="0 0 0"/>{on_torso}{legs}
+    </body>{in_world}
   </worldbody>
   <actuator>{servos}</actuator>
   <sensor>

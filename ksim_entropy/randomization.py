@@ -67,7 +67,8 @@ Family = Literal["uniform", "loguniform", "truncnormal"]
 
 
 # ----------------------------------------------------------------------------------------------- model helpers
-def _names(model: ksim.PhysicsModel, adr: ArrayLike, count: int) -> list[str]:
+def model_names(model: ksim.PhysicsModel | mujoco.MjModel, adr: ArrayLike, count: int) -> list[str]:
+    """Names of `count` objects of one kind (bodies, joints, geoms, cameras, ...) from their name addresses `adr`."""
     raw = bytes(np.asarray(model.names))
     return [raw[int(a) :].split(b"\x00", 1)[0].decode() for a in np.asarray(adr)[:count]]
 
@@ -165,7 +166,7 @@ def _check_width_value(what: str, value: float) -> float:
 
 def actuator_joint_names(model: ksim.PhysicsModel) -> list[str]:
     """The joint each actuator drives, in actuator order (works on `mujoco.MjModel` and `mjx.Model`)."""
-    joints = _names(model, model.name_jntadr, model.njnt)
+    joints = model_names(model, model.name_jntadr, model.njnt)
     return [joints[int(j)] for j in np.asarray(model.actuator_trnid)[:, 0]]
 
 
@@ -295,7 +296,7 @@ class BodyMassScale(RandomizedParameter):
         **kwargs: object,
     ) -> Self:
         """All bodies but the world by default; ×U(0.9, 1.1) is Playground's Go1/G1/Berkeley Humanoid range."""
-        names = _names(model, model.name_bodyadr, model.nbody)
+        names = model_names(model, model.name_bodyadr, model.nbody)
         ids = tuple(range(1, model.nbody)) if body_names is None else _lookup("body", names, body_names)
         n = 1 if shared else len(ids)
         return cls(
@@ -339,7 +340,7 @@ class BodyMassOffset(RandomizedParameter):
         **kwargs: object,
     ) -> Self:
         """+U(−1, 1) kg on the torso is Playground's range for all four of its robots."""
-        ids = _lookup("body", _names(model, model.name_bodyadr, model.nbody), body_names)
+        ids = _lookup("body", model_names(model, model.name_bodyadr, model.nbody), body_names)
         mass = tuple(float(m) for m in np.asarray(model.body_mass)[list(ids)])
         n = len(ids)
         dist = make_distribution(family, [low] * n, [high] * n, nominal=0.0)
@@ -372,7 +373,7 @@ class CenterOfMassOffset(RandomizedParameter):
         **kwargs: object,
     ) -> Self:
         """±0.05 m per axis is Playground Go1's torso range and kbot-joystick's all-body range."""
-        ids = _lookup("body", _names(model, model.name_bodyadr, model.nbody), body_names)
+        ids = _lookup("body", model_names(model, model.name_bodyadr, model.nbody), body_names)
         m = np.broadcast_to(np.asarray(max_offset_m, dtype=float), (3,))
         high = np.tile(m, len(ids))
         return cls(body_ids=ids, dist=make_distribution(family, -high, high, nominal=0.0), **kwargs)
@@ -433,7 +434,7 @@ class _DofParameter(RandomizedParameter):
         **kwargs: object,
     ) -> Self:
         """Every hinge/slide joint by default (the floating base is skipped)."""
-        names = _names(model, model.name_jntadr, model.njnt)
+        names = model_names(model, model.name_jntadr, model.njnt)
         types = np.asarray(model.jnt_type)
         movable = [
             j for j in range(model.njnt) if types[j] in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE)
@@ -507,7 +508,7 @@ class GeomFriction(RandomizedParameter):
         MuJoCo takes a contact's friction from the geom with the higher `priority` (the max of both when equal), so
         list the geoms that win: on the K-Bot, the foot capsules.
         """
-        ids = _lookup("geom", _names(model, model.name_geomadr, model.ngeom), geom_names)
+        ids = _lookup("geom", model_names(model, model.name_geomadr, model.ngeom), geom_names)
         current = np.unique(np.asarray(model.geom_friction)[list(ids), 0])
         nominal = float(current[0]) if current.size == 1 else None  # stretch about the model's own value
         n = 1 if shared else len(ids)
@@ -591,7 +592,7 @@ class ImuMisalignment(RandomizedParameter):
         **kwargs: object,
     ) -> Self:
         """±2° roll/pitch (ksim's IMUAlignmentRandomizer uses a 2° std) and ±2° yaw."""
-        (site_id,) = _lookup("site", _names(model, model.name_siteadr, model.nsite), [site_name])
+        (site_id,) = _lookup("site", model_names(model, model.name_siteadr, model.nsite), [site_name])
         high = np.array([max_tilt_rad, max_tilt_rad, max_yaw_rad], dtype=float)
         return cls(site_id=site_id, dist=make_distribution(family, -high, high, nominal=0.0), **kwargs)
 
@@ -618,7 +619,7 @@ class _ActuatorParameter(RandomizedParameter):
             )
         if joint_names is None:
             return tuple(range(model.nu))
-        joint_ids = _lookup("joint", _names(model, model.name_jntadr, model.njnt), joint_names)
+        joint_ids = _lookup("joint", model_names(model, model.name_jntadr, model.njnt), joint_names)
         trn = np.asarray(model.actuator_trnid)[:, 0]
         by_joint = {int(j): a for a, j in enumerate(trn)}
         missing = [joint_names[i] for i, j in enumerate(joint_ids) if j not in by_joint]
