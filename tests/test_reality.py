@@ -1,5 +1,7 @@
 """The stand-in robot (`ksim_entropy.testing.reality`): latencies, IMU biases and noise are what its parameters say."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -79,8 +81,12 @@ def test_a_standing_log_under_pushes_and_a_fall():
     assert gyro_rms[1] > 1.5 * gyro_rms[0]
     specific = pushed.group("accel") + pushed.group("projected_g") - hidden.accel_bias_mps2
     assert np.abs(specific).max() > 0.5  # m/s²: the pushed body accelerates
-    with pytest.raises(ValueError, match="fell at t"):
+    with pytest.raises(ValueError, match="fell at t") as fall:
         reality_log(hidden, seconds=10.0, seed=3, suspended=False, policy=POLICY, push_mps=1.5)
+    fell_at_s = float(re.search(r"t = ([\d.]+) s", str(fall.value)).group(1))
+    stopped = reality_log(hidden, seconds=10.0, seed=3, suspended=False, policy=POLICY, push_mps=1.5, stop_at_fall=True)
+    assert 0 < fell_at_s < 10.0 and len(stopped) == round(fell_at_s / 0.02)  # ends at the control step it fell in
+    assert np.array_equal(stopped.step_id, np.arange(len(stopped))) and stopped.group("output").shape[0] == len(stopped)
     with pytest.raises(ValueError, match="0 for a suspended robot"):
         reality_log(hidden, seconds=1.0, seed=3, policy=POLICY, push_mps=0.1)
     with pytest.raises(FileNotFoundError, match="no such .kinfer"):

@@ -167,6 +167,7 @@ def reality_log(
     policy: str | os.PathLike[str] | None = None,
     push_mps: float = 0.0,
     push_interval_s: tuple[float, float] = (2.0, 4.0),
+    stop_at_fall: bool = False,
 ) -> StepLog:
     """A seeded run of the hidden robot, logged like kinfer logs a real one (50 Hz, rad, m/s²).
 
@@ -179,7 +180,9 @@ def reality_log(
     plus bias. Standing (`suspended=False`): the robot starts on the floor in the nominal pose; `push_mps` > 0 adds
     a horizontal velocity impulse to the base in a random direction every U(`push_interval_s`) s (the sim-to-sim
     gate's push), and a fall (base below 60 % of its start height or tilted over 45°) raises `ValueError`: the log
-    of a fallen robot (which sinks through the floor: only the feet collide) is no log of standing.
+    of a fallen robot (which sinks through the floor: only the feet collide) is no log of standing. With
+    `stop_at_fall` the log ends instead at the control step the robot fell in (fewer than `seconds` of rows: how
+    long it stood, to one control step).
     """
     files = files if files is not None else resolve_robot_files("local")
     sim = perturbed_simulator(files, hidden, suspended)
@@ -245,10 +248,13 @@ def reality_log(
             if (sub + 1 + obs_delay) % per_step == 0:  # the state a later log step reports
                 readings.append(reading())
         if not suspended and (sim.data.qpos[2] < 0.6 * start_height or tilt_deg(sim.data.qpos[3:7]) > 45.0):
+            if stop_at_fall:
+                break
             raise ValueError(f"the stand-in robot fell at t = {sim.time_s:.2f} s (push_mps={push_mps}, seed={seed})")
+    rows = len(columns["output"])
     return StepLog(
-        step_id=np.arange(steps, dtype=np.int64),
-        t_us=np.arange(steps, dtype=np.int64) * round(ctrl_dt_s * 1e6),
+        step_id=np.arange(rows, dtype=np.int64),
+        t_us=np.arange(rows, dtype=np.int64) * round(ctrl_dt_s * 1e6),
         groups={name: np.stack(values) for name, values in columns.items()},
         joint_names=sim.joint_names,
         source=f"reality_log(seed={seed}, seconds={seconds}, suspended={suspended}"
