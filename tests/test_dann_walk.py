@@ -93,6 +93,22 @@ def test_bad_dann_settings_are_one_line_errors_before_compiling(windows_file, tm
     assert text.startswith(f"error: dann_windows={windows_file}: ") and message in text and "\n" not in text, text
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["randomization_mode=curriculum"], "needs sim2real=true, randomization_mode=uniform and no entropy_target_pa"),
+        (["c2st_band=[0.8,0.6]"], "band must be 0 <= low <= high <= 1"),
+        (["c2st_parameters=[body_mass_scale,gyro]"], "no randomized parameters ['gyro']; this task has"),
+        (["rollout_length_frames=3"], "windows of 4 steps do not fit rollouts of 3 frames"),
+    ],
+)
+def test_bad_discriminator_settings_are_one_line_errors_before_compiling(windows_file, tmp_path, overrides, message):
+    with pytest.raises(SystemExit) as exc:
+        build_config([*SMALL, f"c2st_windows={windows_file}", *overrides, f"exp_dir={tmp_path / 'r'}"])
+    text = str(exc.value)
+    assert text.startswith(f"error: c2st_windows={windows_file}: ") and message in text and "\n" not in text, text
+
+
 def test_windows_of_another_shape_or_file_are_refused(tmp_path):
     np.savez(tmp_path / "other.npz", windows=np.zeros((4, 4, 7), np.float32), meta=np.array("{}"))
     with pytest.raises(WindowError, match="format None"):

@@ -173,14 +173,19 @@ def test_resume_continues_in_a_new_directory_and_keeps_the_old_one(first_run, tm
     before = tree_digest(first_run)
     resumed = tmp_path / "resumed"
     ckpt = first_run / "checkpoints" / "ckpt.bin"
-    # Resumed as a fine-tune: a KL penalty holds the policy near the checkpoint's (ksim_entropy.ppo.finetune).
+    # Resumed as a fine-tune: a KL penalty holds the policy near the checkpoint's (ksim_entropy.ppo.finetune), and
+    # with the widths moved by a C2ST against the real windows (ksim_entropy.ppo.discriminator) instead of ADR. Its
+    # band is set so that every decision widens (×1.1), whatever the test's accuracy.
     args = ("max_steps=4", f"load_from_ckpt_path={ckpt}", f"exp_dir={resumed}", "finetune_kl=0.1")
-    proc = walk(*args, *ADAPTIVE, real_windows)
+    c2st = [f"c2st_windows={real_windows.split('=', 1)[1]}", "c2st_every=1", "c2st_band=[0.0,0.0]"]
+    proc = walk(*args, *c2st, "c2st_max_spread_ratio=1e9", real_windows)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "its policy is the KL anchor" in proc.stdout + proc.stderr
     records = [json.loads(line) for line in (resumed / METRICS_FILE).read_text().splitlines()]
     kl = [r["train"]["source_kl"] for r in records if "source_kl" in r.get("train", {})]
     assert kl and all(0.0 <= v < 1.0 for v in kl), kl  # nats; the policy starts on its anchor
+    tests = [r["train"] for r in records if "c2st_accuracy" in r.get("train", {})]
+    assert tests and all(0.0 <= t["c2st_accuracy"] <= 1.0 and t["c2st_factor"] == pytest.approx(1.1) for t in tests)
     # The anchor saved with the resumed run is the first run's policy, not the updated one.
     resumed_task = KBotWalkingTask.from_checkpoint(resumed / "checkpoints" / "ckpt.bin")
     first_model = resumed_task.load_policy_model(ckpt)
@@ -198,8 +203,12 @@ def test_resume_continues_in_a_new_directory_and_keeps_the_old_one(first_run, tm
     assert "restored randomization widths" in proc.stdout + proc.stderr
     assert "restored entropy temperature" in proc.stdout + proc.stderr  # α and its controller state
     assert "restored the domain classifier (update 1)" in proc.stdout + proc.stderr
+    # The restored ADR widths, ×1.1 at each decision the resumed run took (one per regular update; ksim's burn-in
+    # update on the validation rollout goes through no per-update hook).
     resumed_widths = saved_widths(resumed / "checkpoints" / "ckpt.bin")
-    assert (resumed_widths >= first - 1e-6).all() and (resumed_widths > first).any()
+    decisions = round(float(np.log(resumed_widths[0] / first[0]) / np.log(1.1)))
+    assert 1 <= decisions <= 2
+    np.testing.assert_allclose(resumed_widths, np.minimum(first * 1.1**decisions, 1.5), rtol=1e-5)
     # Resumed at step 2; ksim's first loop iteration of every run makes two updates (a burn-in update on the
     # validation trajectory, then a regular one), so one iteration reaches 4.
     assert inspect_checkpoint(resumed / "checkpoints" / "ckpt.bin").num_steps == 4

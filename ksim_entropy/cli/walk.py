@@ -168,6 +168,13 @@ def build_config(args: list[str]) -> WalkConfig:
             KBotWalkingTask(config).get_domain_adversarial()
         except ValueError as err:  # WindowError, and bad DANN settings
             raise SystemExit(f"error: dann_windows={config.dann_windows}: {err}") from err
+    if config.c2st_windows:
+        try:
+            task = KBotWalkingTask(config)
+            guidance = task.get_discriminator_guidance()
+            guidance.mask(task.get_domain_randomization(task.get_mujoco_model()).names)
+        except ValueError as err:  # WindowError, bad rule settings, unknown parameters
+            raise SystemExit(f"error: c2st_windows={config.c2st_windows}: {err}") from err
     if config.sim2sim_gate:
         try:
             GateOptions(episodes=config.sim2sim_episodes, seconds=config.sim2sim_seconds)

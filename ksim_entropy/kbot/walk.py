@@ -48,6 +48,7 @@ from ksim_entropy.kbot.task import EntropyBridgedKBotTask, KBotEntropyConfig
 from ksim_entropy.observation import DelayedObservation, SensorNoise
 from ksim_entropy.policy import RecurrentActorCritic
 from ksim_entropy.ppo.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
+from ksim_entropy.ppo.discriminator import DiscriminatorGuidance, DiscriminatorGuidedMixin, DiscriminatorRule
 from ksim_entropy.ppo.domain_adversarial import DomainAdversarial, DomainAdversarialMixin, ReversalSchedule
 from ksim_entropy.ppo.finetune import SourceKL, SourceKLMixin
 from ksim_entropy.ppo.recurrent import RecurrentActorCriticMixin
@@ -176,6 +177,16 @@ class WalkConfig(KBotEntropyConfig):
     dann_weight: float = xax.field(value=1.0, help="DANN: scale of the domain loss in the PPO loss.")
     dann_classifier_lr: float = xax.field(value=1e-3, help="DANN: the domain classifier's Adam learning rate.")
     dann_windows_per_update: int = xax.field(value=64, help="DANN: sim and real windows per PPO minibatch.")
+
+    # Discriminator-guided randomization (ksim_entropy.ppo.discriminator; docs/transfer.md).
+    c2st_windows: str = xax.field(
+        value="", help="real_windows.npz: a C2ST against them moves the randomization widths ('': off; uniform mode)."
+    )
+    c2st_every: int = xax.field(value=10, help="C2ST guidance: PPO updates between decisions.")
+    c2st_band: tuple[float, float] = xax.field(value=(0.6, 0.75), help="C2ST: accuracy band kept as is.")
+    c2st_factors: tuple[float, float] = xax.field(value=(0.9, 1.1), help="C2ST: width × (narrow, widen).")
+    c2st_max_spread_ratio: float = xax.field(value=2.0, help="C2ST: sim/real feature variance above which to narrow.")
+    c2st_parameters: tuple[str, ...] = xax.field(value=(), help="C2ST: randomizers it moves (e.g. the diagnosis's).")
 
     # Fine-tuning (ksim_entropy.ppo.finetune; docs/transfer.md): with load_from_ckpt_path, hold the policy near the
     # checkpoint's while it adapts (e.g. to randomization=fitted.json at a lower learning_rate).
@@ -311,6 +322,7 @@ DEFAULT_PHYSICS_RANGES: dict[str, tuple[float, float]] = {
 
 
 class KBotWalkingTask(
+    DiscriminatorGuidedMixin[WalkConfig],
     DomainAdversarialMixin[WalkConfig],
     SourceKLMixin[WalkConfig],
     EntropyBridgedKBotTask[WalkConfig],
@@ -692,6 +704,26 @@ class KBotWalkingTask(
             classifier_learning_rate=cfg.dann_classifier_lr,
             windows_per_update=cfg.dann_windows_per_update,
         )
+
+    def get_discriminator_guidance(self) -> DiscriminatorGuidance | None:
+        cfg = self.config
+        if not cfg.c2st_windows:
+            return None
+        if cfg.randomization_mode != "uniform" or not cfg.sim2real or cfg.entropy_target_path is not None:
+            raise ValueError(
+                "c2st_windows moves the randomization widths itself: it needs sim2real=true, randomization_mode="
+                f"uniform and no entropy_target_path (got sim2real={cfg.sim2real}, randomization_mode="
+                f"{cfg.randomization_mode!r}, entropy_target_path={cfg.entropy_target_path!r})"
+            )
+        windows, _ = read_windows(cfg.c2st_windows, task_id=cfg.task_id, num_inputs=self.num_actor_inputs)
+        self._check_window_fits(windows.shape[1], "make shorter ones (`python -m tasks.windows --window-steps`)")
+        rule = DiscriminatorRule(
+            every_updates=cfg.c2st_every,
+            band=tuple(cfg.c2st_band),
+            factors=tuple(cfg.c2st_factors),
+            max_spread_ratio=cfg.c2st_max_spread_ratio,
+        )
+        return DiscriminatorGuidance(real_windows=windows, rule=rule, parameters=tuple(cfg.c2st_parameters))
 
     def _check_window_fits(self, steps: int, remedy: str) -> None:
         """Windows of `steps` control steps must fit the rollouts and the validation rollout (ksim's first update).
