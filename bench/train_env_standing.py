@@ -1,7 +1,7 @@
 """Does a checkpoint stand in its own training environment? Mean action, MJX, condition by condition. JSON.
 
     python bench/train_env_standing.py CKPT [--seconds 20] [--envs 64] [--iterations 4 8]
-        [--conditions nominal randomized training] [--sampled] [--out FILE.json]
+        [--conditions nominal randomized training] [--only NAME ...] [--sampled] [--out FILE.json]
 
 The sim-to-sim gate (`standing_eval.py`) runs an exported policy in CPU MuJoCo at 1 ms from a ±0.02 rad start. A
 training curve's episode length comes from somewhere else: the task's own MJX environment, with its solver settings,
@@ -13,6 +13,9 @@ config from the checkpoint, `--envs` environments, one episode each) under:
   and command (4-12 ms) latencies stay on in every condition, as in training;
 - `randomized`: level 1 (every randomized range at its full width, the full reset noise), no pushes, no wind;
 - `training`: level 1 with the task's pushes and wind at full strength, as at the end of the stand preset's ramp;
+- `only:<name>` (one per `--only` name): one randomized parameter (`body_mass_scale`, `joint_zero_offset`, ...) at its
+  full width and every other at width 0, no pushes, no wind: which range the policy cannot stand. ksim's level is
+  then 1/12 (the mean width), so the reset noise is that fraction of the full one;
 
 for each Newton iteration count of `--iterations` (the physics solver's; the cpu preset uses 4, the stand and gpu
 presets and kbot-joystick 8). Per condition: the fraction of environments that stood `--seconds`, quantiles of the
@@ -26,7 +29,9 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
+import attrs
 import numpy as np
 from emit import emit_json
 from jaxtyping import PyTree
@@ -34,6 +39,7 @@ from jaxtyping import PyTree
 import ksim_entropy  # noqa: F401  (headless rendering defaults before anything imports mujoco)
 from ksim_entropy.kbot.walk import KBotWalkingTask, WalkConfig
 from ksim_entropy.ppo.checkpoint import CheckpointError
+from ksim_entropy.randomization import DomainRandomization
 from ksim_entropy.sim2real.rollout_logs import ksim_rollout
 
 CONDITIONS: dict[str, dict[str, object]] = {
@@ -60,9 +66,32 @@ def quantiles(values: list[float]) -> dict[str, float] | None:
     return {name: round(float(v), 3) for name, v in zip(("min", "p10", "median", "p90", "max"), found, strict=True)}
 
 
-def evaluate(model: PyTree, base: WalkConfig, overrides: dict[str, object], seconds: float, argmax: bool) -> dict:
+class OneRandomizedParameter(KBotWalkingTask):
+    """The walking task with every randomized range at width 0 but `only`'s (set on a subclass by `only_task`)."""
+
+    only: ClassVar[str] = ""
+
+    def get_domain_randomization(self, physics_model: PyTree) -> DomainRandomization:
+        full = super().get_domain_randomization(physics_model)
+        kept = [attrs.evolve(p, width=p.width if p.get_name() == self.only else 0.0) for p in full.parameters]
+        return DomainRandomization(parameters=kept)
+
+
+def only_task(name: str) -> type[KBotWalkingTask]:
+    """A task class whose randomization keeps only the parameter `name`."""
+    return type(f"Only_{name}", (OneRandomizedParameter,), {"only": name})
+
+
+def evaluate(
+    model: PyTree,
+    base: WalkConfig,
+    overrides: dict[str, object],
+    seconds: float,
+    argmax: bool,
+    task_class: type[KBotWalkingTask] = KBotWalkingTask,
+) -> dict:
     config = dataclasses.replace(base, **overrides)
-    task = KBotWalkingTask(config)
+    task = task_class(config)
     start = time.perf_counter()
     trajectory = ksim_rollout(task, model, num_steps=round(seconds / config.ctrl_dt), seed=0, argmax=argmax)
     done, success = np.asarray(trajectory.done), np.asarray(trajectory.success)
@@ -87,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--envs", type=int, default=64, help="environments (one episode each)")
     parser.add_argument("--iterations", type=int, nargs="+", default=[4, 8], help="Newton iterations to try")
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    parser.add_argument("--only", nargs="+", default=[], help="randomized parameters to try one at a time")
     parser.add_argument("--sampled", action="store_true", help="also roll out sampled actions")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -100,14 +130,20 @@ def main(argv: list[str] | None = None) -> None:
     except CheckpointError as err:
         parser.error(str(err))
 
+    names = task.get_domain_randomization(task.get_mujoco_model()).names
+    unknown = [name for name in args.only if name not in names]
+    if unknown:
+        parser.error(f"--only: no randomized parameters {unknown}; the task has {names}")
+    conditions = [(c, CONDITIONS[c], KBotWalkingTask) for c in args.conditions]
+    conditions += [(f"only:{name}", CONDITIONS["randomized"], only_task(name)) for name in args.only]
     rows = []
     for iterations in args.iterations:
-        for condition in args.conditions:
+        for condition, settings, task_class in conditions:
             for argmax in (True, False) if args.sampled else (True,):
-                overrides = {**COMMON, **CONDITIONS[condition], "iterations": iterations, "num_envs": args.envs}
+                overrides = {**COMMON, **settings, "iterations": iterations, "num_envs": args.envs}
                 overrides["batch_size"] = args.envs  # no update here; ksim only needs num_envs % batch_size == 0
                 row = {"iterations": iterations, "condition": condition, "action": "mean" if argmax else "sampled"}
-                row.update(evaluate(model, task.config, overrides, args.seconds, argmax))
+                row.update(evaluate(model, task.config, overrides, args.seconds, argmax, task_class))
                 print(f"[train_env_standing] {row}", file=sys.stderr, flush=True)
                 rows.append(row)
     result = {

@@ -1,5 +1,6 @@
 """bench/train_env_standing.py: first-episode bookkeeping against hand-made arrays, a smoke on the shipped policy."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -85,3 +86,22 @@ def test_a_missing_or_foreign_checkpoint_is_a_one_line_error(tmp_path, content, 
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_one_randomized_parameter_keeps_only_its_width(capsys):
+    from ksim_entropy.kbot.walk import KBotWalkingTask
+
+    shipped = KBotWalkingTask.from_checkpoint(SHIPPED_CKPT).config
+    bench = train_env_standing
+    config = dataclasses.replace(shipped, **bench.COMMON, **bench.CONDITIONS["randomized"])  # the bench's settings
+    model = KBotWalkingTask(config).get_mujoco_model()
+    full = KBotWalkingTask(config).get_domain_randomization(model)
+    only = train_env_standing.only_task("joint_zero_offset")(config).get_domain_randomization(model)
+    assert only.names == full.names
+    keep = full.names.index("joint_zero_offset")
+    expected = np.where(np.arange(len(full.names)) == keep, full.initial_widths, 0.0)
+    np.testing.assert_array_equal(only.initial_widths, expected)
+    assert full.initial_widths[keep] > 0
+    with pytest.raises(SystemExit):
+        train_env_standing.main([str(SHIPPED_CKPT), "--only", "gyro_bias"])
+    assert "--only: no randomized parameters ['gyro_bias']; the task has" in capsys.readouterr().err
