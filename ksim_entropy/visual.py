@@ -106,17 +106,18 @@ def shift_hue(image: Array, turns: ArrayLike) -> Array:
 
 
 def gaussian_blur(image: Array, sigma_px: ArrayLike, radius_px: int) -> Array:
-    """Separable Gaussian blur of σ = `sigma_px` over H and W, kernel taps −radius..radius, edges mirrored.
+    """Separable Gaussian blur of σ = `sigma_px` (one, or one per image) over H and W, taps −radius..radius.
 
     The kernel is exp(−i²/2σ²) normalised over the taps (σ = 0: the identity); `radius_px` is static (the shape of
-    the computation) and σ traced. Matches `scipy.ndimage.gaussian_filter(..., mode="reflect", radius=radius_px)`.
+    the computation) and σ traced; edges are mirrored. Matches `scipy.ndimage.gaussian_filter(..., mode="reflect",
+    radius=radius_px)`.
     """
     if radius_px == 0:
         return image
     taps = jnp.arange(-radius_px, radius_px + 1, dtype=jnp.float32)
-    sigma = jnp.maximum(jnp.asarray(sigma_px, jnp.float32), 1e-3)
+    sigma = jnp.maximum(jnp.asarray(sigma_px, jnp.float32), 1e-3)[..., None]  # one σ, or one per image of a batch
     kernel = jnp.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / jnp.sum(kernel)
+    kernel = kernel / jnp.sum(kernel, axis=-1, keepdims=True)
     out = image
     for axis in (-3, -2):  # H, then W
         pad = [(0, 0)] * out.ndim
@@ -124,7 +125,7 @@ def gaussian_blur(image: Array, sigma_px: ArrayLike, radius_px: int) -> Array:
         padded = jnp.pad(out, pad, mode="symmetric")
         size = out.shape[axis]
         out = sum(
-            kernel[i] * jax.lax.slice_in_dim(padded, i, i + size, axis=out.ndim + axis)
+            kernel[..., i, None, None, None] * jax.lax.slice_in_dim(padded, i, i + size, axis=out.ndim + axis)
             for i in range(2 * radius_px + 1)
         )
     return out

@@ -93,6 +93,9 @@ def test_blur_matches_scipy_gaussian_filter(kbot_image):
         reference = ndimage.gaussian_filter(image.astype(float), (sigma, sigma, 0), mode="reflect", radius=(7, 7, 0))
         np.testing.assert_allclose(np.asarray(visual.gaussian_blur(jnp.asarray(image), sigma, 7)), reference, atol=1e-5)
     np.testing.assert_allclose(np.asarray(visual.gaussian_blur(jnp.asarray(image), 0.0, 4)), image, atol=1e-6)
+    batch = visual.gaussian_blur(jnp.stack([image, image]), jnp.asarray([0.5, 1.2]), 7)  # one σ per image
+    for got, sigma in zip(np.asarray(batch), (0.5, 1.2), strict=True):
+        np.testing.assert_allclose(got, np.asarray(visual.gaussian_blur(jnp.asarray(image), sigma, 7)), atol=1e-6)
 
 
 def test_sensor_noise_has_the_drawn_standard_deviation():
