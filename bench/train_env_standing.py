@@ -14,8 +14,9 @@ config from the checkpoint, `--envs` environments, one episode each) under:
 - `randomized`: level 1 (every randomized range at its full width, the full reset noise), no pushes, no wind;
 - `training`: level 1 with the task's pushes and wind at full strength, as at the end of the stand preset's ramp;
 - `only:<name>` (one per `--only` name): one randomized parameter (`body_mass_scale`, `joint_zero_offset`, ...) at its
-  full width and every other at width 0, no pushes, no wind: which range the policy cannot stand. ksim's level is
-  then 1/12 (the mean width), so the reset noise is that fraction of the full one;
+  full width and every other fixed at its nominal value, with the full reset noise (level 1: a parameter fixed at
+  width 0 and max width 0 counts as at its maximum), no pushes, no wind: which range the policy cannot stand;
+  `only:none` fixes every parameter: nominal physics with the full reset noise, the baseline of the others;
 
 for each Newton iteration count of `--iterations` (the physics solver's; the cpu preset uses 4, the stand and gpu
 presets and kbot-joystick 8). Per condition: the fraction of environments that stood `--seconds`, quantiles of the
@@ -67,13 +68,18 @@ def quantiles(values: list[float]) -> dict[str, float] | None:
 
 
 class OneRandomizedParameter(KBotWalkingTask):
-    """The walking task with every randomized range at width 0 but `only`'s (set on a subclass by `only_task`)."""
+    """The walking task with every randomized range fixed (width and max width 0) but `only`'s ("none": all fixed).
+
+    A fixed parameter counts as at its maximum in ksim's curriculum level, so the level (and the reset noise it
+    scales) is that of the kept parameter: 1 at its full width.
+    """
 
     only: ClassVar[str] = ""
 
     def get_domain_randomization(self, physics_model: PyTree) -> DomainRandomization:
         full = super().get_domain_randomization(physics_model)
-        kept = [attrs.evolve(p, width=p.width if p.get_name() == self.only else 0.0) for p in full.parameters]
+        fixed = {"width": 0.0, "max_width": 0.0}
+        kept = [p if p.get_name() == self.only else attrs.evolve(p, **fixed) for p in full.parameters]
         return DomainRandomization(parameters=kept)
 
 
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--envs", type=int, default=64, help="environments (one episode each)")
     parser.add_argument("--iterations", type=int, nargs="+", default=[4, 8], help="Newton iterations to try")
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
-    parser.add_argument("--only", nargs="+", default=[], help="randomized parameters to try one at a time")
+    parser.add_argument("--only", nargs="+", default=[], help="randomized parameters to try one at a time, or none")
     parser.add_argument("--sampled", action="store_true", help="also roll out sampled actions")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
 
     names = task.get_domain_randomization(task.get_mujoco_model()).names
-    unknown = [name for name in args.only if name not in names]
+    unknown = [name for name in args.only if name not in (*names, "none")]
     if unknown:
         parser.error(f"--only: no randomized parameters {unknown}; the task has {names}")
     conditions = [(c, CONDITIONS[c], KBotWalkingTask) for c in args.conditions]

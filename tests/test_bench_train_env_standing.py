@@ -98,10 +98,16 @@ def test_one_randomized_parameter_keeps_only_its_width(capsys):
     full = KBotWalkingTask(config).get_domain_randomization(model)
     only = train_env_standing.only_task("joint_zero_offset")(config).get_domain_randomization(model)
     assert only.names == full.names
-    keep = full.names.index("joint_zero_offset")
-    expected = np.where(np.arange(len(full.names)) == keep, full.initial_widths, 0.0)
-    np.testing.assert_array_equal(only.initial_widths, expected)
-    assert full.initial_widths[keep] > 0
+    keep = np.arange(len(full.names)) == full.names.index("joint_zero_offset")
+    np.testing.assert_array_equal(only.initial_widths, np.where(keep, full.initial_widths, 0.0))
+    np.testing.assert_array_equal(only.max_widths, np.where(keep, full.max_widths, 0.0))
+    assert full.initial_widths[keep][0] > 0
+    # ksim's level (it scales the reset noise) is the kept parameter's: full at full width, for "none" too.
+    for name in ("joint_zero_offset", "none"):
+        task = train_env_standing.only_task(name)(config)
+        randomization = task.get_domain_randomization(model)
+        curriculum = task.get_randomization_curriculum(model, randomization)
+        assert float(curriculum.level(curriculum.initial_widths())) == pytest.approx(1.0)
     with pytest.raises(SystemExit):
         train_env_standing.main([str(SHIPPED_CKPT), "--only", "gyro_bias"])
     assert "--only: no randomized parameters ['gyro_bias']; the task has" in capsys.readouterr().err
