@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import attrs
+import jax
 import numpy as np
 from emit import emit_json
 from jaxtyping import PyTree
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
                 overrides["batch_size"] = args.envs  # no update here; ksim only needs num_envs % batch_size == 0
                 row = {"iterations": iterations, "condition": condition, "action": "mean" if argmax else "sampled"}
                 row.update(evaluate(model, task.config, overrides, args.seconds, argmax, task_class))
+                jax.clear_caches()  # each condition compiles its own rollout: 14 kept in one process exhaust memory
                 print(f"[train_env_standing] {row}", file=sys.stderr, flush=True)
                 rows.append(row)
     result = {
