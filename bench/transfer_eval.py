@@ -18,8 +18,8 @@ command, run as a subprocess, its output kept in `<out>_runs/`:
    - `dann`: `dann_windows=real_windows.npz` (item 1);
    - `fitted`: `randomization=fitted.json` without the KL;
    - `matched`: the nominal ranges' widths entropy-matched to the fitted ones (`entropy_target_path=fitted.json`);
-   - `c2st`: the nominal ranges' widths moved by a C2ST against the real windows (`c2st_windows=real_windows.npz`,
-     item 3);
+   - `c2st`: the nominal ranges' widths moved by a C2ST against the real windows (`randomization_mode=uniform
+     c2st_windows=real_windows.npz`, item 3);
 4. every policy (and the source, untouched) stands `--episodes` × 20 s at zero command on the stand-in robot and on
    the nominal robot (the same 1 kHz simulator without the hidden values), pushed by a horizontal velocity impulse
    of each `--push-mps` every 2-4 s; the episode seeds are the same for every policy. Reported per robot and push:
@@ -61,7 +61,7 @@ ARMS: dict[str, list[str]] = {
     "dann": ["dann_windows={windows}"],
     "fitted": ["randomization={fitted}"],
     "matched": ["entropy_target_path={fitted}"],
-    "c2st": ["c2st_windows={windows}"],
+    "c2st": ["randomization_mode=uniform", "c2st_windows={windows}"],
 }
 
 
