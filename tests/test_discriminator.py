@@ -87,7 +87,7 @@ def test_bad_rules_are_refused(kwargs, message):
 
 def test_bad_guidance_is_refused():
     windows = np.zeros((8, 4, 3), np.float32)
-    with pytest.raises(ValueError, match=r"float array \(N, W >= 2, D\), got \(8, 3\)"):
+    with pytest.raises(ValueError, match=r"float array \(N, W >= 2, D\), got shape \(8, 3\)"):
         DiscriminatorGuidance(real_windows=np.zeros((8, 3), np.float32))
     with pytest.raises(ValueError, match="1 non-finite values"):
         DiscriminatorGuidance(real_windows=np.where(np.arange(96).reshape(8, 4, 3) == 5, np.nan, windows))

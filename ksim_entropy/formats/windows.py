@@ -120,3 +120,15 @@ def read_windows(path: str | Path, *, task_id: str, num_inputs: int) -> tuple[np
     if windows.ndim != 3 or windows.shape[2] != num_inputs:
         raise WindowError(f"{path}: windows of shape {windows.shape}, the policy reads {num_inputs} inputs per step")
     return windows, meta
+
+
+def check_window_array(windows: object, owner: str, *, min_steps: int = 1) -> None:
+    """ValueError naming `owner` unless `windows` is a finite float array (N, W >= `min_steps`, D)."""
+    x = windows
+    floating = isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)
+    if not floating or x.ndim != 3 or x.shape[1] < min_steps:
+        steps = f"W >= {min_steps}" if min_steps > 1 else "W"
+        shape = getattr(x, "shape", None)
+        raise ValueError(f"{owner}: real_windows must be a float array (N, {steps}, D), got shape {shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{owner}: real_windows hold {int(np.sum(~np.isfinite(x)))} non-finite values")

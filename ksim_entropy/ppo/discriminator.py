@@ -39,8 +39,9 @@ from ksim.curriculum import CurriculumState
 from ksim.task.rl import RLLoopCarry, RLLoopConstants, RolloutSharedState
 
 from ksim_entropy.curriculum import RandomizationCurriculum
+from ksim_entropy.formats.windows import check_window_array
 from ksim_entropy.ppo.domain_adversarial import sample_windows
-from ksim_entropy.ppo.mixins import AutoTemperatureMixin, PPOConfigT, metric_value
+from ksim_entropy.ppo.mixins import AutoTemperatureMixin, PPOConfigT, metric_value, set_widths
 
 __all__ = [
     "DiscriminatorGuidance",
@@ -168,14 +169,8 @@ class DiscriminatorGuidance:
     seed: int = 0
 
     def __attrs_post_init__(self) -> None:
+        check_window_array(self.real_windows, "DiscriminatorGuidance", min_steps=2)
         x = self.real_windows
-        if not isinstance(x, np.ndarray) or x.ndim != 3 or x.shape[1] < 2 or not np.issubdtype(x.dtype, np.floating):
-            shape = getattr(x, "shape", None)
-            raise ValueError(f"DiscriminatorGuidance: real_windows must be a float array (N, W >= 2, D), got {shape}")
-        if not np.isfinite(x).all():
-            raise ValueError(
-                f"DiscriminatorGuidance: real_windows hold {int(np.sum(~np.isfinite(x)))} non-finite values"
-            )
         if x.shape[0] < 4:
             raise ValueError(f"DiscriminatorGuidance: {x.shape[0]} real windows; the test needs at least 4")
 
@@ -253,10 +248,7 @@ class DiscriminatorGuidedMixin(AutoTemperatureMixin[PPOConfigT], Generic[PPOConf
         widths = cs.state.widths[0]
         max_w = jnp.asarray(curriculum.randomization.max_widths)
         widths = jnp.where(mask, jnp.clip(widths * factor, curriculum.min_width, max_w), widths)
-        n = cs.state.widths.shape[0]
-        state = replace(cs.state, widths=jnp.broadcast_to(widths, (n, widths.shape[0])))
-        level = jnp.broadcast_to(curriculum.level(widths), cs.level.shape)
-        env_states = replace(carry.env_states, curriculum_state=CurriculumState(level=level, state=state))
+        env_states = set_widths(carry.env_states, curriculum, widths)
         carry, metrics = super().after_update(constants, replace(carry, env_states=env_states), trajectories, metrics)
         return carry, {**metrics, "c2st_accuracy": accuracy, "c2st_spread_ratio": spread, "c2st_factor": factor}
 

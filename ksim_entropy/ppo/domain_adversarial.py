@@ -27,6 +27,7 @@ import xax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 from ksim.task.rl import RLLoopCarry, RLLoopConstants, RolloutEnvState, RolloutSharedState
 
+from ksim_entropy.formats.windows import check_window_array
 from ksim_entropy.ppo.mixins import AutoTemperatureMixin, PPOConfigT, metric_value
 
 __all__ = [
@@ -190,12 +191,8 @@ class DomainAdversarial:
     seed: int = 0
 
     def __attrs_post_init__(self) -> None:
+        check_window_array(self.real_windows, "DomainAdversarial")
         x = self.real_windows
-        if not isinstance(x, np.ndarray) or x.ndim != 3 or not np.issubdtype(x.dtype, np.floating):
-            shape = getattr(x, "shape", None)
-            raise ValueError(f"DomainAdversarial: real_windows must be a float array (N, W, D), got shape {shape}")
-        if not np.isfinite(x).all():
-            raise ValueError(f"DomainAdversarial: real_windows hold {int(np.sum(~np.isfinite(x)))} non-finite values")
         held_out = self.num_held_out
         if not 0.0 < self.held_out_fraction < 1.0 or held_out < 1 or held_out >= x.shape[0]:
             raise ValueError(

@@ -205,6 +205,15 @@ def read_checkpoint_aux(ckpt_path: str | Path, templates: Mapping[str, PyTree]) 
     return found
 
 
+def set_widths(env_states: RolloutEnvState, curriculum: RandomizationCurriculum, widths: jax.Array) -> RolloutEnvState:
+    """Environment states with the randomization widths `widths` (P,) and ksim's level to match (traceable)."""
+    cs = env_states.curriculum_state
+    n = cs.state.widths.shape[0]
+    state = replace(cs.state, widths=jnp.broadcast_to(widths, (n, widths.shape[0])))
+    level = jnp.broadcast_to(curriculum.level(widths), cs.level.shape)
+    return replace(env_states, curriculum_state=CurriculumState(level=level, state=state))
+
+
 def _writes_to_console(impl: object) -> bool:
     """Whether an xax logger writes metrics to the console (its `StdoutLogger`, or a `JsonLogger` on stdout)."""
     if isinstance(impl, xax.StdoutLogger):
@@ -593,12 +602,7 @@ class DomainRandomizationMixin(TrainingStateMixin[Config], Generic[Config]):
         self, env_states: RolloutEnvState, curriculum: RandomizationCurriculum, widths: np.ndarray | list[float]
     ) -> RolloutEnvState:
         """Environment states whose randomization widths are `widths` (validated; takes effect at each next reset)."""
-        w = jnp.asarray(curriculum.randomization.check_widths(widths))
-        cs = env_states.curriculum_state
-        n = cs.state.widths.shape[0]
-        new = replace(cs.state, widths=jnp.broadcast_to(w, (n, w.shape[0])))
-        level = jnp.broadcast_to(curriculum.level(w), cs.level.shape)
-        return replace(env_states, curriculum_state=CurriculumState(level=level, state=new))
+        return set_widths(env_states, curriculum, jnp.asarray(curriculum.randomization.check_widths(widths)))
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_aux(self, constants: RLLoopConstants, carry: RLLoopCarry) -> dict[str, PyTree]:
