@@ -6,6 +6,7 @@ The "real" log is the shipped standing policy closed-loop through kinfer's runti
 (`ksim_entropy.testing.reality`) with a hidden 0.05 rad/s gyro bias: a domain gap the classifier can find.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ksim_entropy.bridge.diagnose.randomizers import DYNAMICS_RANDOMIZERS, OBSERVATION_RANDOMIZERS
 from ksim_entropy.bridge.logs import read_ndjson, write_ndjson
 from ksim_entropy.cli.walk import build_config
 from ksim_entropy.cli.windows import main as windows_main
@@ -107,6 +109,58 @@ def test_bad_discriminator_settings_are_one_line_errors_before_compiling(windows
         build_config([*SMALL, f"c2st_windows={windows_file}", *overrides, f"exp_dir={tmp_path / 'r'}"])
     text = str(exc.value)
     assert text.startswith(f"error: c2st_windows={windows_file}: ") and message in text and "\n" not in text, text
+
+
+def gap_report_json(path, names=None, **diagnosis):
+    """A report.json as `ksim-bridge gap` writes it, reduced to its diagnosis."""
+    diagnosis = {"available": True, "randomizers": {"names": names}, **diagnosis}
+    path.write_text(json.dumps({"schema": "ksim_entropy.gap_report/1", "diagnosis": diagnosis}))
+    return path
+
+
+def test_c2st_moves_what_the_gap_reports_diagnosis_points_at(windows_file, tmp_path):
+    # Every name the bridge can point at is one of the K-Bot's randomized parameters.
+    names = [*DYNAMICS_RANDOMIZERS, *sorted(set(OBSERVATION_RANDOMIZERS.values()))]
+    report = gap_report_json(tmp_path / "report.json", names)
+    config = build_config(
+        [*SMALL, f"c2st_windows={windows_file}", f"c2st_report={report}", f"exp_dir={tmp_path / 'r'}"]
+    )
+    task = KBotWalkingTask(config)
+    guidance = task.get_discriminator_guidance()
+    assert guidance.parameters == tuple(names)
+    all_names = task.get_domain_randomization(task.get_mujoco_model()).names
+    assert guidance.mask(all_names).sum() == len(names)
+    none = gap_report_json(tmp_path / "none.json", [])  # the diagnosis points at nothing: every range moves
+    config = build_config([*SMALL, f"c2st_windows={windows_file}", f"c2st_report={none}", f"exp_dir={tmp_path / 's'}"])
+    assert KBotWalkingTask(config).get_discriminator_guidance().mask(all_names).all()
+
+
+@pytest.mark.parametrize(
+    ("report", "extra", "message"),
+    [
+        ({"names": ["joint_zero_offset"]}, ["c2st_parameters=[joint_damping]"], "not both"),
+        ({"names": ["gyro_bias"]}, [], "no randomized parameters ['gyro_bias']"),
+        ({"names": None}, [], "diagnosis.randomizers.names must be a list of names"),
+        ({"available": False, "reason": "diagnosis failed: too short"}, [], "did not run (diagnosis failed: too"),
+        (None, [], "no gap report at"),
+    ],
+)
+def test_bad_gap_reports_are_one_line_errors_before_compiling(windows_file, tmp_path, report, extra, message):
+    path = tmp_path / "report.json"
+    if report is not None:
+        gap_report_json(path, **report)
+    with pytest.raises(SystemExit) as exc:
+        build_config(
+            [*SMALL, f"c2st_windows={windows_file}", f"c2st_report={path}", *extra, f"exp_dir={tmp_path / 'r'}"]
+        )
+    text = str(exc.value)
+    assert text.startswith(f"error: c2st_windows={windows_file}: ") and message in text and "\n" not in text, text
+
+
+def test_a_gap_report_without_c2st_windows_is_refused(tmp_path):
+    path = gap_report_json(tmp_path / "report.json", ["joint_zero_offset"])
+    with pytest.raises(SystemExit, match="needs c2st_windows="):
+        build_config([*SMALL, f"c2st_report={path}", f"exp_dir={tmp_path / 'r'}"])
 
 
 def test_windows_of_another_shape_or_file_are_refused(tmp_path):

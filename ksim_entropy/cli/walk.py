@@ -168,6 +168,8 @@ def build_config(args: list[str]) -> WalkConfig:
             KBotWalkingTask(config).get_domain_adversarial()
         except ValueError as err:  # WindowError, and bad DANN settings
             raise SystemExit(f"error: dann_windows={config.dann_windows}: {err}") from err
+    if config.c2st_report and not config.c2st_windows:
+        raise SystemExit(f"error: c2st_report={config.c2st_report} needs c2st_windows=real_windows.npz (C2ST guidance)")
     if config.c2st_windows:
         try:
             task = KBotWalkingTask(config)

@@ -48,7 +48,12 @@ from ksim_entropy.kbot.task import EntropyBridgedKBotTask, KBotEntropyConfig
 from ksim_entropy.observation import DelayedObservation, SensorNoise
 from ksim_entropy.policy import RecurrentActorCritic
 from ksim_entropy.ppo.checkpoint import CheckpointError, check_compatible, inspect_checkpoint
-from ksim_entropy.ppo.discriminator import DiscriminatorGuidance, DiscriminatorGuidedMixin, DiscriminatorRule
+from ksim_entropy.ppo.discriminator import (
+    DiscriminatorGuidance,
+    DiscriminatorGuidedMixin,
+    DiscriminatorRule,
+    parameters_from_report,
+)
 from ksim_entropy.ppo.domain_adversarial import DomainAdversarial, DomainAdversarialMixin, ReversalSchedule
 from ksim_entropy.ppo.finetune import SourceKL, SourceKLMixin
 from ksim_entropy.ppo.recurrent import RecurrentActorCriticMixin
@@ -186,7 +191,10 @@ class WalkConfig(KBotEntropyConfig):
     c2st_band: tuple[float, float] = xax.field(value=(0.6, 0.75), help="C2ST: accuracy band kept as is.")
     c2st_factors: tuple[float, float] = xax.field(value=(0.9, 1.1), help="C2ST: width × (narrow, widen).")
     c2st_max_spread_ratio: float = xax.field(value=2.0, help="C2ST: sim/real feature variance above which to narrow.")
-    c2st_parameters: tuple[str, ...] = xax.field(value=(), help="C2ST: randomizers it moves (e.g. the diagnosis's).")
+    c2st_parameters: tuple[str, ...] = xax.field(value=(), help="C2ST: randomizers it moves (empty: all).")
+    c2st_report: str = xax.field(
+        value="", help="C2ST: ksim-bridge gap's report.json; move the randomizers its diagnosis points at."
+    )
 
     # Fine-tuning (ksim_entropy.ppo.finetune; docs/transfer.md): with load_from_ckpt_path, hold the policy near the
     # checkpoint's while it adapts (e.g. to randomization=fitted.json at a lower learning_rate).
@@ -723,7 +731,12 @@ class KBotWalkingTask(
             factors=tuple(cfg.c2st_factors),
             max_spread_ratio=cfg.c2st_max_spread_ratio,
         )
-        return DiscriminatorGuidance(real_windows=windows, rule=rule, parameters=tuple(cfg.c2st_parameters))
+        parameters = tuple(cfg.c2st_parameters)
+        if cfg.c2st_report:
+            if parameters:
+                raise ValueError("give c2st_parameters or c2st_report (the diagnosis's pointer), not both")
+            parameters = parameters_from_report(cfg.c2st_report)
+        return DiscriminatorGuidance(real_windows=windows, rule=rule, parameters=parameters)
 
     def _check_window_fits(self, steps: int, remedy: str) -> None:
         """Windows of `steps` control steps must fit the rollouts and the validation rollout (ksim's first update).

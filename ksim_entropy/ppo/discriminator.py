@@ -17,14 +17,18 @@ The rule (`DiscriminatorRule`), on the held-out accuracy `a` of two folds:
 - inside the band: unchanged.
 
 Only the randomizers named in `parameters` change (e.g. those the bridge's diagnosis points at), all when it is
-empty; widths stay within [min_width, max_width] of the `RandomizationCurriculum`. Logged every update:
-`c2st_accuracy`, `c2st_spread_ratio` and `c2st_factor` (the factor applied, 1 between decisions).
+empty; widths stay within [min_width, max_width] of the `RandomizationCurriculum`. `parameters_from_report` reads
+the names a gap report's diagnosis points at (`ksim-bridge gap`'s report.json, "diagnosis" → "randomizers").
+Logged every update: `c2st_accuracy`, `c2st_spread_ratio` and `c2st_factor` (the factor applied, 1 between
+decisions).
 """
 
 import functools
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Generic
 
 import attrs
@@ -189,6 +193,31 @@ class DiscriminatorGuidance:
         if unknown:
             raise ValueError(f"discriminator guidance: no randomized parameters {unknown}; this task has {names}")
         return np.array([not self.parameters or name in self.parameters for name in names])
+
+
+def parameters_from_report(path: str | Path) -> tuple[str, ...]:
+    """The randomized parameters a gap report's diagnosis points at (empty: it points at none, so all move).
+
+    Reads `ksim-bridge gap`'s report.json (`diagnosis.randomizers.names`, written by
+    `ksim_entropy.bridge.diagnose.pointed_randomizers`) as plain JSON: training never imports the bridge. ValueError
+    naming the problem for a missing or unreadable file, a report without a diagnosis, or a malformed list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no gap report at {path} (ksim-bridge gap writes report.json)")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable JSON gap report: {err}") from err
+    diagnosis = report.get("diagnosis") if isinstance(report, dict) else None
+    if not isinstance(diagnosis, dict):
+        raise ValueError(f"{path} has no diagnosis; is it ksim-bridge gap's report.json?")
+    if not diagnosis.get("available", False):
+        raise ValueError(f"{path}: the report's diagnosis did not run ({diagnosis.get('reason', 'no reason given')})")
+    names = diagnosis.get("randomizers", {}).get("names") if isinstance(diagnosis.get("randomizers"), dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{path}: diagnosis.randomizers.names must be a list of names (a report older than it?)")
+    return tuple(names)
 
 
 class DiscriminatorGuidedMixin(AutoTemperatureMixin[PPOConfigT], Generic[PPOConfigT]):

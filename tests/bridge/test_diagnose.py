@@ -21,7 +21,9 @@ from ksim_entropy.bridge.diagnose import (
     DiagnosisThresholds,
     diagnose,
     fit_response_model,
+    pointed_randomizers,
 )
+from ksim_entropy.bridge.diagnose.randomizers import DYNAMICS_RANDOMIZERS, NOT_PHYSICS
 from ksim_entropy.formats.schema import CHANNEL_GROUPS, StepLog
 from ksim_entropy.kbot.robot import resolve_robot_files
 from ksim_entropy.sim2real.sim import KBotSimulator, SimOptions
@@ -131,6 +133,7 @@ def test_gyro_accel_swap_is_named_and_undone(clean):
     assert ratio >= 2 * TH.swap_min_cost_ratio
     assert finding.evidence["accel<->gyro:cost_identity_per_channel"] >= 2 * TH.swap_min_cost
     assert set(diagnosis.corrections) == {"accel", "gyro"}
+    assert pointed_randomizers(f.to_dict() for f in diagnosis.findings).names == ()  # a wiring bug, not physics
 
 
 def test_swapped_joint_columns_are_named(clean):
@@ -174,6 +177,8 @@ def test_gyro_bias_is_an_observation_mismatch_on_that_axis(clean):
     assert finding.evidence["gyro/y:median_shift"] == pytest.approx(0.05, abs=0.005)
     assert finding.evidence["gyro/y:w1_z"] >= 2 * TH.observation_w1
     assert finding.evidence["gyro/y:ks"] >= 2 * TH.observation_ks
+    pointer = pointed_randomizers([finding.to_dict()])  # a gyro bias is the observation block's, not physics
+    assert pointer.names == () and list(pointer.not_pointed) == ["observation_mismatch:gyro"]
 
 
 def test_joint_encoder_offset_is_located_and_measured(clean):
@@ -186,6 +191,7 @@ def test_joint_encoder_offset_is_located_and_measured(clean):
     assert finding.channels == (name,)
     assert finding.evidence[f"{name}:offset_rad"] == pytest.approx(0.05, abs=0.003)
     assert finding.evidence[f"{name}:w1_z"] < TH.observation_w1  # found by the response model, not the marginal
+    assert pointed_randomizers([finding.to_dict()]).names == ("joint_zero_offset",)
 
 
 # --- physics ----------------------------------------------------------------------------------------------------
@@ -197,6 +203,7 @@ def test_weaker_actuators_are_a_dynamics_mismatch(clean, weak_real):
         assert diagnosis.kinds == ("dynamics_mismatch",), diagnosis.summary()
         finding = diagnosis.findings[0]
         assert len(finding.channels) >= 15
+        assert pointed_randomizers([finding.to_dict()]).names == DYNAMICS_RANDOMIZERS
         gains = [v for k, v in finding.evidence.items() if k.endswith(":gain_ratio")]
         assert 0.35 <= np.median(gains) <= 0.65  # kp × 0.5
         assert max(v for k, v in finding.evidence.items() if k.endswith(":variance_loss")) >= 10 * (
@@ -608,3 +615,13 @@ def test_diagnose_imports_without_simulation_packages():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_finding_kind_points_at_randomizers_or_says_why_not():
+    kinds = set(NOT_PHYSICS) | {"dynamics_mismatch", "observation_mismatch"}
+    assert kinds == set(FINDING_KINDS)
+    findings = [{"kind": kind, "channels": ["projected_g/x", "accel/y"]} for kind in FINDING_KINDS]
+    pointer = pointed_randomizers(findings)
+    assert pointer.names == (*DYNAMICS_RANDOMIZERS, "imu_misalignment")  # in the order found, each once
+    assert set(pointer.not_pointed) == set(NOT_PHYSICS)
+    assert json.loads(json.dumps(pointer.to_dict()))["names"] == list(pointer.names)

@@ -272,6 +272,10 @@ def test_gapped_report_includes_diagnosis_and_replay_metrics(gapped: tuple) -> N
         "dynamics_mismatch",
     ]
     assert diagnosis["findings"][0]["evidence"]["undefined"] is None  # NaN → null
+    # The randomizers behind the findings, for `tasks.walk c2st_report=`: a joint-angle reading → the zero offsets.
+    pointer = diagnosis["randomizers"]
+    assert pointer["names"][0] == "joint_zero_offset" and "actuator_kp_scale" in pointer["names"]
+    assert pointer["not_pointed"] == {}
     assert diagnosis["result"]["statistics"] == {"x": None}
     ((real, sim, replay),) = calls
     assert len(real) == 2000 and len(sim) == 2400 and replay is not None  # diagnose(real, sim, replay=...)

@@ -94,6 +94,7 @@ from ksim_entropy.bridge.diagnose.dynamics import compare_models, detect_dynamic
 from ksim_entropy.bridge.diagnose.noise import detect_noise
 from ksim_entropy.bridge.diagnose.observation import detect_observation
 from ksim_entropy.bridge.diagnose.policy import detect_overconfident
+from ksim_entropy.bridge.diagnose.randomizers import RandomizerPointer, pointed_randomizers
 from ksim_entropy.bridge.diagnose.response import (
     ResponseModel,
     dense_of,
@@ -115,9 +116,11 @@ __all__ = [
     "DiagnosisError",
     "DiagnosisThresholds",
     "Finding",
+    "RandomizerPointer",
     "ResponseModel",
     "diagnose",
     "fit_response_model",
+    "pointed_randomizers",
     "response_residuals",
 ]
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ksim_entropy.bridge.diagnose.randomizers import pointed_randomizers
 from ksim_entropy.bridge.metrics import (
     MetricInputError,
     classifier_two_sample_test,
@@ -424,7 +425,12 @@ def _run_diagnosis(real: StepLog, sim: StepLog, replay: StepLog | None) -> dict[
     except ValueError as err:  # the diagnosis found the data unusable; the rest of the report still stands
         return {"available": False, "reason": f"diagnosis failed: {err}"}
     findings = [_finding_dict(f) for f in diagnosis.findings]
-    return {"available": True, "findings": findings, "result": json_safe(diagnosis.to_dict())}
+    return {
+        "available": True,
+        "findings": findings,
+        "randomizers": pointed_randomizers(findings).to_dict(),  # what `tasks.walk c2st_report=` moves
+        "result": json_safe(diagnosis.to_dict()),
+    }
 
 
 _OVERALL_ADVICE = {
