@@ -70,6 +70,8 @@ def test_default_run_directory_is_new(tmp_path, monkeypatch):
         (["policy_body=gru"], "policy_body='gru'; choose from lstm, mlp"),
         (["advantage_normalization=batch"], "advantage_normalization='batch'; choose from trajectory, minibatch"),
         (["max_train_seconds=-5"], "max_train_seconds must be > 0"),
+        (["devices=3"], r"devices=3, but JAX sees 1 \(cpu\); on CPU, XLA_FLAGS="),
+        (["devices=some"], "devices must be 'auto' or a count >= 1, got 'some'"),
         (["assist_stiffness_nm_per_rad=500"], "upright assist fades with the randomization curriculum: it needs"),
         (["preset=stand", "assist_stiffness_nm_per_rad=-1"], "assist_stiffness_nm_per_rad must be >= 0"),
         (["preset=stand", "assist_stiffness_nm_per_rad=500", "assist_fade_out_level=0"], "assist_fade_out_level > 0"),

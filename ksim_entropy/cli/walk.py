@@ -26,6 +26,7 @@ from ksim_entropy.kbot.walk import (
 )
 from ksim_entropy.policy import BODIES
 from ksim_entropy.ppo.checkpoint import CheckpointError
+from ksim_entropy.ppo.data_parallel import DataParallelError, initialize_distributed, resolve_devices
 from ksim_entropy.ppo.mixins import ADVANTAGE_NORMALIZATIONS
 from ksim_entropy.runtime import check_training_device
 from ksim_entropy.sim2real.sim2sim import GateOptions
@@ -177,6 +178,10 @@ def build_config(args: list[str]) -> WalkConfig:
             guidance.mask(task.get_domain_randomization(task.get_mujoco_model()).names)
         except ValueError as err:  # WindowError, bad rule settings, unknown parameters
             raise SystemExit(f"error: c2st_windows={config.c2st_windows}: {err}") from err
+    try:
+        resolve_devices(config.devices, config.num_envs)
+    except DataParallelError as err:
+        raise SystemExit(f"error: {err}") from err
     if config.sim2sim_gate:
         try:
             GateOptions(episodes=config.sim2sim_episodes, seconds=config.sim2sim_seconds)
@@ -190,6 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if "-h" in args or "--help" in args:
         KBotWalkingTask.get_config(preset_config("cpu"), use_cli=["--help"])
+    try:
+        initialize_distributed()  # several hosts: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID
+    except DataParallelError as err:
+        raise SystemExit(f"error: {err}") from err
     config = build_config(args)
     try:
         KBotWalkingTask.launch(config, use_cli=[])

@@ -46,6 +46,7 @@ from ksim.types import Histogram
 
 from ksim_entropy.curriculum import RandomizationCurriculum, WidthState
 from ksim_entropy.draws import key_and_uniforms
+from ksim_entropy.ppo.data_parallel import DataParallelMixin
 from ksim_entropy.ppo.matching import (
     EntropyTarget,
     MatchRule,
@@ -994,19 +995,26 @@ class EntropyBridgedConfig(ksim.PPOConfig):
     max_train_seconds: float | None = xax.field(
         value=None, help="Stop training after this much wall time (s, compilation included); None: max_steps only."
     )
+    devices: str = xax.field(
+        value="1", help="Devices the environments are split across: 1 (unchanged), auto (all JAX sees) or a count."
+    )
 
 
 BridgedConfigT = TypeVar("BridgedConfigT", bound=EntropyBridgedConfig)
 
 
 class EntropyBridgedTask(
-    AutoTemperatureMixin[BridgedConfigT], DomainRandomizationMixin[BridgedConfigT], Generic[BridgedConfigT]
+    DataParallelMixin[BridgedConfigT],
+    AutoTemperatureMixin[BridgedConfigT],
+    DomainRandomizationMixin[BridgedConfigT],
+    Generic[BridgedConfigT],
 ):
     """PPO with an auto-tuned temperature, per-episode entropy-aware randomization and entropy-matched widths.
 
     ``class MyTask(EntropyBridgedTask[MyConfig], ksim.PPOTask[MyConfig])`` with ``MyConfig(EntropyBridgedConfig)``.
     Config fields switch each piece: `auto_temperature`, `entropy_target_path` (a profile switches the
-    randomization curriculum to entropy matching). Override `get_action_entropy_range` (to refuse unreachable
+    randomization curriculum to entropy matching), `devices` (environments split across devices,
+    `ksim_entropy.ppo.data_parallel`). Override `get_action_entropy_range` (to refuse unreachable
     targets) and `get_entropy_observations` (profile group → observation key; also the groups whose rollout
     entropy is logged). Logged every update: policy entropy, α, observation entropy per group, the
     policy-to-observation entropy ratio, randomization npd and widths, and with a target the W2 distance and

@@ -1,0 +1,144 @@
+"""Data-parallel PPO on several devices through JAX's own sharding: environments split, everything else replicated.
+
+ksim 0.2.10 trains on one device. `DataParallelMixin` (config `devices`: "1", the default and the unchanged path,
+"auto" for every device JAX sees, or a count) puts the loop carry on a one-axis mesh before the first update: every
+array of the environment state whose leading axis is the environment axis is split across the devices, and the
+parameters, optimizer state, shared state (physics model, temperature, curriculum and other mixins' state) are
+replicated. ksim's jitted rollout and update then run as one SPMD program (GSPMD): each device steps its share of
+the environments, and every reduction of the update (advantage normalisation, losses, gradient means, the
+temperature's entropy, the curriculum's statistics, the logged metrics) is taken over all environments, so N devices
+compute the update one device computes with N× the environments, to float rounding. The random draws do not depend
+on the device count either (JAX's partitionable threefry, on by default since JAX 0.5).
+
+Checkpoints hold host arrays (xax gathers them), so a run saved on N devices resumes on any count. Several hosts:
+start every process with the same command after `initialize_distributed()` (JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES, JAX_PROCESS_ID); `devices=auto` then spans every host's devices.
+"""
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Generic, TypeVar
+
+import jax
+import ksim
+import numpy as np
+import xax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import PyTree
+from ksim.task.rl import RLLoopCarry, RLLoopConstants
+
+logger = logging.getLogger(__name__)
+
+ENV_AXIS = "envs"
+DISTRIBUTED_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+Config = TypeVar("Config", bound=ksim.RLConfig)
+
+
+class DataParallelError(ValueError):
+    """A device setting that cannot run: more devices than exist, or environments that do not split evenly."""
+
+
+def resolve_devices(spec: str | int, num_envs: int) -> list[jax.Device]:
+    """The devices `spec` names ("auto": all of them; "N" or N: the first N); N must divide `num_envs`."""
+    available = jax.devices()
+    text = str(spec).strip()
+    if text == "auto":
+        count = len(available)
+    else:
+        try:
+            count = int(text)
+        except ValueError:
+            raise DataParallelError(f"devices must be 'auto' or a count >= 1, got {spec!r}") from None
+        if count < 1:
+            raise DataParallelError(f"devices must be 'auto' or a count >= 1, got {spec!r}")
+        if count > len(available):
+            kinds = sorted({d.platform for d in available})
+            raise DataParallelError(
+                f"devices={count}, but JAX sees {len(available)} ({', '.join(kinds)}); "
+                "on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N"
+            )
+    if num_envs % count:
+        raise DataParallelError(f"num_envs={num_envs} does not split evenly across {count} devices")
+    return available[:count]
+
+
+def env_mesh(devices: Sequence[jax.Device]) -> Mesh:
+    """A one-axis mesh (`ENV_AXIS`) over `devices`."""
+    return Mesh(np.asarray(devices), (ENV_AXIS,))
+
+
+def shard_env_axis(tree: PyTree, mesh: Mesh, num_envs: int) -> PyTree:
+    """Split every array whose leading axis has `num_envs` entries across the mesh; replicate the rest."""
+    split, whole = NamedSharding(mesh, PartitionSpec(ENV_AXIS)), NamedSharding(mesh, PartitionSpec())
+
+    def place(leaf: object) -> object:
+        if not isinstance(leaf, jax.Array | np.ndarray):
+            return leaf
+        is_env = leaf.ndim >= 1 and leaf.shape[0] == num_envs
+        return jax.device_put(leaf, split if is_env else whole)
+
+    return jax.tree.map(place, tree)
+
+
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
+    """Every array of `tree` on every device of the mesh."""
+    whole = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda leaf: jax.device_put(leaf, whole) if isinstance(leaf, jax.Array) else leaf, tree)
+
+
+def initialize_distributed(environ: dict[str, str] | None = None) -> bool:
+    """`jax.distributed.initialize` from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+
+    Returns False (and does nothing) when none is set; DataParallelError when only some are, or they are malformed.
+    Call it before anything touches a JAX device.
+    """
+    env = os.environ if environ is None else environ
+    found = {name: env[name] for name in DISTRIBUTED_VARIABLES if env.get(name)}
+    if not found:
+        return False
+    missing = [name for name in DISTRIBUTED_VARIABLES if name not in found]
+    if missing:
+        raise DataParallelError(f"multi-host training needs all of {DISTRIBUTED_VARIABLES}; missing {missing}")
+    try:
+        count, index = int(found["JAX_NUM_PROCESSES"]), int(found["JAX_PROCESS_ID"])
+    except ValueError:
+        raise DataParallelError("JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers") from None
+    if count < 1 or not 0 <= index < count:
+        raise DataParallelError(f"need JAX_NUM_PROCESSES >= 1 and 0 <= JAX_PROCESS_ID < it, got {count}, {index}")
+    jax.distributed.initialize(
+        coordinator_address=found["JAX_COORDINATOR_ADDRESS"], num_processes=count, process_id=index
+    )
+    return True
+
+
+class DataParallelMixin(ksim.RLTask[Config], Generic[Config]):
+    """Environments split across `training_device_spec()` devices (default "1": one device, nothing changes)."""
+
+    def training_device_spec(self) -> str:
+        """'1' (one device), 'auto' (all) or a count: the config's `devices` where it has one."""
+        return str(getattr(self.config, "devices", "1"))
+
+    def training_devices(self) -> list[jax.Device]:
+        """The devices training runs on (DataParallelError when the setting cannot run)."""
+        return resolve_devices(self.training_device_spec(), self.config.num_envs)
+
+    def initialize_rl_training(
+        self, mj_model: ksim.PhysicsModel, metadata: ksim.Metadata
+    ) -> tuple[RLLoopConstants, RLLoopCarry, xax.State]:
+        devices = self.training_devices()  # before anything is built: a setting that cannot run stops here
+        constants, carry, state = super().initialize_rl_training(mj_model, metadata)
+        if len(devices) == 1:
+            return constants, carry, state
+        mesh = env_mesh(devices)
+        carry = replace(
+            carry,
+            env_states=shard_env_axis(carry.env_states, mesh, self.config.num_envs),
+            shared_state=replicate(carry.shared_state, mesh),
+            opt_state=replicate(carry.opt_state, mesh),
+        )
+        share = self.config.num_envs // len(devices)
+        logger.info("data-parallel: %d environments on each of %d devices", share, len(devices))
+        return constants, carry, state

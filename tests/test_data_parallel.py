@@ -1,0 +1,95 @@
+"""Data-parallel training (`ksim_entropy.ppo.data_parallel`): one device against two, in a process with two CPU devices.
+
+The probe (`tests/data_parallel_probe.py`, the quadruped example) rolls out and updates on one device and on two. The
+PPO update of the same trajectories must agree (every reduction global across the devices), a checkpoint saved on two
+devices must restore on one, and the arrays must really live split and replicated. Rollouts agree at the first steps
+only to float rounding: the per-device batch differs, XLA's kernels round differently, and contact dynamics amplify
+it within a few steps, so whole rollouts are not compared.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ksim_entropy.ppo.data_parallel import DataParallelError, initialize_distributed, resolve_devices
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data_parallel")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "data_parallel_probe.py"), str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return np.load(out / "probe.npz")
+
+
+def group(probe, prefix: str) -> dict[str, np.ndarray]:
+    return {key[len(prefix) :]: probe[key] for key in probe.files if key.startswith(prefix + "/")}
+
+
+def test_environments_are_split_and_parameters_replicated(probe):
+    assert int(probe["devices/env_state_rng"]) == 2
+    assert int(probe["devices/env_state_rng_shard_rows"]) == 4  # 8 environments, 4 on each device
+    assert int(probe["devices/rollout_qpos"]) == 2  # the rollout ran split, its output stays split
+    assert int(probe["devices/params"]) == 2 and bool(probe["devices/params_replicated"])
+
+
+@pytest.mark.parametrize("part", ["params", "opt_state", "metrics"])
+def test_two_devices_compute_the_same_update_as_one(probe, part):
+    one, two = group(probe, f"update1/{part}"), group(probe, f"update2/{part}")
+    assert one.keys() == two.keys() and len(one) > 3
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    if part == "params":  # the update moved them: the comparison is not of two untouched copies
+        start = group(probe, "start/params")
+        assert max(float(np.abs(one[key] - start[key]).max()) for key in one) > 1e-5
+
+
+def test_a_checkpoint_saved_on_two_devices_resumes_on_one(probe):
+    saved, resumed = group(probe, "update2/params"), group(probe, "resumed/params")
+    assert saved.keys() == resumed.keys()
+    for key in saved:
+        np.testing.assert_array_equal(resumed[key], saved[key], err_msg=key)
+
+
+def test_rollouts_start_alike_and_differ_only_by_rounding_at_first(probe):
+    one, two = probe["rollout1/.qpos"], probe["rollout2/.qpos"]
+    assert one.shape == two.shape == (8, one.shape[1], one.shape[2])
+    np.testing.assert_array_equal(two[:, 0], one[:, 0])
+    np.testing.assert_allclose(two[:, 1], one[:, 1], atol=1e-4)
+
+
+def test_bad_device_settings_name_the_problem(probe):
+    assert str(probe["error/uneven"]) == "num_envs=7 does not split evenly across 2 devices"
+    assert str(probe["error/too_many"]).startswith("devices=3, but JAX sees 2 (cpu)")
+    assert int(probe["auto_devices"]) == 2
+    with pytest.raises(DataParallelError, match="JAX sees 1"):
+        resolve_devices("2", 8)
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(DataParallelError, match="'auto' or a count >= 1"):
+            resolve_devices(bad, 8)
+    assert len(resolve_devices("auto", 7)) == 1
+
+
+def test_multi_host_variables_all_or_none():
+    assert initialize_distributed({}) is False
+    with pytest.raises(DataParallelError, match=r"missing \['JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'\]"):
+        initialize_distributed({"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1234"})
+    with pytest.raises(DataParallelError, match="must be integers"):
+        initialize_distributed({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "x"})
+    with pytest.raises(DataParallelError, match="0 <= JAX_PROCESS_ID < it"):
+        initialize_distributed({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"})
