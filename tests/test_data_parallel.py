@@ -8,6 +8,7 @@ it within a few steps, so whole rollouts are not compared.
 """
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,43 @@ def test_multi_host_variables_all_or_none():
         initialize_distributed({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "x"})
     with pytest.raises(DataParallelError, match="0 <= JAX_PROCESS_ID < it"):
         initialize_distributed({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"})
+
+
+TWO_HOSTS = """
+import sys
+import numpy as np
+import jax
+from ksim_entropy.ppo.data_parallel import env_mesh, initialize_distributed, shard_env_axis
+
+assert initialize_distributed()
+x = np.arange(8, dtype=np.float32) ** 2  # the same host array on every process: 8 "environments"
+split = shard_env_axis({"x": x}, env_mesh(jax.devices()), 8)["x"]
+normalised = jax.jit(lambda a: (a - a.mean()) / a.std())(split)  # an advantage normalisation over every environment
+(shard,) = normalised.addressable_shards
+np.save(sys.argv[1], np.asarray(shard.data))
+print(jax.process_index(), jax.device_count(), jax.local_device_count(), shard.index)
+"""
+
+
+def test_two_processes_on_localhost_split_the_environments_and_reduce_over_all(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TWO_HOSTS, str(tmp_path / f"rank{rank}.npy")],
+            env={**env, "JAX_PROCESS_ID": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    x = np.arange(8, dtype=np.float32) ** 2
+    expected = (x - x.mean()) / x.std()
+    got = np.concatenate([np.load(tmp_path / f"rank{rank}.npy") for rank in (0, 1)])
+    np.testing.assert_allclose(got, expected, rtol=1e-6)  # each process holds 4 rows, normalised over all 8
+    assert "0 2 1" in outputs[0] and "1 2 1" in outputs[1]

@@ -28,6 +28,7 @@ import xax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
 from ksim.task.rl import RLLoopCarry, RLLoopConstants
+from xax.nn.parallel import set_rank
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +109,11 @@ def initialize_distributed(environ: dict[str, str] | None = None) -> bool:
         raise DataParallelError("JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers") from None
     if count < 1 or not 0 <= index < count:
         raise DataParallelError(f"need JAX_NUM_PROCESSES >= 1 and 0 <= JAX_PROCESS_ID < it, got {count}, {index}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices across processes; GPUs use NCCL
     jax.distributed.initialize(
         coordinator_address=found["JAX_COORDINATOR_ADDRESS"], num_processes=count, process_id=index
     )
+    set_rank(index)  # xax logs, writes event files and checkpoints on rank 0 only
     return True
 
 
