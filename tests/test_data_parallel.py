@@ -7,6 +7,7 @@ only to float rounding: the per-device batch differs, XLA's kernels round differ
 it within a few steps, so whole rollouts are not compared.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -134,3 +135,31 @@ def test_two_processes_on_localhost_split_the_environments_and_reduce_over_all(t
     got = np.concatenate([np.load(tmp_path / f"rank{rank}.npy") for rank in (0, 1)])
     np.testing.assert_allclose(got, expected, rtol=1e-6)  # each process holds 4 rows, normalised over all 8
     assert "0 2 1" in outputs[0] and "1 2 1" in outputs[1]
+
+
+@pytest.fixture(scope="module")
+def fit_probe(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit_devices")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "fit_devices_probe.py"), str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads((out / "fit_devices.json").read_text()), [np.load(out / f"after_{d}.npy") for d in "12"]
+
+
+def test_the_fit_with_its_candidates_on_two_devices_finds_what_one_device_finds(fit_probe):
+    results, (after_one, after_two) = fit_probe
+    one, two = results["1"], results["2"]
+    assert one["loss_history"] == two["loss_history"] and len(one["loss_history"]) >= 3
+    for fitted in (one["fitted"], two["fitted"]):
+        fitted["coverage"].pop("fit_seconds")  # the only field allowed to differ
+    assert one["fitted"] == two["fitted"]
+    assert after_one.shape == after_two.shape and after_one.size > 0
+    np.testing.assert_allclose(after_two, after_one, rtol=1e-6, atol=1e-7)  # 5 candidates per batch, padded to 6

@@ -3,6 +3,7 @@
 The fit runs through its command line (`python -m tasks.fit`) on an NDJSON log written like the robot writes one.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -158,6 +159,8 @@ def test_bad_logs_are_refused_before_fitting(hidden_and_log):
         fit_randomization([gappy], files, options=OPTIONS)
     with pytest.raises(FitError, match="only suspended logs .* are fitted"):
         fit_randomization([log], files, suspended=False, options=OPTIONS)
+    with pytest.raises(FitError, match=r"devices=3, but JAX sees 1"):
+        fit_randomization([log], files, options=dataclasses.replace(OPTIONS, devices="3"))
 
 
 def test_a_60_ms_sensor_lag_is_fitted():

@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("generations", "population", "windows", "horizon", "refine_iterations", "seed"):
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=int, default=getattr(defaults, name), help=f"default {getattr(defaults, name)}")
+    parser.add_argument("--devices", default="1", help="split the candidates' replays across devices: 1, auto or N")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return parser
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         mass_scale=args.mass_scale,
         mass_scale_std=args.mass_scale_std,
         progress=not args.quiet,
+        devices=args.devices,
     )
     partial = args.out.with_suffix(".partial.json")
     try:

@@ -42,8 +42,8 @@ class DataParallelError(ValueError):
     """A device setting that cannot run: more devices than exist, or environments that do not split evenly."""
 
 
-def resolve_devices(spec: str | int, num_envs: int) -> list[jax.Device]:
-    """The devices `spec` names ("auto": all of them; "N" or N: the first N); N must divide `num_envs`."""
+def resolve_devices(spec: str | int, num_envs: int | None = None) -> list[jax.Device]:
+    """The devices `spec` names ("auto": all of them; "N" or N: the first N); N must divide `num_envs` if given."""
     available = jax.devices()
     text = str(spec).strip()
     if text == "auto":
@@ -61,7 +61,7 @@ def resolve_devices(spec: str | int, num_envs: int) -> list[jax.Device]:
                 f"devices={count}, but JAX sees {len(available)} ({', '.join(kinds)}); "
                 "on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N"
             )
-    if num_envs % count:
+    if num_envs is not None and num_envs % count:
         raise DataParallelError(f"num_envs={num_envs} does not split evenly across {count} devices")
     return available[:count]
 
@@ -82,6 +82,25 @@ def shard_env_axis(tree: PyTree, mesh: Mesh, num_envs: int) -> PyTree:
         return jax.device_put(leaf, split if is_env else whole)
 
     return jax.tree.map(place, tree)
+
+
+def split_leading(
+    arrays: Sequence[np.ndarray | jax.Array], devices: Sequence[jax.Device]
+) -> tuple[list[jax.Array], int]:
+    """Arrays with a shared leading axis split across `devices`, padded (with copies of row 0) to a multiple of them.
+
+    Returns the placed arrays and the original row count: keep `[:count]` of each result.
+    """
+    count = int(arrays[0].shape[0])
+    pad = -count % len(devices)
+    split = NamedSharding(env_mesh(devices), PartitionSpec(ENV_AXIS))
+    placed = []
+    for array in arrays:
+        array = np.asarray(array)
+        if pad:
+            array = np.concatenate([array, np.repeat(array[:1], pad, axis=0)])
+        placed.append(jax.device_put(array, split))
+    return placed, count
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:

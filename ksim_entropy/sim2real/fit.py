@@ -67,6 +67,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jax
 import numpy as np
 from cmaes import CMA
 
@@ -75,6 +76,7 @@ from ksim_entropy.actuation import use_native_pd
 from ksim_entropy.formats.fitted import FittedParameter, FittedRandomization, imu_moments
 from ksim_entropy.formats.schema import StepLog
 from ksim_entropy.kbot.robot import RobotFiles, load_metadata, load_robot_model
+from ksim_entropy.ppo.data_parallel import DataParallelError, resolve_devices
 from ksim_entropy.sim2real.replay import ReplayModel, Windows, make_windows
 from ksim_entropy.sim2real.sim import SimOptions
 
@@ -155,6 +157,7 @@ class FitOptions:
     mass_scale_std: float | None = None  # its measurement's one-sigma error; None = not weighed
     identifiable_ratio: float = 0.5  # posterior σ / prior σ above which a parameter counts as unidentifiable
     progress: bool = True
+    devices: str = "1"  # the candidates' replays split across devices: "1", "auto" (all JAX sees) or a count
 
 
 @dataclass
@@ -243,8 +246,16 @@ class _StartVelocity:
 class _Objective:
     """Batched replay loss and whitened residuals for candidates θ = (globals in [0, 1], zero offsets in rad)."""
 
-    def __init__(self, replay: ReplayModel, windows: Windows, mass_scale: float, batch: int) -> None:
+    def __init__(
+        self,
+        replay: ReplayModel,
+        windows: Windows,
+        mass_scale: float,
+        batch: int,
+        devices: Sequence[jax.Device] | None = None,
+    ) -> None:
         self.replay, self.windows, self.mass_scale, self.batch = replay, windows, mass_scale, batch
+        self.devices = devices
         self.num_globals = len(GLOBAL_PRIORS)
         self.low = np.array([p.low for p in GLOBAL_PRIORS])
         self.high = np.array([p.high for p in GLOBAL_PRIORS])
@@ -267,7 +278,9 @@ class _Objective:
             count = len(chunk[0])
             pad = self.batch - count
             chunk = [np.concatenate([a, np.repeat(a[:1], pad, 0)]) for a in chunk]
-            a, v = self.replay.replay(self.values(chunk[0], chunk[1]), chunk[2], self.windows, chunk[3])
+            a, v = self.replay.replay(
+                self.values(chunk[0], chunk[1]), chunk[2], self.windows, chunk[3], devices=self.devices
+            )
             angles.append(a[:count])
             vels.append(v[:count])
         return np.concatenate(angles), np.concatenate(vels)
@@ -683,6 +696,10 @@ def fit_randomization(
         sim_options = SimOptions(dt_s=options.replay_dt_s)
     except ValueError as err:
         raise FitError(f"replay_dt_s: {err}") from None
+    try:
+        devices = resolve_devices(options.devices)
+    except DataParallelError as err:
+        raise FitError(str(err)) from None
     replay = _replay_model(files, sim_options, suspended)
     joints = replay.joint_names
     latency_high_s = ACTION_LATENCY_PRIOR_S[1] + OBS_LATENCY_PRIOR_S[1]
@@ -690,7 +707,7 @@ def fit_randomization(
     history = max_delay // replay.substeps + 1
     _check_logs(logs, joints, need=history + options.horizon + options.windows)
     windows = _windows(logs, options, history)
-    objective = _Objective(replay, windows, options.mass_scale, batch=options.population)
+    objective = _Objective(replay, windows, options.mass_scale, batch=options.population, devices=devices)
     imu = next((imu_moments(log) for log in logs if {"gyro", "accel", "projected_g"} <= set(log.groups)), {})
     losses: list[float] = []
     stages: list[tuple[str, int]] = []

@@ -43,6 +43,7 @@ from mujoco import mjx
 
 from ksim_entropy.actuation import use_native_pd
 from ksim_entropy.kbot.robot import KBOT_FOOT_COLLISION_GEOMS, RobotFiles, load_metadata, load_robot_model
+from ksim_entropy.ppo.data_parallel import env_mesh, replicate, split_leading
 from ksim_entropy.randomization import RandomizedParameter, with_updates
 from ksim_entropy.sim2real.sim import SimOptions
 
@@ -335,13 +336,15 @@ class ReplayModel:
         delays: np.ndarray,
         windows: Windows,
         start_vels: np.ndarray | None = None,
+        devices: Sequence[jax.Device] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted readings (C, W, horizon, J) of angles (rad) and velocities (rad/s) for C candidates.
 
         `values[i]` is (C, dims_i) for parameter i; `delays` (C,) is the loop latency in physics steps (a fraction
         blends the targets of the step in which they switch), at most `windows.history · substeps`; `start_vels` (C, J)
         rad/s is added to every window's logged start velocity (default 0; `ksim_entropy.sim2real.fit` probes with it to
-        profile the start velocity out).
+        profile the start velocity out). `devices`: split the candidates across them (padded to a multiple), the
+        windows replicated; None or one device: the default device.
         """
         delays = np.asarray(delays, dtype=np.float32)
         if not np.isfinite(delays).all() or delays.min() < 0 or delays.max() > windows.history * self.substeps:
@@ -371,5 +374,10 @@ class ReplayModel:
             )
             self._runs[windows.history] = jax.jit(batched)
         dvels0 = jnp.asarray(start_vels, dtype=jnp.float32)
-        angles, vels = self._runs[windows.history](values, jnp.asarray(delays), dvels0, *args)
-        return np.asarray(angles), np.asarray(vels)
+        if devices is None or len(devices) < 2:
+            angles, vels = self._runs[windows.history](values, jnp.asarray(delays), dvels0, *args)
+            return np.asarray(angles), np.asarray(vels)
+        (*values, delays, dvels0), count = split_leading([*values, delays, dvels0], devices)
+        args = replicate(args, env_mesh(devices))
+        angles, vels = self._runs[windows.history](tuple(values), delays, dvels0, *args)
+        return np.asarray(angles)[:count], np.asarray(vels)[:count]
