@@ -7,11 +7,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["num_envs=4", "batch_size=2", "hidden_size=16", "rollout_length_frames=8", "render_length_seconds=0.16"]
+TINY += ["log_interval_seconds=0.0"]  # a state line per update: tiny updates take milliseconds
 
 
 def test_smoke_one_against_two_host_devices(tmp_path):
     out = tmp_path / "data_parallel.json"
-    cmd = [sys.executable, "bench/data_parallel.py", "--devices", "1,2", "--steps", "4", "--out", str(out), *TINY]
+    cmd = [sys.executable, "bench/data_parallel.py", "--devices", "1,2", "--steps", "5", "--out", str(out), *TINY]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
