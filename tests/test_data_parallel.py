@@ -22,20 +22,25 @@ from ksim_entropy.ppo.data_parallel import DataParallelError, initialize_distrib
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data_parallel")
+def run_on_two_devices(script: str, out: Path) -> None:
+    """Run tests/<script> OUT in a process with two CPU devices; fail with its output's tail if it fails."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "data_parallel_probe.py"), str(out)],
+        [sys.executable, str(ROOT / "tests" / script), str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=1500,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data_parallel")
+    run_on_two_devices("data_parallel_probe.py", out)
     return np.load(out / "probe.npz")
 
 
@@ -140,17 +145,7 @@ def test_two_processes_on_localhost_split_the_environments_and_reduce_over_all(t
 @pytest.fixture(scope="module")
 def fit_probe(tmp_path_factory):
     out = tmp_path_factory.mktemp("fit_devices")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "fit_devices_probe.py"), str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_on_two_devices("fit_devices_probe.py", out)
     return json.loads((out / "fit_devices.json").read_text()), [np.load(out / f"after_{d}.npy") for d in "12"]
 
 
