@@ -37,7 +37,7 @@ def test_clock():
 """
 
 
-def run(tmp_path: Path, suite: str, *args: str) -> tuple[int, str]:
+def run(tmp_path: Path, suite: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     project = tmp_path / "project"
     (project / "out").mkdir(parents=True)
     (project / "pytest.ini").write_text("[pytest]\nmarkers =\n    real_time: wall clock\n")
@@ -45,7 +45,7 @@ def run(tmp_path: Path, suite: str, *args: str) -> tuple[int, str]:
     done = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "run_tests.py"), *args, "-p", "no:cacheprovider", "-q"],
         cwd=project,
-        env={"WHERE_OUT": str(project / "out"), "PATH": "/usr/bin:/bin"},
+        env={"WHERE_OUT": str(project / "out"), "PATH": "/usr/bin:/bin", **(env or {})},
         capture_output=True,
         text=True,
         check=False,
@@ -112,3 +112,53 @@ def test_the_suite_marks_the_wall_clock_tests():
     )
     selected = [line for line in done.stdout.splitlines() if "::" in line]
     assert selected and all(line.startswith("tests/bridge/test_kinfer_sim.py::") for line in selected), done.stdout
+
+
+FLAKY_CLOCK = """
+import os
+from pathlib import Path
+
+import pytest
+
+OUT = Path(os.environ["WHERE_OUT"])
+
+
+def tries(name):
+    path = OUT / name
+    path.write_text(path.read_text() + "x" if path.exists() else "x")
+    return len(path.read_text())
+
+
+@pytest.mark.real_time
+def test_steady_clock():
+    tries("steady")
+
+
+@pytest.mark.real_time
+@pytest.mark.parametrize("late", [1])
+def test_stalled_once(late):
+    assert tries("stalled") > late, "missed a deadline"
+
+
+@pytest.mark.real_time
+def test_always_late():
+    tries("late")
+    assert os.environ.get("ALWAYS_LATE") != "1", "missed every deadline"
+"""
+
+
+def test_a_wall_clock_failure_gets_one_more_try_alone(tmp_path):
+    status, output = run(tmp_path, FLAKY_CLOCK, "--workers", "2")
+    assert status == 0, output
+    assert "failed once: test_suite.py::test_stalled_once[1]" in output
+    assert "second try: passed" in output
+    # only the failed test ran again
+    assert {name: len(count) for name, count in where(tmp_path).items()} == {"steady": 1, "stalled": 2, "late": 1}
+
+
+def test_a_wall_clock_test_that_fails_twice_fails_the_run(tmp_path):
+    status, output = run(tmp_path, FLAKY_CLOCK, "--workers", "2", env={"ALWAYS_LATE": "1"})
+    assert status == 1, output
+    assert "failed once: test_suite.py::test_always_late" in output
+    assert "second try: failed again" in output
+    assert len(where(tmp_path)["late"]) == 2

@@ -23,7 +23,15 @@ from ksim_entropy.bridge.logs import StepLog, read_ndjson
 from ksim_entropy.deploy.loop import DeployOptions, DeployResult, Excitation, deploy, projected_gravity
 from ksim_entropy.deploy.robot_map import DeployError, RobotMap
 from ksim_entropy.export import function_to_onnx
-from tests.deploy.parts import SWING_RAD, TOLERANT, kos_server, swing_targets, tiny_policy, write_tiny_policy
+from tests.deploy.parts import (
+    END_STALL_TICKS,
+    SWING_RAD,
+    TOLERANT,
+    kos_server,
+    swing_targets,
+    tiny_policy,
+    write_tiny_policy,
+)
 
 PERIOD_S = 0.02  # the K-Bot's 50 Hz control period (assets/kbot/metadata.json)
 # Added to every stop-latency bound: what a shared 2-core machine adds to the loop's and the server's scheduling
@@ -436,7 +444,7 @@ def test_excitation_mode_logs_the_script_for_the_fit(tmp_path, files):
         result = deploy(excitation, files, tmp_path / "excite.ndjson", options)
     finally:
         server.close()
-    assert result.reason == "completed" and result.steps == 150
+    assert result.reason == "completed" and 150 - END_STALL_TICKS <= result.steps <= 150
     robot = _excitation_robot(files)
     log, _ = read_ndjson(tmp_path / "excite.ndjson", joint_names=robot.names)
     script = excitation.controller(robot)  # the same seeded script, evaluated here step by step

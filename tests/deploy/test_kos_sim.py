@@ -18,7 +18,7 @@ from ksim_entropy.bridge.logs import read_ndjson
 from ksim_entropy.deploy.kos_sim import KosSimProcess, kos_sim_installed, kos_sim_python
 from ksim_entropy.deploy.loop import Excitation
 from ksim_entropy.deploy.robot_map import RobotMap
-from tests.deploy.parts import write_tiny_policy
+from tests.deploy.parts import END_STALL_TICKS, write_tiny_policy
 from tests.deploy.test_deploy import _assert_log_intact
 from tests.deploy.test_kos_quirks import _gyro_scale
 
@@ -54,7 +54,7 @@ def test_a_run_completes_at_50_hz_and_its_log_reads_back(runs, name, files, join
     assert results[name] == 0
     summary = json.loads((out / f"{name}.deploy.json").read_text())
     assert summary["reason"] == "completed"
-    assert summary["steps"] == round(SECONDS * 50)
+    assert round(SECONDS * 50) - END_STALL_TICKS <= summary["steps"] <= round(SECONDS * 50)
     assert summary["steps"] - summary["skipped_ticks"] >= 0.8 * summary["steps"], summary  # ticks that ran a step
     robot = RobotMap.from_files(files, joint_names)
     assert summary["actuator_ids"] == list(robot.ids)  # by name from the metadata: kos-sim maps ids the same way
