@@ -2,6 +2,7 @@
 
     python bench/learning.py --out bench/results/learning_stand_cpu [--minutes 60] [--seeds 0,1]
         [--arms auto,fixed] [--arm NAME:key=value,key=value ...] [key=value ...]
+    python bench/learning.py --out bench/results/learning_stand_alpha_cpu --merge A.json B.json ...
 
 Each run is a fresh `python -m tasks.walk preset=<--preset> random_seed=<seed> max_train_seconds=<budget>` process
 (one at a time: the runs share the machine), with the arm's overrides and then the trailing `key=value`s. The run's
@@ -23,9 +24,14 @@ env-step count at which it reached `--threshold-s`, how many updates in a row α
 `--settle-updates` the largest and mean gap between the policy entropy and its target and the range of α. Per arm:
 the mean, min and max of those over seeds. Built-in arms: ``auto`` (the preset's auto-tuned temperature) and
 ``fixed`` (ksim's kbot-joystick `entropy_coef` = 0.004 as a constant α in the same loss).
+
+An hour per run does not fit many runs into one sitting, so `--merge` joins the outputs of several invocations
+(other arms or seeds, same preset, budget and summary windows) into one JSON + PNG: each run keeps the command that
+made it, the per-arm spread is recomputed over all of them, and an arm × seed given twice is an error.
 """
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -282,6 +288,55 @@ def plot(result: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+MERGE_KEYS = ("preset", "minutes", "threshold_s", "final_minutes")  # what runs of one comparison must share
+
+
+def merge(paths: list[Path]) -> dict:
+    """One result from several `learning.py` outputs: their runs, each arm's spread over all of them."""
+    sources = []
+    for path in paths:
+        try:
+            source = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"error: cannot read {path}: {err}") from None
+        if not isinstance(source, dict) or source.get("bench") != "learning":
+            raise SystemExit(f"error: {path} is not an output of bench/learning.py")
+        sources.append(source)
+    first = sources[0]["config"]
+    arms: dict[str, list[str]] = {}
+    runs, seen = [], set()
+    for path, source in zip(paths, sources, strict=True):
+        differ = [k for k in MERGE_KEYS if source["config"].get(k) != first.get(k)]
+        if differ:
+            mismatch = ", ".join(f"{k} {source['config'].get(k)!r} vs {first.get(k)!r}" for k in differ)
+            raise SystemExit(f"error: {path} is not comparable with {paths[0]}: {mismatch}")
+        for run in source["runs"]:
+            if run["arm"] in arms and arms[run["arm"]] != run["overrides"]:
+                raise SystemExit(f"error: arm {run['arm']!r} has other overrides in {path}: {run['overrides']}")
+            if (run["arm"], run["seed"]) in seen:
+                raise SystemExit(f"error: {run['arm']} seed {run['seed']} is in more than one input (again in {path})")
+            arms[run["arm"]] = run["overrides"]
+            seen.add((run["arm"], run["seed"]))
+            runs.append({**run, "command": source["command"]})
+    return {
+        "bench": "learning",
+        "command": "python bench/learning.py " + " ".join(sys.argv[1:]),
+        "merged_from": [
+            {"path": str(p), "command": s["command"], "overrides": s["config"]["overrides"]}
+            for p, s in zip(paths, sources, strict=True)
+        ],
+        "machine": sources[0]["machine"],
+        "config": {
+            **{k: first[k] for k in MERGE_KEYS},
+            "seeds": sorted({seed for _, seed in seen}),
+            "arms": arms,
+            "overrides": "per input, in merged_from",
+        },
+        "arms": {name: arm_summary([r for r in runs if r["arm"] == name]) for name in arms},
+        "runs": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="Writes <out>.json and <out>.png; runs in <out>_runs/.")
@@ -302,8 +357,17 @@ def main() -> None:
     )
     parser.add_argument("--standing-episodes", type=int, default=3, help="Gate episodes per level and checkpoint.")
     parser.add_argument("--standing-seconds", type=float, default=20.0, help="Gate episode length (s).")
+    parser.add_argument("--merge", type=Path, nargs="+", help="Join these outputs into --out instead of training.")
     parser.add_argument("overrides", nargs="*", help="key=value for every run (after the arm's).")
     args = parser.parse_args()
+    if args.merge:
+        if any(p.resolve() == args.out.with_suffix(".json").resolve() for p in args.merge):
+            raise SystemExit(f"error: --out {args.out} would overwrite one of the inputs; pick another --out")
+        result = merge(args.merge)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        plot(result, args.out.with_suffix(".png"))
+        emit_json(result, args.out.with_suffix(".json"))
+        return
     if not args.minutes > 0 or not args.every_s > 0:
         raise SystemExit("error: --minutes and --every-s must be > 0")
     if args.standing_every_min < 0 or args.standing_episodes < 1 or not args.standing_seconds > 0:

@@ -74,6 +74,47 @@ def test_bad_arms_are_refused(text, message):
         learning.parse_arm(text)
 
 
+def _output(path, command, arm_runs, minutes=60.0):
+    args = argparse.Namespace(minutes=minutes, final_minutes=5.0, threshold_s=10.0, settle_updates=20)
+    runs = []
+    for arm, seed, final in arm_runs:
+        points = [{"wall_s": 60.0 * m, "update": m, "env_steps": 10 * m, "episode_length_s": final} for m in range(61)]
+        overrides = learning.ARMS[arm]
+        runs.append({"arm": arm, "seed": seed, "overrides": overrides, "points": points, "standing": []})
+        runs[-1]["summary"] = learning.summarize(points, args)
+    config = {"preset": "stand", "minutes": minutes, "threshold_s": 10.0, "final_minutes": 5.0, "overrides": []}
+    result = {"bench": "learning", "command": command, "machine": {}, "config": config, "runs": runs}
+    path.write_text(json.dumps(result))
+    return path
+
+
+def test_merge_joins_runs_of_separate_invocations_and_recomputes_the_spread(tmp_path):
+    a = _output(tmp_path / "a.json", "python bench/learning.py a", [("auto", 0, 9.0), ("fixed", 0, 4.0)])
+    b = _output(tmp_path / "b.json", "python bench/learning.py b", [("auto", 1, 12.0)])
+    merged = learning.merge([a, b])
+    assert [(r["arm"], r["seed"], r["command"][-1]) for r in merged["runs"]] == [
+        ("auto", 0, "a"),
+        ("fixed", 0, "a"),
+        ("auto", 1, "b"),
+    ]
+    assert merged["arms"]["auto"]["final_episode_length_s"] == {"mean": 10.5, "min": 9.0, "max": 12.0, "n": 2}
+    assert merged["arms"]["fixed"]["final_episode_length_s"]["n"] == 1
+    assert merged["config"]["seeds"] == [0, 1] and merged["config"]["arms"]["fixed"] == learning.ARMS["fixed"]
+    learning.plot(merged, tmp_path / "merged.png")
+    assert (tmp_path / "merged.png").stat().st_size > 10_000
+
+
+def test_merge_refuses_incomparable_or_repeated_runs(tmp_path):
+    a = _output(tmp_path / "a.json", "a", [("auto", 0, 9.0)])
+    with pytest.raises(SystemExit, match="auto seed 0 is in more than one input"):
+        learning.merge([a, _output(tmp_path / "b.json", "b", [("auto", 0, 9.0)])])
+    with pytest.raises(SystemExit, match="minutes 30.0 vs 60.0"):
+        learning.merge([a, _output(tmp_path / "c.json", "c", [("auto", 1, 9.0)], minutes=30.0)])
+    (tmp_path / "d.json").write_text('{"bench": "walk_throughput"}')
+    with pytest.raises(SystemExit, match="not an output of bench/learning.py"):
+        learning.merge([a, tmp_path / "d.json"])
+
+
 @pytest.mark.slow
 def test_learning_bench_smoke(tmp_path):
     out = tmp_path / "learning_smoke"
