@@ -241,31 +241,29 @@ def arm_summary(runs: list[dict]) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Episode length against wall time and env-steps, entropy and α against updates; one colour per arm."""
+    """Episode length against wall time and env-steps, entropy and α against updates; colour: arm, dashes: seed."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13, 12), dpi=100)
     axes = fig.subplots(3, 2)
-    colors = {}
+    colors, seeds = {}, sorted({run["seed"] for run in result["runs"]})
     for run in result["runs"]:
         color = colors.setdefault(run["arm"], f"C{len(colors)}")
+        style = {"color": color, "ls": ("-", "--", "-.", (0, (5, 1, 1, 1)))[seeds.index(run["seed"]) % 4]}
         pts = [p for p in run["points"] if "episode_length_s" in p]
         label = f"{run['arm']} s{run['seed']}"
-        axes[0, 0].plot([p["wall_s"] / 60 for p in pts], [p["episode_length_s"] for p in pts], color=color, label=label)
-        axes[0, 1].plot([p["env_steps"] / 1e6 for p in pts], [p["episode_length_s"] for p in pts], color=color)
+        axes[0, 0].plot([p["wall_s"] / 60 for p in pts], [p["episode_length_s"] for p in pts], **style, label=label)
+        axes[0, 1].plot([p["env_steps"] / 1e6 for p in pts], [p["episode_length_s"] for p in pts], **style)
         ent = [p for p in run["points"] if "entropy" in p]
-        axes[1, 0].plot([p["update"] for p in ent], [p["entropy"] for p in ent], color=color)
+        axes[1, 0].plot([p["update"] for p in ent], [p["entropy"] for p in ent], **style)
         tgt = [p for p in ent if "target_entropy" in p]
         axes[1, 0].plot([p["update"] for p in tgt], [p["target_entropy"] for p in tgt], color=color, ls=":", lw=1)
         alpha = [p for p in run["points"] if "alpha" in p]
-        axes[1, 1].semilogy([p["update"] for p in alpha], [p["alpha"] for p in alpha], color=color)
+        axes[1, 1].semilogy([p["update"] for p in alpha], [p["alpha"] for p in alpha], **style)
         rows = [r for r in run.get("standing", []) if r["wall_s"] is not None]
         for col, level in ((0, "nominal"), (1, "push 0.5 m/s")):
             axes[2, col].plot(
-                [r["wall_s"] / 60 for r in rows],
-                [r["levels"][level]["standing_s"] for r in rows],
-                color=color,
-                marker="o",
+                [r["wall_s"] / 60 for r in rows], [r["levels"][level]["standing_s"] for r in rows], **style, marker="o"
             )
     threshold = result["config"]["threshold_s"]
     for ax in axes[0]:
