@@ -4,13 +4,15 @@
 
 Writes OUT_DIR/probe.npz: the trajectories of one rollout on one device and on two, the parameters, optimizer state
 and metrics of one PPO update of the *same* trajectories on one device and on two, how many devices each array of the
-sharded run lives on, the parameters after a save on two devices and a restore on one.
+sharded run lives on, the parameters after a save on two devices and a restore on one, and how many carry arrays a
+whole loop step hands back on other shardings than it was given (the mixin's step and ksim's own).
 """
 
 import sys
 from pathlib import Path
 
 import jax
+import ksim
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +42,11 @@ def leaves(prefix: str, tree: object) -> dict[str, np.ndarray]:
     return {
         f"{prefix}/{jax.tree_util.keystr(path)}": np.asarray(x) for path, x in jax.tree_util.tree_leaves_with_path(tree)
     }
+
+
+def ksim_loop_step(task: quadruped.QuadrupedTask, **kwargs: object) -> tuple:
+    """ksim's `_rl_train_loop_step`, passing over the mixin's override."""
+    return ksim.RLTask._rl_train_loop_step(task, **kwargs)
 
 
 def main(out_dir: Path) -> None:
@@ -101,6 +108,20 @@ def main(out_dir: Path) -> None:
     resumed = build("1", out_dir / "resumed", load_from_ckpt_path=str(ckpt))
     _, carry3, _ = start(resumed)
     result.update(leaves("resumed/params", carry3.shared_state.model_arrs))
+
+    # A whole loop step (rollout + update) on two devices, through the mixin and through ksim's own step: does the
+    # carry come back on the shardings it went in with? (If not, the next call compiles the whole step again.)
+    steps = {"mixin": lambda task, **kw: task._rl_train_loop_step(**kw), "ksim": ksim_loop_step}
+    for name, step in steps.items():
+        task = build("2", out_dir / f"loop_{name}")
+        constants, carry, state = start(task)
+        before = [x.sharding for x in jax.tree.leaves(carry) if isinstance(x, jax.Array)]
+        _, carry, _ = step(task, carry=carry, constants=constants, state=state)
+        after = [x for x in jax.tree.leaves(carry) if isinstance(x, jax.Array)]
+        # zero-size arrays (MJX's empty fields) hold nothing to place, and XLA hands them back as it likes
+        pairs = [(x, s) for x, s in zip(after, before, strict=True) if x.size]
+        changed = sum(not x.sharding.is_equivalent_to(s, x.ndim) for x, s in pairs)
+        result[f"loop/{name}_changed"], result[f"loop/{name}_arrays"] = np.array(changed), np.array(len(pairs))
     np.savez(out_dir / "probe.npz", **result)
     print("probe done", len(result))
 

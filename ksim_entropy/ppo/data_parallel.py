@@ -27,6 +27,7 @@ import numpy as np
 import xax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
+from ksim.debugging import JitLevel
 from ksim.task.rl import RLLoopCarry, RLLoopConstants
 from xax.nn.parallel import set_rank
 
@@ -163,4 +164,28 @@ class DataParallelMixin(ksim.RLTask[Config], Generic[Config]):
         )
         share = self.config.num_envs // len(devices)
         logger.info("data-parallel: %d environments on each of %d devices", share, len(devices))
+        self._carry_shardings = jax.tree.map(lambda x: x.sharding if isinstance(x, jax.Array) else False, carry)
         return constants, carry, state
+
+    def _rl_train_loop_step(
+        self, carry: RLLoopCarry, constants: RLLoopConstants, state: xax.State
+    ) -> tuple[xax.State, RLLoopCarry, PyTree]:
+        """One rollout and update: ksim's on one device, else `_sharded_train_loop_step`."""
+        if getattr(self, "_carry_shardings", None) is None:
+            return super()._rl_train_loop_step(carry=carry, constants=constants, state=state)
+        return self._sharded_train_loop_step(carry=carry, constants=constants, state=state)
+
+    @xax.jit(static_argnames=["self", "constants"], donate_argnames=["carry", "state"], jit_level=JitLevel.OUTER_LOOP)
+    def _sharded_train_loop_step(
+        self, carry: RLLoopCarry, constants: RLLoopConstants, state: xax.State
+    ) -> tuple[xax.State, RLLoopCarry, PyTree]:
+        """The loop step of ksim, its output carry held to the shardings the carry was placed with.
+
+        Left to itself XLA may hand the carry back with other shardings than it came in with, and the next call
+        compiles the whole step again.
+        """
+        state, carry, metrics = super()._rl_train_loop_step(carry=carry, constants=constants, state=state)
+        carry = jax.tree.map(
+            lambda x, s: x if s is False else jax.lax.with_sharding_constraint(x, s), carry, self._carry_shardings
+        )
+        return state, carry, metrics
