@@ -286,6 +286,13 @@ def plot(result: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def write_result(result: dict, out: Path) -> None:
+    """`<out>.png` and `<out>.json` (also printed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot(result, out.with_suffix(".png"))
+    emit_json(result, out.with_suffix(".json"))
+
+
 MERGE_KEYS = ("preset", "minutes", "threshold_s", "final_minutes")  # what runs of one comparison must share
 
 
@@ -361,10 +368,7 @@ def main() -> None:
     if args.merge:
         if any(p.resolve() == args.out.with_suffix(".json").resolve() for p in args.merge):
             raise SystemExit(f"error: --out {args.out} would overwrite one of the inputs; pick another --out")
-        result = merge(args.merge)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        plot(result, args.out.with_suffix(".png"))
-        emit_json(result, args.out.with_suffix(".json"))
+        write_result(merge(args.merge), args.out)
         return
     if not args.minutes > 0 or not args.every_s > 0:
         raise SystemExit("error: --minutes and --every-s must be > 0")
@@ -402,9 +406,7 @@ def main() -> None:
         "arms": {name: arm_summary([r for r in runs if r["arm"] == name]) for name, _ in arms},
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    plot(result, args.out.with_suffix(".png"))
-    emit_json(result, args.out.with_suffix(".json"))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

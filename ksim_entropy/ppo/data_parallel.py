@@ -140,6 +140,8 @@ def initialize_distributed(environ: dict[str, str] | None = None) -> bool:
 class DataParallelMixin(ksim.RLTask[Config], Generic[Config]):
     """Environments split across `training_device_spec()` devices (default "1": one device, nothing changes)."""
 
+    _carry_shardings: PyTree | None = None  # set when the carry is split across devices: the step holds it there
+
     def training_device_spec(self) -> str:
         """'1' (one device), 'auto' (all) or a count: the config's `devices` where it has one."""
         return str(getattr(self.config, "devices", "1"))
@@ -171,7 +173,7 @@ class DataParallelMixin(ksim.RLTask[Config], Generic[Config]):
         self, carry: RLLoopCarry, constants: RLLoopConstants, state: xax.State
     ) -> tuple[xax.State, RLLoopCarry, PyTree]:
         """One rollout and update: ksim's on one device, else `_sharded_train_loop_step`."""
-        if getattr(self, "_carry_shardings", None) is None:
+        if self._carry_shardings is None:
             return super()._rl_train_loop_step(carry=carry, constants=constants, state=state)
         return self._sharded_train_loop_step(carry=carry, constants=constants, state=state)
 
