@@ -7,16 +7,19 @@ only to float rounding: the per-device batch differs, XLA's kernels round differ
 it within a few steps, so whole rollouts are not compared.
 """
 
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ksim_entropy.ppo.checkpoint import inspect_checkpoint
 from ksim_entropy.ppo.data_parallel import DataParallelError, initialize_distributed, resolve_devices
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +114,12 @@ def test_multi_host_variables_all_or_none():
         initialize_distributed({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"})
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 TWO_HOSTS = """
 import sys
 import numpy as np
@@ -128,10 +137,7 @@ print(jax.process_index(), jax.device_count(), jax.local_device_count(), shard.i
 
 
 def test_two_processes_on_localhost_split_the_environments_and_reduce_over_all(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2"}
+    env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}", "JAX_NUM_PROCESSES": "2"}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", TWO_HOSTS, str(tmp_path / f"rank{rank}.npy")],
@@ -149,6 +155,51 @@ def test_two_processes_on_localhost_split_the_environments_and_reduce_over_all(t
     got = np.concatenate([np.load(tmp_path / f"rank{rank}.npy") for rank in (0, 1)])
     np.testing.assert_allclose(got, expected, rtol=1e-6)  # each process holds 4 rows, normalised over all 8
     assert "0 2 1" in outputs[0] and "1 2 1" in outputs[1]
+
+
+def checkpoint_arrays(path: Path, member: str) -> list[np.ndarray]:
+    """The arrays of one checkpoint member (`model_0`, `opt_state_0`), read as the `np.save` records equinox writes."""
+    with tarfile.open(path, "r:gz") as tar:
+        data = tar.extractfile(member).read()
+    stream, arrays = io.BytesIO(data), []
+    while stream.tell() < len(data):
+        arrays.append(np.load(stream, allow_pickle=False))
+    return arrays
+
+
+@pytest.mark.real_time  # the processes meet in gloo collectives with a 30 s deadline: run on a quiet machine
+def test_a_training_run_across_two_processes_matches_one_process_with_two_devices(tmp_path):
+    """The quadruped trained through xax's launcher by two processes on 127.0.0.1 (one CPU device each), against
+    one process with two CPU devices: the same SPMD program, so the same parameters and optimizer state after two
+    updates (here bit for bit; allowed 1e-6). Only process 0 writes a checkpoint."""
+    script = str(ROOT / "tests" / "multi_host_train_probe.py")
+    env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}", "JAX_NUM_PROCESSES": "2"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, str(tmp_path / f"rank{rank}")],
+            cwd=ROOT,
+            env={**env, "JAX_PROCESS_ID": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [proc.communicate(timeout=1200)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [out[-3000:] for out in outputs]
+    assert all("4 environments on each of 2 devices" in out for out in outputs)
+    run_on_two_devices("multi_host_train_probe.py", tmp_path / "one_process")
+
+    across, within = (tmp_path / name / "checkpoints" / "ckpt.bin" for name in ("rank0", "one_process"))
+    assert inspect_checkpoint(across).num_steps == inspect_checkpoint(within).num_steps == 3
+    for member in ("model_0", "opt_state_0"):
+        got, expected = checkpoint_arrays(across, member), checkpoint_arrays(within, member)
+        assert len(got) == len(expected) > 0
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=member)
+    adam_count = checkpoint_arrays(across, "opt_state_0")[0]
+    assert adam_count.dtype == np.int32 and int(adam_count) > 0  # the optimizer really stepped
+    assert not (tmp_path / "rank1" / "checkpoints").exists()  # xax's rank: only process 0 writes checkpoints
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,16 @@ from dataclasses import replace
 from typing import Generic, TypeVar
 
 import jax
+import jax.numpy as jnp
 import ksim
+import mujoco
 import numpy as np
 import xax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
 from ksim.debugging import JitLevel
 from ksim.task.rl import RLLoopCarry, RLLoopConstants
+from mujoco import mjx
 from xax.nn.parallel import set_rank
 
 logger = logging.getLogger(__name__)
@@ -72,6 +75,16 @@ def env_mesh(devices: Sequence[jax.Device]) -> Mesh:
     return Mesh(np.asarray(devices), (ENV_AXIS,))
 
 
+def put(leaf: jax.Array | np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """`jax.device_put`, from a host copy when the sharding spans other processes' devices.
+
+    JAX places only host data onto devices of other processes; every process must hold the same values.
+    """
+    if isinstance(leaf, jax.Array) and not sharding.is_fully_addressable:
+        leaf = np.asarray(leaf)
+    return jax.device_put(leaf, sharding)
+
+
 def shard_env_axis(tree: PyTree, mesh: Mesh, num_envs: int) -> PyTree:
     """Split every array whose leading axis has `num_envs` entries across the mesh; replicate the rest."""
     split, whole = NamedSharding(mesh, PartitionSpec(ENV_AXIS)), NamedSharding(mesh, PartitionSpec())
@@ -80,7 +93,7 @@ def shard_env_axis(tree: PyTree, mesh: Mesh, num_envs: int) -> PyTree:
         if not isinstance(leaf, jax.Array | np.ndarray):
             return leaf
         is_env = leaf.ndim >= 1 and leaf.shape[0] == num_envs
-        return jax.device_put(leaf, split if is_env else whole)
+        return put(leaf, split if is_env else whole)
 
     return jax.tree.map(place, tree)
 
@@ -107,7 +120,7 @@ def split_leading(
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     """Every array of `tree` on every device of the mesh."""
     whole = NamedSharding(mesh, PartitionSpec())
-    return jax.tree.map(lambda leaf: jax.device_put(leaf, whole) if isinstance(leaf, jax.Array) else leaf, tree)
+    return jax.tree.map(lambda leaf: put(leaf, whole) if isinstance(leaf, jax.Array) else leaf, tree)
 
 
 def initialize_distributed(environ: dict[str, str] | None = None) -> bool:
@@ -145,6 +158,16 @@ class DataParallelMixin(ksim.RLTask[Config], Generic[Config]):
     def training_device_spec(self) -> str:
         """'1' (one device), 'auto' (all) or a count: the config's `devices` where it has one."""
         return str(getattr(self.config, "devices", "1"))
+
+    def get_mjx_model(self, mj_model: mujoco.MjModel) -> mjx.Model:
+        """The MJX model ksim builds, placed on this process's first device.
+
+        MJX puts a model on `jax.devices()[0]`, which in a run across processes is process 0's device: every other
+        process would then hold a model it cannot read.
+        """
+        if jax.process_count() == 1:
+            return super().get_mjx_model(mj_model)
+        return jax.tree.map(jnp.array, mjx.put_model(mj_model, device=jax.local_devices()[0]))
 
     def training_devices(self) -> list[jax.Device]:
         """The devices training runs on (DataParallelError when the setting cannot run)."""
