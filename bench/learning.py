@@ -244,8 +244,9 @@ def plot(result: dict, path: Path) -> None:
     """Episode length against wall time and env-steps, entropy and α against updates; colour: arm, dashes: seed."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 12), dpi=100)
-    axes = fig.subplots(3, 2)
+    gated = any(r["wall_s"] is not None for run in result["runs"] for r in run.get("standing", []))
+    fig = Figure(figsize=(13, 12 if gated else 8), dpi=100)
+    axes = fig.subplots(3 if gated else 2, 2)  # the bottom row only when checkpoints were gated
     colors, seeds = {}, sorted({run["seed"] for run in result["runs"]})
     for run in result["runs"]:
         color = colors.setdefault(run["arm"], f"C{len(colors)}")
@@ -261,7 +262,7 @@ def plot(result: dict, path: Path) -> None:
         alpha = [p for p in run["points"] if "alpha" in p]
         axes[1, 1].semilogy([p["update"] for p in alpha], [p["alpha"] for p in alpha], **style)
         rows = [r for r in run.get("standing", []) if r["wall_s"] is not None]
-        for col, level in ((0, "nominal"), (1, "push 0.5 m/s")):
+        for col, level in ((0, "nominal"), (1, "push 0.5 m/s")) if gated else ():
             axes[2, col].plot(
                 [r["wall_s"] / 60 for r in rows], [r["levels"][level]["standing_s"] for r in rows], **style, marker="o"
             )
@@ -275,7 +276,7 @@ def plot(result: dict, path: Path) -> None:
     axes[1, 0].set_ylabel("policy entropy (nats/dim; dotted: target)")
     axes[1, 1].set_xlabel("update")
     axes[1, 1].set_ylabel("temperature α")
-    for col, level in ((0, "nominal"), (1, "a 0.5 m/s push every 2 s")):
+    for col, level in ((0, "nominal"), (1, "a 0.5 m/s push every 2 s")) if gated else ():
         axes[2, col].set_xlabel("wall time (min)")
         axes[2, col].set_ylabel(f"mean action standing (s), gate: {level}")
     axes[0, 0].legend(fontsize=8)

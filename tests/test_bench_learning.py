@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from matplotlib.image import imread
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -102,6 +103,16 @@ def test_merge_joins_runs_of_separate_invocations_and_recomputes_the_spread(tmp_
     assert merged["config"]["seeds"] == [0, 1] and merged["config"]["arms"]["fixed"] == learning.ARMS["fixed"]
     learning.plot(merged, tmp_path / "merged.png")
     assert (tmp_path / "merged.png").stat().st_size > 10_000
+
+
+def test_the_plot_has_a_gate_row_only_when_checkpoints_were_gated(tmp_path):
+    result = json.loads(_output(tmp_path / "a.json", "a", [("auto", 0, 9.0)]).read_text())
+    learning.plot(result, tmp_path / "ungated.png")
+    gate = {"nominal": {"standing_s": 20.0}, "push 0.5 m/s": {"standing_s": 3.0}}
+    result["runs"][0]["standing"] = [{"wall_s": 600.0, "update": 10, "env_steps": 100, "levels": gate}]
+    learning.plot(result, tmp_path / "gated.png")
+    heights = [imread(tmp_path / f"{name}.png").shape[0] for name in ("ungated", "gated")]
+    assert heights == [800, 1200]  # 100 dpi: two rows of axes in 8 in, three in 12 in
 
 
 def test_merge_refuses_incomparable_or_repeated_runs(tmp_path):
