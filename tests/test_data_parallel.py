@@ -136,11 +136,13 @@ print(jax.process_index(), jax.device_count(), jax.local_device_count(), shard.i
 """
 
 
-def test_two_processes_on_localhost_split_the_environments_and_reduce_over_all(tmp_path):
+def run_two_processes(args: list[str], out: Path, timeout_s: float) -> list[str]:
+    """`python ARGS OUT/rank<i>` as processes 0 and 1 of a JAX run on 127.0.0.1; their outputs (both must succeed)."""
     env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}", "JAX_NUM_PROCESSES": "2"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", TWO_HOSTS, str(tmp_path / f"rank{rank}.npy")],
+            [sys.executable, *args, str(out / f"rank{rank}")],
+            cwd=ROOT,
             env={**env, "JAX_PROCESS_ID": str(rank)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -148,11 +150,16 @@ def test_two_processes_on_localhost_split_the_environments_and_reduce_over_all(t
         )
         for rank in (0, 1)
     ]
-    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    outputs = [proc.communicate(timeout=timeout_s)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [output[-3000:] for output in outputs]
+    return outputs
+
+
+def test_two_processes_on_localhost_split_the_environments_and_reduce_over_all(tmp_path):
+    outputs = run_two_processes(["-c", TWO_HOSTS], tmp_path, timeout_s=300)
     x = np.arange(8, dtype=np.float32) ** 2
     expected = (x - x.mean()) / x.std()
-    got = np.concatenate([np.load(tmp_path / f"rank{rank}.npy") for rank in (0, 1)])
+    got = np.concatenate([np.load(tmp_path / f"rank{rank}.npy") for rank in (0, 1)])  # np.save adds .npy
     np.testing.assert_allclose(got, expected, rtol=1e-6)  # each process holds 4 rows, normalised over all 8
     assert "0 2 1" in outputs[0] and "1 2 1" in outputs[1]
 
@@ -172,21 +179,7 @@ def test_a_training_run_across_two_processes_matches_one_process_with_two_device
     """The quadruped trained through xax's launcher by two processes on 127.0.0.1 (one CPU device each), against
     one process with two CPU devices: the same SPMD program, so the same parameters and optimizer state after two
     updates (here bit for bit; allowed 1e-6). Only process 0 writes a checkpoint."""
-    script = str(ROOT / "tests" / "multi_host_train_probe.py")
-    env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}", "JAX_NUM_PROCESSES": "2"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, script, str(tmp_path / f"rank{rank}")],
-            cwd=ROOT,
-            env={**env, "JAX_PROCESS_ID": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    outputs = [proc.communicate(timeout=1200)[0] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], [out[-3000:] for out in outputs]
+    outputs = run_two_processes([str(ROOT / "tests" / "multi_host_train_probe.py")], tmp_path, timeout_s=1200)
     assert all("4 environments on each of 2 devices" in out for out in outputs)
     run_on_two_devices("multi_host_train_probe.py", tmp_path / "one_process")
 
