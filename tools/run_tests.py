@@ -2,8 +2,9 @@
 
     python tools/run_tests.py [--workers N] [pytest arguments ...]     (`python3 bootstrap.py test` runs this)
 
-Tests marked `real_time` (KOS servers, the deploy loop, kinfer-sim; `tests/conftest.py` marks them) run a control
-loop against the wall clock, and a second busy worker makes them miss their deadlines. So the first pass runs every
+Tests marked `real_time` (KOS servers, the deploy loop, kinfer-sim; `tests/conftest.py` marks them; and processes
+that must meet within a deadline, marked where they are) run against the wall clock, and a second busy worker makes
+them miss their deadlines. So the first pass runs every
 other test on `--workers` processes (default: 2, at most the CPU count; files stay whole, `--dist loadfile`, so a
 module's fixture is built once), and the second pass runs the `real_time` tests in one process on a quiet machine.
 
