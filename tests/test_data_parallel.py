@@ -7,19 +7,17 @@ only to float rounding: the per-device batch differs, XLA's kernels round differ
 it within a few steps, so whole rollouts are not compared.
 """
 
-import io
 import json
 import os
 import socket
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ksim_entropy.ppo.checkpoint import inspect_checkpoint
+from ksim_entropy.ppo.checkpoint import inspect_checkpoint, read_member_arrays
 from ksim_entropy.ppo.data_parallel import DataParallelError, initialize_distributed, resolve_devices
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,16 +162,6 @@ def test_two_processes_on_localhost_split_the_environments_and_reduce_over_all(t
     assert "0 2 1" in outputs[0] and "1 2 1" in outputs[1]
 
 
-def checkpoint_arrays(path: Path, member: str) -> list[np.ndarray]:
-    """The arrays of one checkpoint member (`model_0`, `opt_state_0`), read as the `np.save` records equinox writes."""
-    with tarfile.open(path, "r:gz") as tar:
-        data = tar.extractfile(member).read()
-    stream, arrays = io.BytesIO(data), []
-    while stream.tell() < len(data):
-        arrays.append(np.load(stream, allow_pickle=False))
-    return arrays
-
-
 @pytest.mark.real_time  # the processes meet in gloo collectives with a 30 s deadline: run on a quiet machine
 def test_a_training_run_across_two_processes_matches_one_process_with_two_devices(tmp_path):
     """The quadruped trained through xax's launcher by two processes on 127.0.0.1 (one CPU device each), against
@@ -186,11 +174,11 @@ def test_a_training_run_across_two_processes_matches_one_process_with_two_device
     across, within = (tmp_path / name / "checkpoints" / "ckpt.bin" for name in ("rank0", "one_process"))
     assert inspect_checkpoint(across).num_steps == inspect_checkpoint(within).num_steps == 3
     for member in ("model_0", "opt_state_0"):
-        got, expected = checkpoint_arrays(across, member), checkpoint_arrays(within, member)
+        got, expected = read_member_arrays(across, member), read_member_arrays(within, member)
         assert len(got) == len(expected) > 0
         for a, b in zip(got, expected, strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=member)
-    adam_count = checkpoint_arrays(across, "opt_state_0")[0]
+    adam_count = got[0]  # opt_state_0's first leaf
     assert adam_count.dtype == np.int32 and int(adam_count) > 0  # the optimizer really stepped
     assert not (tmp_path / "rank1" / "checkpoints").exists()  # xax's rank: only process 0 writes checkpoints
 

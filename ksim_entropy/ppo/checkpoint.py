@@ -7,6 +7,7 @@ Tasks of this project write `task_id` into their config; `architecture_keys` are
 parameter shapes.
 """
 
+import io
 import json
 import tarfile
 from collections.abc import Mapping, Sequence
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-__all__ = ["CheckpointError", "CheckpointInfo", "check_compatible", "inspect_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointInfo", "check_compatible", "inspect_checkpoint", "read_member_arrays"]
 
 _REQUIRED_MEMBERS = ("model_0", "state", "config")
 
@@ -65,6 +67,22 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     if not isinstance(config, dict) or not isinstance(state, dict):
         raise CheckpointError(f"Corrupt checkpoint {path}: config/state are not mappings")
     return CheckpointInfo(path=path, config=config, state=state, members=members)
+
+
+def read_member_arrays(path: str | Path, member: str) -> list[np.ndarray] | None:
+    """The arrays of one checkpoint member (`model_0`, `opt_state_0`, `aux_data`); None if the checkpoint lacks it.
+
+    xax writes a member's leaves as consecutive `.npy` records (equinox's format), in tree order.
+    """
+    with tarfile.open(path, "r:gz") as tar:
+        if member not in tar.getnames():
+            return None
+        entry = tar.extractfile(member)
+        raw = entry.read() if entry is not None else b""
+    stream, arrays = io.BytesIO(raw), []
+    while stream.tell() < len(raw):
+        arrays.append(np.load(stream, allow_pickle=False))
+    return arrays
 
 
 def check_compatible(

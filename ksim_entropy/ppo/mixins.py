@@ -16,11 +16,9 @@ fails, naming the method, when an installed ksim's differ.
 """
 
 import functools
-import io
 import json
 import logging
 import sys
-import tarfile
 import time
 import zlib
 from abc import abstractmethod
@@ -46,6 +44,7 @@ from ksim.types import Histogram
 
 from ksim_entropy.curriculum import RandomizationCurriculum, WidthState
 from ksim_entropy.draws import key_and_uniforms
+from ksim_entropy.ppo.checkpoint import read_member_arrays
 from ksim_entropy.ppo.data_parallel import DataParallelMixin
 from ksim_entropy.ppo.matching import (
     EntropyTarget,
@@ -173,15 +172,10 @@ def read_checkpoint_aux(ckpt_path: str | Path, templates: Mapping[str, PyTree]) 
     Parts the checkpoint lacks are left out ({} for a checkpoint without aux_data, e.g. a plain ksim run); a part
     whose saved leaves do not fit its template raises `CheckpointAuxError`.
     """
-    with tarfile.open(ckpt_path, "r:gz") as tar:
-        if "aux_data" not in tar.getnames():
-            return {}
-        member = tar.extractfile("aux_data")
-        raw = member.read() if member is not None else b""
-    stream, leaves = io.BytesIO(raw), []
     try:
-        while stream.tell() < len(raw):  # xax wrote the leaves as consecutive .npy arrays, dict keys sorted
-            leaves.append(np.load(stream, allow_pickle=False))
+        leaves = read_member_arrays(ckpt_path, "aux_data")  # dict keys sorted
+        if leaves is None:
+            return {}
         manifest = json.loads(leaves[0].tobytes().decode())
         if manifest.get("format") != AUX_FORMAT:
             raise ValueError(f"unknown format {manifest.get('format')!r}")
