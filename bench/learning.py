@@ -260,7 +260,7 @@ def plot(result: dict, path: Path) -> None:
         tgt = [p for p in ent if "target_entropy" in p]
         axes[1, 0].plot([p["update"] for p in tgt], [p["target_entropy"] for p in tgt], color=color, ls=":", lw=1)
         alpha = [p for p in run["points"] if "alpha" in p]
-        axes[1, 1].semilogy([p["update"] for p in alpha], [p["alpha"] for p in alpha], **style)
+        axes[1, 1].plot([p["update"] for p in alpha], [p["alpha"] for p in alpha], **style)
         rows = [r for r in run.get("standing", []) if r["wall_s"] is not None]
         for col, level in ((0, "nominal"), (1, "push 0.5 m/s")) if gated else ():
             axes[2, col].plot(
@@ -276,6 +276,7 @@ def plot(result: dict, path: Path) -> None:
     axes[1, 0].set_ylabel("policy entropy (nats/dim; dotted: target)")
     axes[1, 1].set_xlabel("update")
     axes[1, 1].set_ylabel("temperature α")
+    axes[1, 1].set_yscale("symlog", linthresh=1e-4)  # log either side of zero: a signed α goes negative
     for col, level in ((0, "nominal"), (1, "a 0.5 m/s push every 2 s")) if gated else ():
         axes[2, col].set_xlabel("wall time (min)")
         axes[2, col].set_ylabel(f"mean action standing (s), gate: {level}")

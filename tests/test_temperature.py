@@ -87,6 +87,7 @@ REWARD_NOISE = 0.7
 CLIP = 0.2
 INIT_STD = 0.3  # 0.22 nats/dim at the start: above both targets
 SEEDS = (0, 1, 2, 3)
+RISK_SEEKING_INIT_STD = 0.05  # −1.58 nats/dim: below the targets, where the upward pull is still small
 
 
 def _log_prob(params, actions):
@@ -99,9 +100,14 @@ def _entropy_per_dim(params):
 
 
 @functools.cache
-def _bandit_ppo(temperature, num_updates, fixed_alpha=None):
-    """Per seed in SEEDS: the per-dim entropy, α and damped rate after each of `num_updates` PPO updates."""
+def _bandit_ppo(temperature, num_updates, fixed_alpha=None, risk_seeking=False):
+    """Per seed in SEEDS: the per-dim entropy, α and damped rate after each of `num_updates` PPO updates.
+
+    `risk_seeking`: the reward is +‖a − a*‖² + noise with the mean held at a*, so the surrogate's own pull on σ is
+    upward (the K-Bot stand preset's late drift in miniature) and only α < 0 can hold an entropy target.
+    """
     opt = optax.adam(POLICY_LR)
+    reward_sign = 1.0 if risk_seeking else -1.0
 
     def ppo_update(carry, key):
         params, opt_state, temp_state = carry
@@ -109,7 +115,8 @@ def _bandit_ppo(temperature, num_updates, fixed_alpha=None):
         alpha = jax.lax.stop_gradient(alpha)
         key_a, key_r = jax.random.split(key)
         actions = params["mean"] + jnp.exp(params["log_std"]) * jax.random.normal(key_a, (BATCH, DIM))
-        rewards = -jnp.sum((actions - A_STAR) ** 2, axis=-1) + REWARD_NOISE * jax.random.normal(key_r, (BATCH,))
+        noise = REWARD_NOISE * jax.random.normal(key_r, (BATCH,))
+        rewards = reward_sign * jnp.sum((actions - A_STAR) ** 2, axis=-1) + noise
         adv = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
         old_log_prob = _log_prob(params, actions)
 
@@ -121,7 +128,10 @@ def _bandit_ppo(temperature, num_updates, fixed_alpha=None):
 
         def epoch(c, _):
             p, o = c
-            updates, o = opt.update(jax.grad(loss_fn)(p), o, p)
+            grads = jax.grad(loss_fn)(p)
+            if risk_seeking:  # the mean stays at a*
+                grads = {**grads, "mean": jnp.zeros_like(grads["mean"])}
+            updates, o = opt.update(grads, o, p)
             return (optax.apply_updates(p, updates), o), None
 
         (params, opt_state), _ = jax.lax.scan(epoch, (params, opt_state), None, length=EPOCHS)
@@ -130,7 +140,8 @@ def _bandit_ppo(temperature, num_updates, fixed_alpha=None):
         return (params, opt_state, temp_state), (h, temperature.alpha(temp_state), temp_state.rate)
 
     def run(seed):
-        params = {"mean": jnp.zeros(DIM), "log_std": jnp.full(DIM, math.log(INIT_STD), dtype=jnp.float32)}
+        init_std = RISK_SEEKING_INIT_STD if risk_seeking else INIT_STD
+        params = {"mean": A_STAR if risk_seeking else jnp.zeros(DIM), "log_std": jnp.full(DIM, math.log(init_std))}
         keys = jax.random.split(jax.random.PRNGKey(seed), num_updates)
         carry = (params, opt.init(params), temperature.initial_state())
         _, traces = jax.lax.scan(ppo_update, carry, keys)
@@ -218,6 +229,61 @@ def test_pi_controller_follows_an_annealed_target():
         window = err[:, start : start + 50].mean(axis=1)
         assert np.all(np.abs(window) <= 0.1), (start, window)
     assert np.all(alpha[:, 250:] > 1e-4 * 1.01) and np.all(alpha[:, 250:] < 0.1 * 0.99)
+
+
+@pytest.mark.parametrize("target", [-1.0, -1.3])
+def test_signed_pi_controller_holds_an_entropy_the_learner_itself_keeps_raising(target):
+    # A learner whose surrogate pulls σ up (risk-seeking reward, mean held at a*): with α >= 1e-4 nothing holds the
+    # entropy, which climbs more than 5 nats/dim past the target with α on its floor; with signed bounds α goes
+    # negative (an entropy penalty) and holds it. Measured, last 300 of 1000 updates, 4 seeds: mean errors
+    # −0.019 … +0.012, largest 0.136 nats/dim, final α −0.016 … −0.071.
+    positive = EntropyTemperature(target_entropy=target, mode="pi")
+    entropy, alpha, _ = _bandit_ppo(positive, num_updates=1000, risk_seeking=True)
+    assert np.all(entropy[:, -300:].mean(axis=1) > target + 1.0)
+    np.testing.assert_allclose(alpha[:, -300:], 1e-4, rtol=1e-5)
+
+    signed = EntropyTemperature(target_entropy=target, mode="pi", min_alpha=-0.1, max_alpha=0.1)
+    entropy, alpha, _ = _bandit_ppo(signed, num_updates=1000, risk_seeking=True)
+    window = entropy[:, -300:] - target
+    for seed, err in zip(SEEDS, window, strict=True):
+        assert abs(err.mean()) <= 0.05, f"seed {seed}: mean entropy error {err.mean():+.3f} nats/dim"
+        assert np.abs(err).max() <= 0.2, f"seed {seed}: max |entropy error| {np.abs(err).max():.3f} nats/dim"
+    assert np.all(alpha[:, -300:].mean(axis=1) < -5e-3)  # a penalty, not a small bonus
+    assert np.all(alpha >= -0.1 * (1 + 1e-6)) and np.all(alpha <= 0.1 * (1 + 1e-6))
+
+
+def test_signed_pi_rule_moves_asinh_of_alpha():
+    kp, ki, scale = 2.0, 0.3, 1e-3
+    temperature = EntropyTemperature(
+        mode="pi", target_entropy=-1.0, averaging=1.0, pi_gains=(kp, ki), min_alpha=-0.01, max_alpha=0.1
+    )
+    assert temperature.signed and temperature.signed_scale == scale
+    entropies = np.array([-0.8, -0.5, 0.0, 5.0, 5.0, -1.0, -3.0, -1.0])
+    states = _run_controller(temperature, entropies)
+    lo, hi = np.arcsinh(-0.01 / scale), np.arcsinh(0.1 / scale)
+    integral, expected = np.arcsinh(4e-3 / scale), []
+    for h in entropies:
+        error = -1.0 - h
+        integral = min(max(integral + ki * error, lo), hi)
+        expected.append(min(max(integral + kp * error, lo), hi))
+    alpha = np.asarray(temperature.alpha(states), dtype=np.float64)
+    np.testing.assert_allclose(alpha, scale * np.sinh(expected), rtol=1e-4, atol=1e-8)
+    assert alpha[2] < 0.0 < alpha[0]  # crossed zero: a penalty after three updates above the target
+    np.testing.assert_allclose(alpha[3:5], -0.01, rtol=1e-5)  # on the signed floor ...
+    np.testing.assert_array_equal(np.asarray(states.bound_updates)[2:6], [0, 1, 2, 0])  # ... and counted there
+    assert float(temperature.alpha(temperature.initial_state())) == pytest.approx(4e-3, rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["damped", "dual"])
+def test_signed_bounds_need_the_pi_controller(mode):
+    with pytest.raises(ValueError, match="signed temperature"):
+        EntropyTemperature(mode=mode, min_alpha=-0.01, max_alpha=0.1)
+
+
+@pytest.mark.parametrize("scale", [0.0, -1e-3, float("nan")])
+def test_bad_signed_scale_is_refused(scale):
+    with pytest.raises(ValueError, match="signed_scale"):
+        EntropyTemperature(mode="pi", min_alpha=-0.01, signed_scale=scale)
 
 
 def test_fixed_mode_keeps_alpha():

@@ -367,6 +367,8 @@ class TrainingStateMixin(ksim.RLTask[Config], Generic[Config]):
         xax puts a metrics table (a terminal) or a JSON record of every metric (a pipe) on stdout every log interval,
         and echoes each log event there once more as JSON; here the console keeps one line per log event and the
         progress line, and every record goes to the file (appended, one JSON object per line, flushed as written).
+        In a run across processes only process 0 (xax's rank) writes the file: the metrics are global, the same in
+        every process.
         """
         super().set_loggers()
         loggers = self.logger.loggers
@@ -374,6 +376,9 @@ class TrainingStateMixin(ksim.RLTask[Config], Generic[Config]):
         previous = getattr(self, "_metrics_stream", None)
         if previous is not None:
             previous.close()
+        self._metrics_stream = None
+        if not xax.is_master():
+            return
         self._metrics_stream = (Path(self.exp_dir) / METRICS_FILE).open("a", encoding="utf-8")
         loggers.append(
             xax.JsonLogger(
@@ -935,11 +940,12 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
         self, constants: RLLoopConstants, carry: RLLoopCarry, state: xax.State, ckpt_path: Path
     ) -> RLLoopCarry:
         carry = super().restore_checkpoint_aux(constants, carry, state, ckpt_path)
+        temperature = self.get_entropy_temperature()
         return self.restore_aux_value(
             carry,
             ckpt_path,
             TEMPERATURE_KEY,
-            restored=lambda saved: f"restored entropy temperature α={float(jnp.exp(saved.log_alpha)):.6g}",
+            restored=lambda saved: f"restored entropy temperature α={float(temperature.alpha(saved)):.6g}",
             missing="no entropy temperature state; α starts from its initial value",
         )
 
@@ -958,7 +964,9 @@ class EntropyBridgedConfig(ksim.PPOConfig):
         value=1000, help="> 0: the target starts at the first update's entropy, reaches target_entropy after this many."
     )
     initial_alpha: float = xax.field(value=4e-3, help="Starting α (kbot-joystick's entropy_coef).")
-    alpha_bounds: tuple[float, float] = xax.field(value=(1e-4, 1e-1), help="α is clamped to [min, max] (ALF).")
+    alpha_bounds: tuple[float, float] = xax.field(
+        value=(1e-4, 1e-1), help="α is clamped to [min, max] (ALF). min <= 0: signed (pi mode), α < 0 penalises entropy"
+    )
     temperature_mode: str = xax.field(
         value="pi", help="pi | damped (ALF-style steps) | dual (SAC, Adam on log α) | fixed (α = initial_alpha)."
     )

@@ -22,8 +22,14 @@ policy entropy H of that update:
 target, and outside it the error counts from the band's edge, so α holds rather than drifts. Without it, a policy
 whose own gradient keeps the entropy a few hundredths of a nat above the target walks α down onto its floor, where
 it stays: measured on the K-Bot stand preset (target −1.5), 359 updates in a row on the 1e-4 floor with the entropy
-0.00-0.05 above the target (docs/training.md). α cannot go below zero, so no controller can pull such an entropy
-lower; the band stops it from trying.
+0.00-0.05 above the target (docs/training.md). A positive α cannot pull such an entropy lower; the band stops it
+from trying.
+
+Signed bounds (`min_alpha` ≤ 0, mode ``"pi"``) treat the target as what it is, an equality, whose multiplier may take
+either sign: a negative α is an entropy penalty, for a policy whose own gradient keeps raising σ past the target (the
+K-Bot stand preset from update ~200 on, docs/training.md). The controller then moves asinh(α / `signed_scale`)
+instead of log α: linear in α within about ±`signed_scale` of zero, and log|α| plus a constant beyond, so the same
+gains act alike far from zero.
 
 α is clamped to [`min_alpha`, `max_alpha`] (ALF's floor 1e-4; 0.1 is ALF's initial α, ten times the top of the
 1e-3…1e-2 range locomotion PPO stacks use, anchors §4.3). Defaults: α₀ = 4e-3 (kbot-joystick's entropy_coef),
@@ -77,13 +83,13 @@ def gaussian_entropy_range(min_std: float, max_std: float) -> tuple[float, float
 class TemperatureState:
     """The controller's state; all float32 / int32 arrays, saved in checkpoints as is."""
 
-    log_alpha: Array  # ()
+    log_alpha: Array  # () log α; with signed bounds asinh(α / signed_scale), ≈ log(2α / signed_scale) for large α
     rate: Array  # () damped: current step on log α
     last_sign: Array  # () damped: sign of the last error (+1 entropy too low, −1 too high, 0 none yet)
     entropy_avg: Array  # () running average of the per-dimension entropy (nats)
     num_updates: Array  # int32 ()
     opt_state: PyTree  # dual: Adam's state over log α; other modes: ()
-    integral: Array  # () pi: the integral part of log α
+    integral: Array  # () pi: the integral part of log α (of asinh(α / signed_scale) with signed bounds)
     target_start: Array  # () where an annealed target starts (nats/dim): the first update's entropy
     bound_updates: Array  # int32 (): updates in a row that ended with α on one of its bounds
 
@@ -93,7 +99,7 @@ class EntropyTemperature:
     """Target-entropy controller for α (see the module doc).
 
     `entropy_range` (nats/dim), if given, is what the policy's action distribution can reach; a target outside it
-    is refused.
+    is refused. `min_alpha` ≤ 0 makes the temperature signed (mode "pi" only; `signed_scale` in units of α).
     """
 
     target_entropy: float = attrs.field(default=-1.0)
@@ -110,6 +116,7 @@ class EntropyTemperature:
     pi_gains: tuple[float, float] = attrs.field(default=(2.0, 0.3))
     anneal_updates: int = attrs.field(default=0)
     tolerance: float = attrs.field(default=0.0)
+    signed_scale: float = attrs.field(default=1e-3)
     entropy_range: tuple[float, float] | None = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -119,11 +126,18 @@ class EntropyTemperature:
         for name, value in values.items():
             if not np.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value}")
-        if not 0.0 < self.min_alpha < self.max_alpha:
+        if not self.min_alpha < self.max_alpha:
             raise ValueError(
-                f"alpha bounds inverted or empty: need 0 < min_alpha < max_alpha, got min_alpha={self.min_alpha}, "
+                f"alpha bounds inverted or empty: need min_alpha < max_alpha, got min_alpha={self.min_alpha}, "
                 f"max_alpha={self.max_alpha}"
             )
+        if self.signed and self.mode not in ("pi", "fixed"):
+            raise ValueError(
+                f"min_alpha={self.min_alpha} <= 0 (a signed temperature) needs temperature mode 'pi' (or 'fixed'); "
+                f"mode {self.mode!r} moves log α and needs 0 < min_alpha"
+            )
+        if not (np.isfinite(self.signed_scale) and self.signed_scale > 0.0):
+            raise ValueError(f"signed_scale must be a finite α > 0, got {self.signed_scale}")
         if not self.min_alpha <= self.initial_alpha <= self.max_alpha:
             raise ValueError(
                 f"initial_alpha={self.initial_alpha} is outside [min_alpha, max_alpha] = [{self.min_alpha}, "
@@ -153,11 +167,20 @@ class EntropyTemperature:
                 )
 
     @property
+    def signed(self) -> bool:
+        """Whether α may go below zero (an entropy penalty): `min_alpha` <= 0."""
+        return self.min_alpha <= 0.0
+
+    def _control(self, alpha: float) -> float:
+        """The variable the controller moves for this α: log α, or asinh(α / signed_scale) when signed."""
+        return float(np.arcsinh(alpha / self.signed_scale)) if self.signed else float(np.log(alpha))
+
+    @property
     def _optimizer(self) -> optax.GradientTransformation:
         return optax.adam(self.dual_learning_rate)
 
     def initial_state(self) -> TemperatureState:
-        log_alpha = jnp.asarray(np.log(self.initial_alpha), dtype=jnp.float32)
+        log_alpha = jnp.asarray(self._control(self.initial_alpha), dtype=jnp.float32)
         return TemperatureState(
             log_alpha=log_alpha,
             rate=jnp.asarray(self.initial_rate, dtype=jnp.float32),
@@ -165,12 +188,14 @@ class EntropyTemperature:
             entropy_avg=jnp.zeros((), dtype=jnp.float32),
             num_updates=jnp.zeros((), dtype=jnp.int32),
             opt_state=self._optimizer.init(log_alpha) if self.mode == "dual" else (),
-            integral=jnp.array(np.log(self.initial_alpha), dtype=jnp.float32),  # its own buffer: ksim donates the carry
+            integral=jnp.array(self._control(self.initial_alpha), dtype=jnp.float32),  # own buffer: donated
             target_start=jnp.asarray(self.target_entropy, dtype=jnp.float32),
             bound_updates=jnp.zeros((), dtype=jnp.int32),
         )
 
     def alpha(self, state: TemperatureState) -> Array:
+        if self.signed:
+            return self.signed_scale * jnp.sinh(state.log_alpha)
         return jnp.exp(state.log_alpha)
 
     def target(self, state: TemperatureState) -> Array:
@@ -198,7 +223,7 @@ class EntropyTemperature:
         target = self.target(replace(state, num_updates=state.num_updates + 1))
         avg = jnp.where(first, h, (1.0 - self.averaging) * state.entropy_avg + self.averaging * h)
         error = self._banded(target - avg)  # > 0: entropy too low, raise α
-        lo, hi = float(np.log(self.min_alpha)), float(np.log(self.max_alpha))
+        lo, hi = self._control(self.min_alpha), self._control(self.max_alpha)
         opt_state, rate, integral = state.opt_state, state.rate, state.integral
         sign = jnp.sign(error)
         if self.mode == "dual":
