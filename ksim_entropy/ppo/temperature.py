@@ -2,7 +2,7 @@
 
 ksim's PPO adds ``−entropy_coef · Σ_dims H`` to the loss with a fixed, jit-static `entropy_coef`. Here α plays that
 role but is a traced array, so it changes every update without recompiling, and it is steered toward a target
-entropy H̄ (per action dimension) by one of two controllers, run once per PPO update on the mean per-dimension
+entropy H̄ (per action dimension) by one of three controllers, run once per PPO update on the mean per-dimension
 policy entropy H of that update:
 
 - ``"damped"`` (default), after ALF's `EntropyTargetAlgorithm` (HorizonRobotics/alf, the on-policy anchor, see
@@ -15,6 +15,8 @@ policy entropy H of that update:
   within 0.052 nats/dim and its largest within 0.134; with ALF-style shrinking (×0.9) the step became small, the
   entropy cycled slower and wider, and 7 of 32 seeds ended with a mean error above 0.1 (worst 0.25). The rule uses
   the sign of the error only, not ALF's trend-weighted step.
+- ``"pi"`` (the training config's default): proportional-integral on log α, ``log α = I + kp·e`` with
+  ``I += ki·e`` clamped to the bounds (no wind-up past them), e the averaged error H̄ − H (`pi_gains`).
 - ``"dual"``: SAC's dual descent (Haarnoja et al., arXiv 1812.05905): minimise ``log α · (H − H̄)`` with Adam
   (`dual_learning_rate`); its Adam moments are part of the state and are checkpointed with it.
 
