@@ -19,6 +19,7 @@ import pytest
 
 from ksim_entropy.ppo.checkpoint import inspect_checkpoint, read_member_arrays
 from ksim_entropy.ppo.data_parallel import DataParallelError, initialize_distributed, resolve_devices
+from ksim_entropy.progress import METRICS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,7 +167,7 @@ def test_two_processes_on_localhost_split_the_environments_and_reduce_over_all(t
 def test_a_training_run_across_two_processes_matches_one_process_with_two_devices(tmp_path):
     """The quadruped trained through xax's launcher by two processes on 127.0.0.1 (one CPU device each), against
     one process with two CPU devices: the same SPMD program, so the same parameters and optimizer state after two
-    updates (here bit for bit; allowed 1e-6). Only process 0 writes a checkpoint."""
+    updates (here bit for bit; allowed 1e-6). Only process 0 writes a checkpoint and metrics."""
     outputs = run_two_processes([str(ROOT / "tests" / "multi_host_train_probe.py")], tmp_path, timeout_s=1200)
     assert all("4 environments on each of 2 devices" in out for out in outputs)
     run_on_two_devices("multi_host_train_probe.py", tmp_path / "one_process")
@@ -181,6 +182,8 @@ def test_a_training_run_across_two_processes_matches_one_process_with_two_device
     adam_count = got[0]  # opt_state_0's first leaf
     assert adam_count.dtype == np.int32 and int(adam_count) > 0  # the optimizer really stepped
     assert not (tmp_path / "rank1" / "checkpoints").exists()  # xax's rank: only process 0 writes checkpoints
+    assert (tmp_path / "rank0" / METRICS_FILE).stat().st_size > 0  # ... and the metrics (global, the same in both)
+    assert not (tmp_path / "rank1" / METRICS_FILE).exists()
 
 
 @pytest.fixture(scope="module")

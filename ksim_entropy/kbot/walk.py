@@ -843,7 +843,7 @@ class KBotWalkingTask(
     def run_training(self) -> None:
         super().run_training()  # raises if the loop stopped early (TrainingStateMixin)
         ckpt = self.get_ckpt_path()
-        if self.config.export_kinfer and ckpt.exists():
+        if self.config.export_kinfer and xax.is_master() and ckpt.exists():  # process 0 of a multi-host run
             out = self.exp_dir / "policy.kinfer"
             export_kinfer(self.kinfer_policy(self.load_policy_model(ckpt)), out, overwrite=True)
             logger.info("Exported %s", out)
