@@ -65,6 +65,8 @@ def test_default_run_directory_is_new(tmp_path, monkeypatch):
         (["temperature_mode=sac"], "entropy temperature: temperature mode must be one of"),
         (["temperature_pi_gains=[1.0,0.0]"], "pi_gains"),
         (["temperature_tolerance=-0.1"], "tolerance must be a finite number of nats/dim >= 0"),
+        (["alpha_bounds=[0.1,0.01]"], "alpha bounds inverted or empty"),
+        (["alpha_bounds=[-0.01,0.1]", "temperature_mode=damped"], "signed temperature.*needs temperature mode 'pi'"),
         (["init_std=2.0"], r"init_std=2.0 rad is outside .*\(0.005, 1\)"),
         (["head_init_scale=0"], "head_init_scale must be in"),
         (["policy_body=gru"], "policy_body='gru'; choose from lstm, mlp"),
