@@ -3,9 +3,10 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/data_parallel_probe.py OUT_DIR
 
 Writes OUT_DIR/probe.npz: the trajectories of one rollout on one device and on two, the parameters, optimizer state
-and metrics of one PPO update of the *same* trajectories on one device and on two, how many devices each array of the
-sharded run lives on, the parameters after a save on two devices and a restore on one, and how many carry arrays a
-whole loop step hands back on other shardings than it was given (the mixin's step and ksim's own).
+and metrics of one PPO update of the *same* trajectories on one device and on two, the two-device update's optimized
+program (HLO text), how many devices each array of the sharded run lives on, the parameters after a save on two
+devices and a restore on one, and how many carry arrays a whole loop step hands back on other shardings than it was
+given (the mixin's step and ksim's own).
 """
 
 import sys
@@ -52,9 +53,9 @@ def ksim_loop_step(task: quadruped.QuadrupedTask, **kwargs: object) -> tuple:
 def main(out_dir: Path) -> None:
     assert len(jax.devices()) == 2, jax.devices()
     result: dict[str, np.ndarray] = {}
-    for name, spec, envs in (("uneven", "2", 7), ("too_many", "3", 8)):
+    for name, spec, envs, batch in (("uneven", "2", 7, None), ("too_many", "3", 8, None), ("odd_batch", "2", 8, 3)):
         try:
-            resolve_devices(spec, envs)
+            resolve_devices(spec, envs, batch)
             result[f"error/{name}"] = np.array("")
         except DataParallelError as err:
             result[f"error/{name}"] = np.array(str(err))
@@ -85,17 +86,19 @@ def main(out_dir: Path) -> None:
     result.update(leaves("start/params", carry1.shared_state.model_arrs))
     mesh = env_mesh(jax.devices())
     sharded = [shard_env_axis(x, mesh, NUM_ENVS) for x in (traj1, rewards1, env1)]
+    update_args = {"env_state": sharded[2], "state": state2, "trajectories": sharded[0], "rewards": sharded[1]}
+    # The optimized program of the two-device update (ksim's jitted function, compiled here for its text): which
+    # collectives it runs, read by the test with bench/scaling_model.py.
+    lowered = jax.jit(ksim.RLTask._single_update.__wrapped__, static_argnames=["self", "constants"]).lower(
+        two, carry=carry2, constants=constants2, **update_args
+    )
+    result["hlo/update"] = np.array(lowered.compile().as_text())
+    result["update/minibatch_updates"] = np.array(two.config.num_passes * (NUM_ENVS // two.config.batch_size))
+    result["update/frames"] = np.array(two.rollout_length_frames)
     update1 = one._single_update(
         carry=carry1, constants=constants1, env_state=env1, state=state1, trajectories=traj1, rewards=rewards1
     )
-    update2 = two._single_update(
-        carry=carry2,
-        constants=constants2,
-        env_state=sharded[2],
-        state=state2,
-        trajectories=sharded[0],
-        rewards=sharded[1],
-    )
+    update2 = two._single_update(carry=carry2, constants=constants2, **update_args)
     for name, (_, carry, metrics) in (("update1", update1), ("update2", update2)):
         result.update(leaves(f"{name}/params", carry.shared_state.model_arrs))
         result.update(leaves(f"{name}/opt_state", carry.opt_state))

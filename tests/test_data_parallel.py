@@ -22,6 +22,8 @@ from ksim_entropy.ppo.data_parallel import DataParallelError, initialize_distrib
 from ksim_entropy.progress import METRICS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import scaling_model  # noqa: E402
 
 
 def run_on_two_devices(script: str, out: Path) -> None:
@@ -66,6 +68,24 @@ def test_a_loop_step_hands_the_carry_back_on_its_own_shardings(probe):
     assert int(probe["loop/ksim_changed"]) > 0
 
 
+def test_each_device_computes_its_share_of_every_minibatch(probe):
+    """ksim gathers each minibatch from shuffled environments; left to XLA every device received the whole minibatch
+    and computed every gradient itself (measured on the K-Bot: no gradient all-reduce in the program, only the
+    minibatch's data). Split, each device computes its share and the program sums the gradients across the devices:
+    all-reduces under the backward pass (`transpose(jvp(...))`) of exactly the parameters' bytes, once per minibatch
+    update, or (as the CPU compiler leaves it) once per step of the backward scan over the recurrent policy's frames.
+    The minibatch's data is still all-reduced once per minibatch update (led by its 4 environments)."""
+    collectives, _ = scaling_model.hlo_collectives(str(probe["hlo/update"]), env_dims={4, 8})
+    gradients = [c for c in collectives if c.kind == "all-reduce" and "transpose(" in c.op_name]
+    parameter_bytes = sum(array.nbytes for array in group(probe, "start/params").values())
+    updates, frames = int(probe["update/minibatch_updates"]), int(probe["update/frames"])
+    assert parameter_bytes > 1000 and updates == 4  # quadruped: 2 passes × 8 / 4 environments
+    assert sum(c.bytes for c in gradients) == parameter_bytes and sum(c.env_bytes for c in gradients) == 0
+    assert {c.runs for c in gradients} <= {updates, updates * frames}
+    data = [c for c in collectives if c.env_bytes and "gather" in c.op_name]
+    assert data and {c.runs for c in data} == {updates}
+
+
 @pytest.mark.parametrize("part", ["params", "opt_state", "metrics"])
 def test_two_devices_compute_the_same_update_as_one(probe, part):
     one, two = group(probe, f"update1/{part}"), group(probe, f"update2/{part}")
@@ -93,6 +113,7 @@ def test_rollouts_start_alike_and_differ_only_by_rounding_at_first(probe):
 
 def test_bad_device_settings_name_the_problem(probe):
     assert str(probe["error/uneven"]) == "num_envs=7 does not split evenly across 2 devices"
+    assert str(probe["error/odd_batch"]) == "batch_size=3 does not split evenly across 2 devices"
     assert str(probe["error/too_many"]).startswith("devices=3, but JAX sees 2 (cpu)")
     assert int(probe["auto_devices"]) == 2
     with pytest.raises(DataParallelError, match="JAX sees 1"):

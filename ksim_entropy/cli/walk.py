@@ -179,7 +179,7 @@ def build_config(args: list[str]) -> WalkConfig:
         except ValueError as err:  # WindowError, bad rule settings, unknown parameters
             raise SystemExit(f"error: c2st_windows={config.c2st_windows}: {err}") from err
     try:
-        resolve_devices(config.devices, config.num_envs)
+        resolve_devices(config.devices, config.num_envs, config.batch_size)
     except DataParallelError as err:
         raise SystemExit(f"error: {err}") from err
     if config.sim2sim_gate:

@@ -5,9 +5,10 @@ ksim 0.2.10 trains on one device. `DataParallelMixin` (config `devices`: "1", th
 array of the environment state whose leading axis is the environment axis is split across the devices, and the
 parameters, optimizer state, shared state (physics model, temperature, curriculum and other mixins' state) are
 replicated. ksim's jitted rollout and update then run as one SPMD program (GSPMD): each device steps its share of
-the environments, and every reduction of the update (advantage normalisation, losses, gradient means, the
-temperature's entropy, the curriculum's statistics, the logged metrics) is taken over all environments, so N devices
-compute the update one device computes with N× the environments, to float rounding. The random draws do not depend
+the environments and computes its share of every minibatch (`batch_size` splits too), and every reduction of the
+update (advantage normalisation, losses, gradient means, the temperature's entropy, the curriculum's statistics, the
+logged metrics) is taken over all environments, so N devices compute the update one device computes with N× the
+environments, to float rounding. The random draws do not depend
 on the device count either (JAX's partitionable threefry, on by default since JAX 0.5).
 
 Checkpoints hold host arrays (xax gathers them), so a run saved on N devices resumes on any count. Several hosts:
@@ -46,8 +47,12 @@ class DataParallelError(ValueError):
     """A device setting that cannot run: more devices than exist, or environments that do not split evenly."""
 
 
-def resolve_devices(spec: str | int, num_envs: int | None = None) -> list[jax.Device]:
-    """The devices `spec` names ("auto": all of them; "N" or N: the first N); N must divide `num_envs` if given."""
+def resolve_devices(spec: str | int, num_envs: int | None = None, batch_size: int | None = None) -> list[jax.Device]:
+    """The devices `spec` names ("auto": all of them; "N" or N: the first N).
+
+    N must divide `num_envs` and the minibatch's `batch_size` (environments) if given: each device computes its share
+    of every minibatch.
+    """
     available = jax.devices()
     text = str(spec).strip()
     if text == "auto":
@@ -67,6 +72,8 @@ def resolve_devices(spec: str | int, num_envs: int | None = None) -> list[jax.De
             )
     if num_envs is not None and num_envs % count:
         raise DataParallelError(f"num_envs={num_envs} does not split evenly across {count} devices")
+    if batch_size is not None and batch_size % count:
+        raise DataParallelError(f"batch_size={batch_size} does not split evenly across {count} devices")
     return available[:count]
 
 
@@ -150,10 +157,22 @@ def initialize_distributed(environ: dict[str, str] | None = None) -> bool:
     return True
 
 
+def constrain_env_axis(tree: PyTree, sharding: NamedSharding, num_envs: int) -> PyTree:
+    """Inside a jitted function: every array whose leading axis has `num_envs` entries held split by `sharding`."""
+
+    def hold(leaf: object) -> object:
+        if isinstance(leaf, jax.Array) and leaf.ndim >= 1 and leaf.shape[0] == num_envs:
+            return jax.lax.with_sharding_constraint(leaf, sharding)
+        return leaf
+
+    return jax.tree.map(hold, tree)
+
+
 class DataParallelMixin(ksim.RLTask[Config], Generic[Config]):
     """Environments split across `training_device_spec()` devices (default "1": one device, nothing changes)."""
 
     _carry_shardings: PyTree | None = None  # set when the carry is split across devices: the step holds it there
+    _env_sharding: NamedSharding | None = None  # the environment axis split across the mesh, when it is
 
     def training_device_spec(self) -> str:
         """'1' (one device), 'auto' (all) or a count: the config's `devices` where it has one."""
@@ -171,7 +190,7 @@ class DataParallelMixin(ksim.RLTask[Config], Generic[Config]):
 
     def training_devices(self) -> list[jax.Device]:
         """The devices training runs on (DataParallelError when the setting cannot run)."""
-        return resolve_devices(self.training_device_spec(), self.config.num_envs)
+        return resolve_devices(self.training_device_spec(), self.config.num_envs, self.config.batch_size)
 
     def initialize_rl_training(
         self, mj_model: ksim.PhysicsModel, metadata: ksim.Metadata
@@ -190,7 +209,40 @@ class DataParallelMixin(ksim.RLTask[Config], Generic[Config]):
         share = self.config.num_envs // len(devices)
         logger.info("data-parallel: %d environments on each of %d devices", share, len(devices))
         self._carry_shardings = jax.tree.map(lambda x: x.sharding if isinstance(x, jax.Array) else False, carry)
+        self._env_sharding = NamedSharding(mesh, PartitionSpec(ENV_AXIS))
         return constants, carry, state
+
+    def _single_step(
+        self,
+        trajectories: ksim.Trajectory,
+        rewards: ksim.RewardState,
+        constants: RLLoopConstants,
+        carry: RLLoopCarry,
+        on_policy_variables: ksim.PPOVariables,
+        rng: jax.Array,
+    ) -> tuple[RLLoopCarry, xax.FrozenDict[str, jax.Array]]:
+        """One minibatch update, its environments split across the devices when training runs on several.
+
+        ksim draws a minibatch by gathering shuffled environments from the whole batch. From environments split
+        across devices, XLA's partitioner hands every device the whole minibatch, so each device would compute every
+        gradient itself: the rollout would scale with devices, the update would not. Held split here, each device
+        computes its share of the minibatch and the gradients are summed across devices (one all-reduce the size of
+        the parameters per minibatch; `bench/scaling_model.py` reads them from the compiled program).
+        """
+        if self._env_sharding is not None:
+            size = self.config.batch_size
+            trajectories, rewards, on_policy_variables = constrain_env_axis(
+                (trajectories, rewards, on_policy_variables), self._env_sharding, size
+            )
+            carry = replace(carry, env_states=constrain_env_axis(carry.env_states, self._env_sharding, size))
+        return super()._single_step(
+            trajectories=trajectories,
+            rewards=rewards,
+            constants=constants,
+            carry=carry,
+            on_policy_variables=on_policy_variables,
+            rng=rng,
+        )
 
     def _rl_train_loop_step(
         self, carry: RLLoopCarry, constants: RLLoopConstants, state: xax.State
