@@ -9,9 +9,11 @@ makes the pull shrink like σ², so each target entropy has an equilibrium α (a
 the targets used here).
 """
 
+import dataclasses
 import functools
 import io
 import math
+import tarfile
 
 import equinox as eqx
 import jax
@@ -21,6 +23,7 @@ import optax
 import pytest
 from scipy import stats
 
+from ksim_entropy.ppo.mixins import saved_min_alpha
 from ksim_entropy.ppo.temperature import (
     HALF_LOG_2PI_E,
     EntropyTemperature,
@@ -561,3 +564,34 @@ def test_bad_pi_gains_are_refused(gains):
 def test_bad_anneal_updates_are_refused(updates):
     with pytest.raises(ValueError, match="anneal_updates"):
         EntropyTemperature(anneal_updates=updates)
+
+
+def test_a_state_saved_in_the_other_form_resumes_at_its_alpha(tmp_path):
+    """The state holds log α, or asinh(α / 1e-3) when signed: resumed under the other form without conversion, a
+    positive run's α = 2.3e-3 would read as a large negative α (an entropy penalty); adopted, α carries over."""
+    gains = {"mode": "pi", "pi_gains": (10.0, 0.6), "target_entropy": -1.5, "initial_alpha": 4e-3}
+    positive = EntropyTemperature(**gains)
+    signed = EntropyTemperature(min_alpha=-0.01, **gains)
+    state = positive.initial_state()
+    for h in (-1.3, -1.4, -1.45):  # above the target: α falls
+        state = positive.update(state, h)
+    alpha = float(positive.alpha(state))
+    assert 1e-4 < alpha < 4e-3
+    assert float(signed.alpha(state)) < -0.1  # what reading it raw would give
+    adopted = signed.adopt(state, saved_min_alpha=1e-4)
+    assert float(signed.alpha(adopted)) == pytest.approx(alpha, rel=1e-5)
+    assert float(adopted.integral) == pytest.approx(math.asinh(alpha / 1e-3), rel=1e-5)
+    assert signed.adopt(state, saved_min_alpha=-0.01) is state  # same form: as saved
+    # back: a signed α below a positive temperature's floor resumes on its floor
+    below = signed.adopt(signed.initial_state(), saved_min_alpha=1e-4)  # (any signed state)
+    negative = dataclasses.replace(below, log_alpha=jnp.float32(math.asinh(-5e-4 / 1e-3)))
+    assert float(positive.alpha(positive.adopt(negative, saved_min_alpha=-0.01))) == pytest.approx(1e-4, rel=1e-5)
+    # the saved run's lower bound comes from the checkpoint's config
+    path = tmp_path / "ckpt.bin"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in (("model_0", b"\0"), ("state", b"{}"), ("config", b"alpha_bounds: [-0.01, 0.1]\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert saved_min_alpha(path, default=1e-4) == -0.01
+    assert saved_min_alpha(tmp_path / "missing.bin", default=1e-4) == 1e-4

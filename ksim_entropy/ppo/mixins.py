@@ -44,7 +44,7 @@ from ksim.types import Histogram
 
 from ksim_entropy.curriculum import RandomizationCurriculum, WidthState
 from ksim_entropy.draws import key_and_uniforms
-from ksim_entropy.ppo.checkpoint import read_member_arrays
+from ksim_entropy.ppo.checkpoint import CheckpointError, inspect_checkpoint, read_member_arrays
 from ksim_entropy.ppo.data_parallel import DataParallelMixin
 from ksim_entropy.ppo.matching import (
     EntropyTarget,
@@ -198,6 +198,18 @@ def read_checkpoint_aux(ckpt_path: str | Path, templates: Mapping[str, PyTree]) 
             treedef, [jnp.asarray(x, dtype=jnp.asarray(t).dtype) for x, t in zip(part, like, strict=True)]
         )
     return found
+
+
+def saved_min_alpha(ckpt_path: str | Path, default: float) -> float:
+    """The lower α bound of the run that wrote a checkpoint (its config's `alpha_bounds`); `default` if it has none.
+
+    Older checkpoints, from before signed temperatures, saved positive ones only; their bounds read back as saved.
+    """
+    try:
+        bounds = inspect_checkpoint(ckpt_path).config.get("alpha_bounds")
+        return float(bounds[0])
+    except (CheckpointError, TypeError, IndexError, ValueError):
+        return default
 
 
 def set_widths(env_states: RolloutEnvState, curriculum: RandomizationCurriculum, widths: jax.Array) -> RolloutEnvState:
@@ -410,10 +422,12 @@ class TrainingStateMixin(ksim.RLTask[Config], Generic[Config]):
         restored: Callable[[PyTree], str],
         missing: str,
         missing_level: int = logging.WARNING,
+        adopt: Callable[[PyTree], PyTree] | None = None,
     ) -> RLLoopCarry:
         """Put the checkpoint's aux data under `key` back into the carry, when this run keeps such a value.
 
-        Logs ``restored(saved) from <ckpt>``, or `missing` at `missing_level` when the checkpoint has none.
+        `adopt` turns the saved value into this run's terms first. Logs ``restored(value) from <ckpt>``, or `missing`
+        at `missing_level` when the checkpoint has none.
         """
         aux = carry.shared_state.aux_values
         if key not in aux:
@@ -422,6 +436,8 @@ class TrainingStateMixin(ksim.RLTask[Config], Generic[Config]):
         if saved is None:
             logger.log(missing_level, "%s: %s", ckpt_path, missing)
             return carry
+        if adopt is not None:
+            saved = adopt(saved)
         logger.info("%s from %s", restored(saved), ckpt_path)
         shared = replace(carry.shared_state, aux_values=xax.FrozenDict({**aux, key: saved}))
         return replace(carry, shared_state=shared)
@@ -941,13 +957,17 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
     ) -> RLLoopCarry:
         carry = super().restore_checkpoint_aux(constants, carry, state, ckpt_path)
         temperature = self.get_entropy_temperature()
-        return self.restore_aux_value(
+        if temperature is None:
+            return carry
+        carry = self.restore_aux_value(
             carry,
             ckpt_path,
             TEMPERATURE_KEY,
             restored=lambda saved: f"restored entropy temperature α={float(temperature.alpha(saved)):.6g}",
             missing="no entropy temperature state; α starts from its initial value",
+            adopt=lambda saved: temperature.adopt(saved, saved_min_alpha(ckpt_path, temperature.min_alpha)),
         )
+        return carry
 
 
 # ====================================================================== the entropy-bridged task

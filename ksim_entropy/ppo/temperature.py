@@ -195,6 +195,21 @@ class EntropyTemperature:
             bound_updates=jnp.zeros((), dtype=jnp.int32),
         )
 
+    def adopt(self, saved: TemperatureState, saved_min_alpha: float) -> TemperatureState:
+        """A state saved by a temperature whose lower bound was `saved_min_alpha`, in this temperature's terms.
+
+        The state holds the controller's variable, log α or asinh(α / signed_scale) (signed), not α itself: resumed
+        under the other form, α = 1e-3 saved as log α = −6.9 would read as α = 1e-3·sinh(−6.9) ≈ −0.5. When the forms
+        differ, α is carried over (clipped to this temperature's bounds) and the PI integral restarts at it.
+        """
+        if (saved_min_alpha <= 0.0) == self.signed:
+            return saved
+        control = float(saved.log_alpha)
+        alpha = self.signed_scale * np.sinh(control) if saved_min_alpha <= 0.0 else np.exp(control)
+        alpha = float(np.clip(alpha, self.min_alpha, self.max_alpha))
+        control = jnp.asarray(self._control(alpha), dtype=jnp.float32)
+        return replace(saved, log_alpha=control, integral=jnp.array(control))
+
     def alpha(self, state: TemperatureState) -> Array:
         if self.signed:
             return self.signed_scale * jnp.sinh(state.log_alpha)
