@@ -266,10 +266,18 @@ PRESETS["stand"] = {
     # policy's own entropy drifts down, so a target below it needs α → 0. At −1.5 α has a bonus to hold against that
     # drift: over an hour α stayed within [1e-4, 0.01] (39 updates in a row at most on the floor), entropy within
     # 0.16 nats/dim of the target (mean +0.004), and the mean action stood 20 s from minute 20 (docs/training.md).
-    # When the entropy drifts up instead, the task's 0.05 nats/dim dead band (`temperature_tolerance`) keeps α off its
-    # floor: seeds 0 and 1, 30 minutes each, never on a bound (one had spent 359 updates there without it).
+    # When the entropy drifts up instead, a positive α cannot pull it down: annealed from the first update's entropy,
+    # PPO itself raised it past the target and α sat 163 updates on its floor. So α is signed here (a lower bound
+    # below 0 makes α < 0 an entropy penalty; PI gains 10/0.6 on asinh(α/1e-3), a 0.03 nats/dim dead band). One hour,
+    # seeds 0 and 1: entropy within 0.084 and 0.108 nats/dim of the target after update 20 (the 0.108 one logged
+    # update; mean +0.008, +0.003), α never on a bound and below 0 once (−1e-4, seed 1), the curve's first 10 s at
+    # minutes 37.0 and 39.3, the mean action standing 20 s in the gate from minute 20.5
+    # (bench/results/learning_stand_alpha_signed_cpu.json; docs/training.md).
     "target_entropy": -1.5,
     "target_entropy_anneal_updates": 0,
+    "alpha_bounds": (-0.01, 0.1),
+    "temperature_pi_gains": (10.0, 0.6),
+    "temperature_tolerance": 0.03,
     "base_height_reward": 0.5,
     "tilt_reward": 0.5,
     "pose_penalty": 0.1,
