@@ -40,6 +40,7 @@ from ksim_entropy.ppo.finetune import SOURCE_KEY
 from ksim_entropy.ppo.mixins import read_checkpoint_aux
 from ksim_entropy.progress import METRICS_FILE
 from ksim_entropy.testing.reality import HiddenRobot, reality_log
+from tests.test_checkpoint import write_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -306,12 +307,7 @@ def test_export_cli_runs_the_sim2sim_gate(first_run, tmp_path):
 
 
 def test_export_cli_reports_foreign_checkpoint(tmp_path):
-    foreign = tmp_path / "foreign.bin"
-    with tarfile.open(foreign, "w:gz") as tar:
-        for name, data in (("model_0", b"0"), ("state", b"{}"), ("config", b"num_envs: 4\n")):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    foreign = write_checkpoint(tmp_path / "foreign.bin", {"num_envs": 4})
     proc = subprocess.run(
         [sys.executable, "-m", "tasks.export", str(foreign)], cwd=ROOT, capture_output=True, text=True, check=False
     )

@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import io
 import math
-import tarfile
 
 import equinox as eqx
 import jax
@@ -31,6 +30,7 @@ from ksim_entropy.ppo.temperature import (
     gaussian_entropy,
     gaussian_entropy_range,
 )
+from tests.test_checkpoint import write_checkpoint
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Gaussian entropies against scipy
@@ -587,11 +587,6 @@ def test_a_state_saved_in_the_other_form_resumes_at_its_alpha(tmp_path):
     negative = dataclasses.replace(below, log_alpha=jnp.float32(math.asinh(-5e-4 / 1e-3)))
     assert float(positive.alpha(positive.adopt(negative, saved_min_alpha=-0.01))) == pytest.approx(1e-4, rel=1e-5)
     # the saved run's lower bound comes from the checkpoint's config
-    path = tmp_path / "ckpt.bin"
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in (("model_0", b"\0"), ("state", b"{}"), ("config", b"alpha_bounds: [-0.01, 0.1]\n")):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    path = write_checkpoint(tmp_path / "ckpt.bin", {"alpha_bounds": [-0.01, 0.1]})
     assert saved_min_alpha(path, default=1e-4) == -0.01
     assert saved_min_alpha(tmp_path / "missing.bin", default=1e-4) == 1e-4

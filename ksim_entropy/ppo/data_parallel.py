@@ -8,8 +8,8 @@ replicated. ksim's jitted rollout and update then run as one SPMD program (GSPMD
 the environments and computes its share of every minibatch (`batch_size` splits too), and every reduction of the
 update (advantage normalisation, losses, gradient means, the temperature's entropy, the curriculum's statistics, the
 logged metrics) is taken over all environments, so N devices compute the update one device computes with N× the
-environments, to float rounding. The random draws do not depend
-on the device count either (JAX's partitionable threefry, on by default since JAX 0.5).
+environments, to float rounding. The random draws do not depend on the device count either (JAX's partitionable
+threefry, on by default since JAX 0.5).
 
 Checkpoints hold host arrays (xax gathers them), so a run saved on N devices resumes on any count. Several hosts:
 start every process with the same command after `initialize_distributed()` (JAX_COORDINATOR_ADDRESS,

@@ -956,10 +956,8 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
         self, constants: RLLoopConstants, carry: RLLoopCarry, state: xax.State, ckpt_path: Path
     ) -> RLLoopCarry:
         carry = super().restore_checkpoint_aux(constants, carry, state, ckpt_path)
-        temperature = self.get_entropy_temperature()
-        if temperature is None:
-            return carry
-        carry = self.restore_aux_value(
+        temperature = self.get_entropy_temperature()  # None: no temperature state in the carry, nothing restored
+        return self.restore_aux_value(
             carry,
             ckpt_path,
             TEMPERATURE_KEY,
@@ -967,7 +965,6 @@ class AutoTemperatureMixin(TrainingStateMixin[PPOConfigT], ksim.PPOTask[PPOConfi
             missing="no entropy temperature state; α starts from its initial value",
             adopt=lambda saved: temperature.adopt(saved, saved_min_alpha(ckpt_path, temperature.min_alpha)),
         )
-        return carry
 
 
 # ====================================================================== the entropy-bridged task
